@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make run` and `make test`. Needs only python3 (3.11+).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+export HOST PORT
+
+.PHONY: install run test lint typecheck check bench lock clean
+
+# The environment is rebuilt when the lock file or pyproject.toml change.
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/rowstream serve --seed-if-empty --print-curl
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check app migrations tests
+	$(BIN)/ruff format --check app migrations tests
+
+typecheck: install
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+# Regenerate requirements.lock from pyproject.toml (needs network access to PyPI).
+lock: install
+	$(BIN)/pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+		--generate-hashes --quiet -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

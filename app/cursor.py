@@ -1,0 +1,116 @@
+"""The cursor loop: a server-side cursor read in batches, one snapshot, nothing left behind.
+
+``stream_batches`` is an async generator that owns a pooled connection, a read-only
+REPEATABLE READ transaction and a cursor for as long as it runs. Whoever drives it must
+``aclose()`` it when done (``responses.StreamingResponse`` does, also when the client
+goes away): its ``finally`` blocks roll the transaction back and return the connection.
+If the task is cancelled while a fetch is running, asyncpg cancels the query on the
+server, and the pool's release (shielded) resets the connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, TypeVar
+
+import anyio
+import asyncpg
+import databases
+
+from app.database import raw_connection
+from app.queries import Query
+
+T = TypeVar("T")
+
+#: Per-transaction settings: ``SET LOCAL`` ends with the transaction, so nothing leaks to
+#: the next user of a pooled (or PgBouncer-shared) connection.
+_TX_SETUP = "SET LOCAL TimeZone = 'UTC'"
+_CLEANUP_TIMEOUT = 5.0
+
+
+async def _open(conn: asyncpg.Connection) -> Any:
+    tx = conn.transaction(isolation="repeatable_read", readonly=True)
+    await tx.start()
+    try:
+        await conn.execute(_TX_SETUP)
+    except BaseException:
+        await tx.rollback()
+        raise
+    return tx
+
+
+async def _end(tx: Any) -> None:
+    """Roll back (read-only: nothing to commit; this also closes the cursor).
+
+    Shielded from cancellation (a client disconnect cancels the stream's task) and bounded
+    in time. If the connection is broken or still busy with a cancelled query, the
+    rollback fails; the pool's release then resets or discards the connection, so that
+    is not an error.
+    """
+    with anyio.move_on_after(_CLEANUP_TIMEOUT, shield=True):
+        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            await tx.rollback()
+
+
+async def stream_batches(
+    db: databases.Database, query: Query, batch_size: int
+) -> AsyncGenerator[list[str], None]:
+    """Yield the first column of ``query``'s rows, ``batch_size`` rows at a time."""
+    async with raw_connection(db) as conn:
+        tx = await _open(conn)
+        try:
+            # prepare() + cursor(): an unnamed statement when the statement cache is off,
+            # which PgBouncer in transaction mode requires (asyncpg#945).
+            statement = await conn.prepare(query.sql)
+            cursor = await statement.cursor(*query.args)
+            while True:
+                rows = await cursor.fetch(batch_size)
+                if rows:
+                    yield [r[0] for r in rows]
+                if len(rows) < batch_size:
+                    break
+        finally:
+            await _end(tx)
+
+
+async def fetch_column(db: databases.Database, query: Query) -> list[str]:
+    """All rows of ``query`` (first column), materialised, in the same kind of snapshot."""
+    async with raw_connection(db) as conn:
+        tx = await _open(conn)
+        try:
+            rows = await conn.fetch(query.sql, *query.args)
+        finally:
+            await _end(tx)
+    return [r[0] for r in rows]
+
+
+async def primed(
+    source: AsyncGenerator[T, None], encode: Callable[[T], bytes]
+) -> AsyncGenerator[bytes, None]:
+    """Run ``source`` up to its first item now, then continue it lazily.
+
+    Errors before the first byte (database down, bad query) raise here, while the handler
+    can still answer with a real status code; errors after it abort the stream.
+    The returned generator closes ``source`` when it is closed itself.
+    """
+    try:
+        first = await anext(source)
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        await source.aclose()
+        raise
+    return _chain(first, source, encode)
+
+
+async def _chain(
+    first: T | None, source: AsyncGenerator[T, None], encode: Callable[[T], bytes]
+) -> AsyncGenerator[bytes, None]:
+    try:
+        if first is not None:
+            yield encode(first)
+            async for item in source:
+                yield encode(item)
+    finally:
+        await source.aclose()

@@ -1,0 +1,113 @@
+"""The connection pool and the way to a raw asyncpg connection.
+
+Access goes through ``databases`` (its pool is opened in the app lifespan), but every
+query on a hot path runs on the raw asyncpg connection underneath: ``databases``'
+``iterate()`` fixes asyncpg's cursor prefetch at 50 rows and holds a lock for the whole
+loop, and its records wrap each row in Python objects we do not need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import asyncpg
+import databases
+
+from app import embedded
+from app.errors import ServiceUnavailable
+from app.settings import Settings
+
+#: Errors that mean "the database cannot be reached right now" rather than "bad query".
+UNREACHABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+def create(settings: Settings, url: str) -> databases.Database:
+    """A ``databases.Database`` (not yet connected) with the pool settings applied."""
+    return databases.Database(
+        url,
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        command_timeout=settings.command_timeout,
+    )
+
+
+@contextlib.asynccontextmanager
+async def raw_connection(
+    db: databases.Database, *, acquire_timeout: float = 5.0
+) -> AsyncIterator[asyncpg.Connection]:
+    """Check out one pooled connection and hand over the asyncpg connection beneath it.
+
+    ``databases`` acquires from the pool without a timeout: bound it here, so an exhausted
+    pool or an unreachable server answers 503 instead of hanging the request.
+    """
+    conn = db.connection()
+    try:
+        async with asyncio.timeout(acquire_timeout):
+            await conn.__aenter__()
+    except Exception as exc:  # any failure to get a connection (down, auth, no such db)
+        raise ServiceUnavailable(f"database unavailable: {describe(exc)}") from exc
+    try:
+        yield conn.raw_connection
+    finally:
+        # Shielded: a stream cancelled by a client disconnect must still give its
+        # connection back (asyncpg's release resets it if a transaction is left open).
+        with anyio.CancelScope(shield=True):
+            await conn.__aexit__(None, None, None)
+
+
+def pool_stats(db: databases.Database) -> dict[str, int]:
+    """Connections in the pool, idle, and checked out (``databases`` does not expose it)."""
+    pool: Any = getattr(db._backend, "_pool", None)
+    if pool is None:
+        return {"size": 0, "idle": 0, "in_use": 0}
+    size, idle = pool.get_size(), pool.get_idle_size()
+    return {"size": size, "idle": idle, "in_use": size - idle}
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line, secret-free description of a connection failure."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def safe_location(url: str) -> str:
+    """``host:port/db`` (or the socket directory) of a URL, without credentials."""
+    parts = urlsplit(url)
+    host = parts.hostname or dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p).get(
+        "host", "localhost"
+    )
+    port = f":{parts.port}" if parts.port else ""
+    return f"{host}{port}{parts.path or '/'}"
+
+
+@contextlib.contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    """The URL to use: ``DATABASE_URL``, or the embedded server started (and kept) for us.
+
+    The embedded server is stopped when the last process using it exits.
+    """
+    if settings.database_url:
+        yield settings.database_url
+        return
+    server = embedded.start(Path(settings.data_dir))
+    yield embedded.url(server)
+
+
+async def check_reachable(url: str, connect_timeout: float = 5.0) -> None:
+    """Connect once, raising one of ``UNREACHABLE`` (or a PostgreSQL error) if we cannot."""
+    conn: Any = await asyncpg.connect(url, timeout=connect_timeout)
+    await conn.close()

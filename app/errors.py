@@ -1,0 +1,123 @@
+"""One error type, one handler, one body shape: RFC 9457 ``application/problem+json``.
+
+Every error the service answers with, whether raised by our code (a ``ProblemError``),
+by FastAPI's request validation, by Starlette's routing (404/405), or unexpected (500),
+leaves through ``problem_response`` so clients parse exactly one format.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class ProblemError(Exception):
+    """Base of every error we raise on purpose. Subclasses fix the status and title."""
+
+    status: int = 500
+    title: str = "Internal Server Error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.extensions = extensions
+
+
+class BadRequest(ProblemError):
+    status, title = 400, "Bad Request"
+
+
+class Unauthorized(ProblemError):
+    status, title = 401, "Unauthorized"
+
+    def __init__(self, detail: str, **extensions: Any) -> None:
+        # RFC 6750 §3: a 401 names the scheme to use. error="invalid_token" tells a client
+        # that retrying with the same token is pointless.
+        super().__init__(
+            detail,
+            headers={"WWW-Authenticate": 'Bearer realm="rowstream", error="invalid_token"'},
+            **extensions,
+        )
+
+
+class ServiceUnavailable(ProblemError):
+    status, title = 503, "Service Unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 1, **extensions: Any) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)}, **extensions)
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extensions: Any,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        **extensions,
+    }
+    return Response(
+        orjson.dumps(body, default=str),
+        status_code=status,
+        headers=headers,
+        media_type=PROBLEM_JSON,
+    )
+
+
+async def _on_problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProblemError)
+    return problem_response(
+        exc.status, exc.detail, title=exc.title, headers=exc.headers, **exc.extensions
+    )
+
+
+async def _on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    return problem_response(exc.status_code, str(exc.detail), headers=exc.headers)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+    return problem_response(422, detail or "invalid request", errors=errors)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem_response(500, "an unexpected error occurred; it has been logged")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ProblemError, _on_problem)
+    app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(Exception, _on_unexpected)

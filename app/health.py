@@ -1,0 +1,39 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, Response
+
+from app.database import describe, pool_stats, raw_connection
+from app.deps import Db
+from app.errors import ProblemError, problem_response
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="The database is reachable and its schema is at head")
+async def readyz(request: Request, db: Db) -> Response:
+    head: str = request.app.state.schema_head
+    pool = pool_stats(db)  # before we take a connection ourselves
+    try:
+        async with raw_connection(db, acquire_timeout=2.0) as conn:
+            current = await conn.fetchval("SELECT version_num FROM alembic_version")
+    except ProblemError as exc:
+        return problem_response(503, exc.detail, headers={"Retry-After": "1"})
+    except Exception as exc:  # undefined table, timeout, connection lost mid-query…
+        return problem_response(
+            503, f"database not ready: {describe(exc)}", headers={"Retry-After": "1"}
+        )
+    if current != head:
+        return problem_response(
+            503,
+            f"schema at {current}, expected {head}: run 'rowstream migrate'",
+            headers={"Retry-After": "5"},
+        )
+    return JSONResponse({"status": "ready", "schema": current, "pool": pool})

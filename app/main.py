@@ -1,0 +1,61 @@
+"""The application factory. Nothing happens at import: ``create_app()`` builds the app,
+its lifespan opens (and closes) what it needs, and routes reach it through dependencies.
+
+Run it with ``rowstream serve``, or ``uvicorn --factory app.main:create_app``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from app import __version__, database, errors, health, messages, migrate
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Serve the `messages` table over HTTP two ways, for comparison:
+
+* **standard** — `GET /messages` (alias `/standard`): every row loaded, then sent as one
+  JSON array;
+* **streaming** — `GET /messages/stream` (alias `/chunked`): rows read from a server-side
+  cursor in batches and sent as NDJSON while the query runs.
+
+Every route but `/healthz` and `/readyz` needs `Authorization: Bearer <JWT>`; mint a token
+with `rowstream token --sub you` and paste it into **Authorize**. Errors are
+`application/problem+json` (RFC 9457).
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        with database.database_url(settings) as url:
+            app.state.jwt_secret = settings.resolved_jwt_secret()
+            app.state.schema_head = migrate.head()
+            db = database.create(settings, url)
+            await db.connect()
+            app.state.db = db
+            logger.info("database pool open on %s", database.safe_location(url))
+            try:
+                yield
+            finally:
+                await db.disconnect()
+
+    app = FastAPI(
+        title="rowstream",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(messages.router)
+    return app

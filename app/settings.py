@@ -1,0 +1,82 @@
+"""All configuration, read once from the environment (and an optional ``.env``).
+
+One class, no module-level instance: the app factory and the CLI each build a
+``Settings`` and pass it down, so tests can run several configurations in one process.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Secrets shorter than this are refused outside development (RFC 7518 §3.2: an HS256
+#: key must be at least as long as the hash output, 256 bits).
+MIN_SECRET_BYTES = 32
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    #: ``postgresql://…``; unset means "start the embedded PostgreSQL under ``data_dir``".
+    database_url: str | None = None
+    #: Where the embedded database, the generated development secret and other local
+    #: state live. Git-ignored.
+    data_dir: Path = Path(".data")
+
+    environment: Literal["development", "production"] = "development"
+
+    jwt_secret: str | None = Field(default=None, repr=False)
+    jwt_algorithms: list[str] = ["HS256"]
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    #: Tokens longer than this are refused before any decoding is attempted.
+    jwt_max_length: int = 4096
+
+    #: Rows fetched from the server-side cursor per round trip, and per HTTP chunk.
+    stream_batch_size: int = Field(default=1000, ge=1, le=100_000)
+
+    #: 0: the app starts (and /readyz answers 503) while the database is down.
+    pool_min_size: int = Field(default=0, ge=0)
+    pool_max_size: int = Field(default=20, ge=1)
+    #: Seconds a single statement (one cursor fetch) may take before asyncpg gives up:
+    #: a database that stops answering cannot hang a request forever.
+    command_timeout: float = Field(default=60.0, gt=0)
+
+    def resolved_jwt_secret(self) -> str:
+        """The signing secret: ``JWT_SECRET``, or in development one generated once and kept.
+
+        Outside development a missing or short secret is a configuration error: refusing to
+        start beats signing with something guessable.
+        """
+        if self.jwt_secret:
+            if (
+                self.environment != "development"
+                and len(self.jwt_secret.encode()) < MIN_SECRET_BYTES
+            ):
+                raise ValueError(f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
+            return self.jwt_secret
+        if self.environment != "development":
+            raise ValueError("JWT_SECRET must be set outside development")
+        return _read_or_create_secret(self.data_dir / "jwt_secret")
+
+
+def _read_or_create_secret(path: Path) -> str:
+    """Create the development secret atomically: concurrent first starts agree on one."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+        try:
+            os.link(tmp, path)  # fails if another process won the race: use theirs
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()

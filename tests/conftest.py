@@ -1,0 +1,184 @@
+"""Shared fixtures: a real PostgreSQL (embedded unless TEST_DATABASE_URL is given), built by
+running the Alembic migrations, and a real uvicorn server on a socket for HTTP tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+
+from app import auth, embedded, migrate, seed
+
+#: Rows seeded into the test database (the same formula as production, fewer rows).
+SEED_ROWS = 100_000
+#: Cursor batch size of the test server: small, so streams span many chunks.
+TEST_BATCH = 100
+JWT_SECRET = "test-secret-" + "x" * 40
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` pointing at database ``name`` (keeps host, credentials and query)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+async def _recreate(admin_url: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def admin_url() -> Iterator[str]:
+    """A PostgreSQL server for the whole session: TEST_DATABASE_URL, or an embedded one."""
+    given = os.environ.get("TEST_DATABASE_URL")
+    if given:
+        yield given
+        return
+    base = Path(tempfile.mkdtemp(prefix="rowstream-test-"))
+    server = embedded.start(base, cleanup="delete")
+    try:
+        yield embedded.url(server)
+    finally:
+        server.cleanup()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def fresh_database(admin_url: str) -> Iterator[object]:
+    """A factory: ``fresh_database(name)`` drops and creates ``name``, returns its URL."""
+
+    def make(name: str) -> str:
+        run(_recreate(admin_url, name))
+        return with_database(admin_url, name)
+
+    yield make
+
+
+@pytest.fixture(scope="session")
+def db_url(fresh_database) -> str:  # type: ignore[no-untyped-def]
+    """The seeded test database, built by the Alembic migrations."""
+    url: str = fresh_database("rowstream_test")
+    migrate.upgrade(url)
+
+    async def _seed() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await seed.seed(conn, SEED_ROWS)
+        finally:
+            await conn.close()
+
+    run(_seed())
+    return url
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    base_url: str
+    process: subprocess.Popen[bytes]
+    database_url: str
+
+    def token(self, sub: str = "tester", ttl: int = 600) -> str:
+        return auth.issue(JWT_SECRET, sub, ttl)
+
+    def headers(self, sub: str = "tester") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(sub)}"}
+
+
+def start_server(database_url: str, *, bare: bool = False, **env: str) -> Server:
+    """Start ``rowstream serve`` in a subprocess on a free port and wait until it answers.
+
+    ``bare``: run the app factory under plain uvicorn instead, skipping the CLI's
+    reachability check and migration (to see how the app itself copes).
+    """
+    port = free_port()
+    environment = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": JWT_SECRET,
+        "STREAM_BATCH_SIZE": str(TEST_BATCH),
+        **env,
+    }
+    command = ["uvicorn", "--factory", "app.main:create_app"] if bare else ["app.cli", "serve"]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            *command,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=environment,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                return Server(base_url, process, database_url)
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("server did not start in 30 s")
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(15)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def server(db_url: str) -> Iterator[Server]:
+    """One real uvicorn server, over a real socket, for the whole session."""
+    s = start_server(db_url)
+    try:
+        yield s
+    finally:
+        stop_server(s)
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base_url, timeout=30) as c:
+        yield c

@@ -1,0 +1,46 @@
+import httpx
+
+from tests.conftest import free_port, start_server, stop_server
+
+
+def test_healthz_needs_no_token(client: httpx.Client) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_readyz_reports_schema_head_and_pool(client: httpx.Client) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ready" and body["schema"] == "0001"
+    assert set(body["pool"]) == {"size", "idle", "in_use"}
+
+
+def test_readyz_is_503_when_the_database_is_unreachable() -> None:
+    # Nothing listens on this port: the service must still start, and say it is not ready.
+    url = f"postgresql://nobody@127.0.0.1:{free_port()}/nothing"
+    server = start_server(url, bare=True)
+    try:
+        response = httpx.get(f"{server.base_url}/readyz", timeout=10)
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.headers["retry-after"]
+        assert "database" in response.json()["detail"]
+        # and a data route says 503 too, not 500, and does not hang
+        data = httpx.get(f"{server.base_url}/chunked", headers=server.headers(), timeout=10)
+        assert data.status_code == 503
+        assert data.headers["content-type"] == "application/problem+json"
+    finally:
+        stop_server(server)
+
+
+def test_readyz_is_503_when_the_schema_is_behind(fresh_database) -> None:  # type: ignore[no-untyped-def]
+    url = fresh_database("rowstream_unmigrated")
+    server = start_server(url, bare=True)
+    try:
+        response = httpx.get(f"{server.base_url}/readyz", timeout=10)
+        assert response.status_code == 503
+        assert "database not ready" in response.json()["detail"]
+    finally:
+        stop_server(server)

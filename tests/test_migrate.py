@@ -1,0 +1,59 @@
+import asyncpg
+import pytest
+
+from app import migrate
+from tests.conftest import run
+
+
+async def _tables(url: str) -> set[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        )
+        return {r[0] for r in rows}
+    finally:
+        await conn.close()
+
+
+async def _columns(url: str) -> list[tuple[str, str, str]]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
+            "WHERE table_name = 'messages' ORDER BY ordinal_position"
+        )
+        return [tuple(r) for r in rows]
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def empty_url(fresh_database) -> str:  # type: ignore[no-untyped-def]
+    url: str = fresh_database("rowstream_migrations")
+    return url
+
+
+def test_upgrade_creates_messages_with_the_documented_columns(empty_url: str) -> None:
+    migrate.upgrade(empty_url)
+    assert run(_columns(empty_url)) == [
+        ("id", "bigint", "NO"),
+        ("sender_id", "integer", "NO"),
+        ("recipient_id", "integer", "NO"),
+        ("channel", "text", "NO"),
+        ("body", "text", "NO"),
+        ("created_at", "timestamp with time zone", "NO"),
+        ("is_read", "boolean", "NO"),
+    ]
+
+
+def test_downgrade_to_base_and_upgrade_again(empty_url: str) -> None:
+    migrate.upgrade(empty_url)
+    migrate.downgrade(empty_url, "base")
+    assert "messages" not in run(_tables(empty_url))
+    migrate.upgrade(empty_url)
+    assert "messages" in run(_tables(empty_url))
+
+
+def test_head_is_the_newest_revision() -> None:
+    assert migrate.head() == "0001"
