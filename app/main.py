@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app import __version__, database, errors, health, messages, migrate
 from app.settings import Settings
@@ -48,7 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             finally:
                 await db.disconnect()
 
-    app = FastAPI(
+    # Swagger UI's JavaScript and CSS are served by the app itself, not from a CDN.
+    app = FastAPIOffline(
         title="rowstream",
         version=__version__,
         description=DESCRIPTION,

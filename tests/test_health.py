@@ -44,3 +44,17 @@ def test_readyz_is_503_when_the_schema_is_behind(fresh_database) -> None:  # typ
         assert "database not ready" in response.json()["detail"]
     finally:
         stop_server(server)
+
+
+def test_docs_work_offline_every_asset_is_local_and_answers(client: httpx.Client) -> None:
+    import re
+
+    page = client.get("/docs")
+    assert page.status_code == 200
+    urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+    urls += re.findall(r"""url: ?["']([^"']+)["']""", page.text)
+    assert urls, page.text
+    for url in urls:
+        assert url.startswith("/"), f"/docs loads {url} from elsewhere"
+        assert client.get(url).status_code == 200, url
+    assert any(u.endswith("swagger-ui-bundle.js") for u in urls)
