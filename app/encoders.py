@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-NDJSON = "application/x-ndjson"
+from app.formats import NDJSON
+
+__all__ = ["NDJSON", "json_array", "ndjson"]
 
 
 def ndjson(batch: Sequence[str]) -> bytes:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 
-from app import cursor, encoders, queries
+from app import cursor, encoders, formats, queries
 from app.deps import AppSettings, CurrentUser, Db
 from app.responses import PrebuiltJSONResponse, StreamingResponse
 
@@ -20,6 +20,14 @@ Limit = Annotated[
         description="Return at most this many rows (in `id` order). Default: all.",
     ),
 ]
+
+Format = Annotated[
+    str | None,
+    Query(description="Overrides `Accept`: `ndjson` (default) or `text` (`object_id:{id} \\n`)."),
+]
+
+#: What the streaming route can answer with; the first is the default.
+STREAM_FORMATS = (formats.NDJSON, formats.TEXT)
 
 _ROW_EXAMPLE: dict[str, Any] = {
     "id": 1,
@@ -53,19 +61,35 @@ async def list_messages(db: Db, user: CurrentUser, limit: Limit = None) -> Prebu
                 encoders.NDJSON: {
                     "schema": {"type": "string"},
                     "example": '{"id":1,"sender_id":7919,…}\n{"id":2,…}\n',
-                }
+                },
+                formats.TEXT: {
+                    "schema": {"type": "string"},
+                    "example": "object_id:1 \nobject_id:2 \n",
+                },
             }
-        }
+        },
+        406: {"description": "No acceptable format", "content": {"application/problem+json": {}}},
     },
 )
 async def stream_messages(
-    db: Db, settings: AppSettings, user: CurrentUser, limit: Limit = None
+    db: Db,
+    settings: AppSettings,
+    user: CurrentUser,
+    limit: Limit = None,
+    format: Format = None,
+    accept: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> StreamingResponse:
-    batches = cursor.stream_batches(
-        db, queries.messages_json(limit=limit), settings.stream_batch_size
-    )
-    body = await cursor.primed(batches, encoders.ndjson)
-    return StreamingResponse(body, media_type=encoders.NDJSON)
+    media_type = formats.negotiate(accept, format, STREAM_FORMATS)
+    if media_type == formats.TEXT:
+        body = await cursor.primed(
+            cursor.copy_chunks(db, queries.message_ids_text(limit=limit)), bytes
+        )
+    else:
+        batches = cursor.stream_batches(
+            db, queries.messages_json(limit=limit), settings.stream_batch_size
+        )
+        body = await cursor.primed(batches, encoders.ndjson)
+    return StreamingResponse(body, media_type=media_type)
 
 
 # The original comparison's URLs, so its curl commands keep working.

@@ -29,3 +29,14 @@ def messages_json(*, limit: int | None = None) -> Query:
         f"(SELECT {columns} FROM messages ORDER BY id LIMIT $1) AS m",
         (limit,),
     )
+
+
+def message_ids_text(*, limit: int | None = None) -> Query:
+    """The original comparison's ``object_id:{id} \\n`` lines, for ``COPY … TO STDOUT``.
+
+    COPY's text format ends each row with ``\\n`` and escapes nothing here (digits only).
+    """
+    return Query(
+        "SELECT 'object_id:' || id || ' ' FROM messages ORDER BY id LIMIT $1",
+        (limit,),
+    )

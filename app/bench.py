@@ -1,0 +1,461 @@
+"""``rowstream bench``: the standard-vs-streaming comparison, measured.
+
+For each scenario (endpoint x row count) the bench runs a warm-up, then ``--rounds``
+rounds in alternating order, and reports median/min/max of: time to response headers,
+time to the first body byte, total time, bytes, rows/s, MB/s, the server's peak resident
+memory above its idle level and its CPU seconds. Every round also takes the *limit
+reference* -- ``COPY (SELECT * FROM messages ORDER BY id LIMIT n) TO STDOUT (FORMAT csv)``
+drained by asyncpg to nowhere -- and each scenario's total is reported as a ratio to the
+reference taken in the same round (the machine is noisy; ratios from one round are fair).
+
+How memory is measured: the server is a separate process started by the bench. Before
+each request the bench reads the server's RSS (``psutil``) as its idle level; while the
+request runs a thread samples the RSS every 2 ms; the peak above idle is the maximum
+sample minus the idle level. CPU seconds are the server's user+system time across the
+request. With ``--url`` (a server the bench did not start) give ``--pid`` to get both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import secrets
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from app import auth, database, migrate, seed
+from app.settings import Settings
+
+MB = 1_000_000
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    path: str
+    rows: int
+    headers: tuple[tuple[str, str], ...] = ()
+    count: bytes = b'"id":'  # what to count in the body to count rows
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.rows:,}"
+
+
+@dataclass
+class Sample:
+    headers_s: float
+    first_byte_s: float
+    total_s: float
+    bytes: int
+    rows: int
+    peak_mib: float | None = None
+    cpu_s: float | None = None
+    timeline: list[tuple[float, int]] = field(default_factory=list)
+
+
+def scenarios(row_counts: list[int]) -> list[Scenario]:
+    out: list[Scenario] = []
+    for n in row_counts:
+        out.append(Scenario("standard", "/messages", n))
+        out.append(Scenario("streaming", "/messages/stream", n))
+        out.append(
+            Scenario("chunked text/plain", "/chunked", n, (("Accept", "text/plain"),), b"\n")
+        )
+    return out
+
+
+class ServerProbe:
+    """Samples a server process's RSS in a thread while a request runs."""
+
+    def __init__(self, pid: int | None) -> None:
+        import psutil
+
+        self.process = psutil.Process(pid) if pid else None
+
+    @contextmanager
+    def measure(self, sample: dict[str, float | None]) -> Iterator[None]:
+        if self.process is None:
+            yield
+            return
+        proc = self.process
+        idle = proc.memory_info().rss
+        cpu0 = sum(proc.cpu_times()[:2])
+        peak = idle
+        stop = threading.Event()
+
+        def poll() -> None:
+            nonlocal peak
+            while not stop.is_set():
+                peak = max(peak, proc.memory_info().rss)
+                stop.wait(0.002)
+
+        thread = threading.Thread(target=poll, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            peak = max(peak, proc.memory_info().rss)
+            sample["peak_mib"] = (peak - idle) / MiB
+            sample["cpu_s"] = sum(proc.cpu_times()[:2]) - cpu0
+
+
+async def fetch(
+    client: httpx.AsyncClient, probe: ServerProbe, scenario: Scenario, timeline: bool
+) -> Sample:
+    extra: dict[str, float | None] = {}
+    points: list[tuple[float, int]] = []
+    size = rows = 0
+    tail = b""
+    with probe.measure(extra):
+        started = time.perf_counter()
+        async with client.stream(
+            "GET", scenario.path, params={"limit": scenario.rows}, headers=dict(scenario.headers)
+        ) as response:
+            headers_s = time.perf_counter() - started
+            response.raise_for_status()
+            first_byte_s = 0.0
+            async for chunk in response.aiter_raw():
+                now = time.perf_counter() - started
+                if not size:
+                    first_byte_s = now
+                size += len(chunk)
+                # count across chunk boundaries: keep the last few bytes
+                joined = tail + chunk
+                rows += joined.count(scenario.count) - tail.count(scenario.count)
+                tail = joined[-8:]
+                if timeline:
+                    points.append((now, size))
+        total_s = time.perf_counter() - started
+    return Sample(headers_s, first_byte_s, total_s, size, rows, timeline=points, **extra)
+
+
+async def copy_reference(url: str, rows: int) -> Sample:
+    """The limit: PostgreSQL's own COPY csv of the same rows, drained to nowhere."""
+    conn = await asyncpg.connect(url)
+    try:
+        size = 0
+        first = 0.0
+        started = time.perf_counter()
+
+        async def sink(data: bytes) -> None:
+            nonlocal size, first
+            if not size:
+                first = time.perf_counter() - started
+            size += len(data)
+
+        await conn.copy_from_query(
+            "SELECT * FROM messages ORDER BY id LIMIT $1", rows, output=sink, format="csv"
+        )
+        total = time.perf_counter() - started
+    finally:
+        await conn.close()
+    return Sample(0.0, first, total, size, rows)
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarise(name: str, samples: list[Sample], refs: list[Sample]) -> dict[str, Any]:
+    total = [s.total_s for s in samples]
+    out: dict[str, Any] = {
+        "scenario": name,
+        "rounds": len(samples),
+        "headers_s": _stats([s.headers_s for s in samples]),
+        "first_byte_s": _stats([s.first_byte_s for s in samples]),
+        "total_s": _stats(total),
+        "bytes": samples[-1].bytes,
+        "rows": samples[-1].rows,
+        "rows_per_s": statistics.median(s.rows / s.total_s for s in samples),
+        "mb_per_s": statistics.median(s.bytes / MB / s.total_s for s in samples),
+        "ratio_to_copy": _stats(
+            [s.total_s / r.total_s for s, r in zip(samples, refs, strict=True)]
+        ),
+    }
+    if samples[0].peak_mib is not None:
+        out["peak_mib"] = _stats([s.peak_mib or 0.0 for s in samples])
+        out["cpu_s"] = _stats([s.cpu_s or 0.0 for s in samples])
+    return out
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    head = (
+        "| scenario | headers ms | first byte ms | total s (min-max) | x COPY | MB | rows/s "
+        "| MB/s | peak MiB above idle | server CPU s |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    lines = []
+    for r in results:
+        t = r["total_s"]
+        peak = f"{r['peak_mib']['median']:.1f}" if "peak_mib" in r else "n/a"
+        cpu = f"{r['cpu_s']['median']:.2f}" if "cpu_s" in r else "n/a"
+        ratio = r.get("ratio_to_copy", {}).get("median")
+        lines.append(
+            f"| {r['scenario']} | {r['headers_s']['median'] * 1000:.1f} "
+            f"| {r['first_byte_s']['median'] * 1000:.1f} "
+            f"| {t['median']:.3f} ({t['min']:.3f}-{t['max']:.3f}) "
+            f"| {ratio:.2f} | {r['bytes'] / MB:.1f} | {r['rows_per_s']:,.0f} "
+            f"| {r['mb_per_s']:.0f} | {peak} | {cpu} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def plots(results: list[dict[str, Any]], timelines: dict[str, Sample], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    if timelines:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        for label, sample in timelines.items():
+            xs = [0.0] + [t for t, _ in sample.timeline]
+            ys = [0.0] + [b / MB for _, b in sample.timeline]
+            ax.step(xs, ys, where="post", label=label)
+        ax.set_xlabel("seconds since the request was sent")
+        ax.set_ylabel("MB received")
+        ax.set_title("Bytes received over time")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        path = out / "bytes_over_time.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    with_mem = [r for r in results if "peak_mib" in r and r["scenario"] != "COPY csv"]
+    if with_mem:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        names = sorted({r["scenario"].rsplit(" ", 1)[0] for r in with_mem})
+        for name in names:
+            pts = sorted(
+                (r["rows"], r["peak_mib"]["median"])
+                for r in with_mem
+                if r["scenario"].rsplit(" ", 1)[0] == name
+            )
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel("rows")
+        ax.set_ylabel("server peak RSS above idle (MiB)")
+        ax.set_title("Server memory vs rows")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        path = out / "memory_vs_rows.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def machine() -> dict[str, Any]:
+    import psutil
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+async def _ensure_rows(url: str, rows: int) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        if await seed.count(conn) < rows:
+            await seed.seed(conn, rows)
+    finally:
+        await conn.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _database_beside(url: str, name: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    conn = await asyncpg.connect(url)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+@contextmanager
+def _server(url: str, secret: str) -> Iterator[tuple[str, int]]:
+    port = _free_port()
+    env = {**os.environ, "DATABASE_URL": url, "JWT_SECRET": secret}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--log-level", "warning"],
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError("the server exited during start-up")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not become ready in 60 s")
+            time.sleep(0.1)
+        yield base, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def _run(
+    base: str, token: str, pid: int | None, db_url: str | None, args: argparse.Namespace
+) -> dict[str, Any]:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    todo = scenarios(args.rows)
+    probe = ServerProbe(pid)
+    samples: dict[str, list[Sample]] = {s.label: [] for s in todo}
+    refs: dict[int, list[Sample]] = {n: [] for n in args.rows}
+    timelines: dict[str, Sample] = {}
+    timeline_rows = max(args.rows)
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=600
+    ) as client:
+        total = (args.rounds + args.warmup) * (len(todo) + (len(args.rows) if db_url else 0))
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            transient=False,
+            disable=args.quiet,
+        ) as progress:
+            task = progress.add_task("warm-up", total=total)
+            for round_no in range(args.warmup + args.rounds):
+                warm = round_no < args.warmup
+                order = list(todo)
+                # alternate the order each round, so neither side always goes first
+                if round_no % 2:
+                    order.reverse()
+                ref_in_round: dict[int, Sample] = {}
+                for n in sorted(args.rows):
+                    if db_url is None:
+                        break
+                    progress.update(task, description=f"round {round_no + 1}: COPY csv {n:,}")
+                    ref_in_round[n] = await copy_reference(db_url, n)
+                    progress.advance(task)
+                for sc in order:
+                    progress.update(task, description=f"round {round_no + 1}: {sc.label}")
+                    s = await fetch(client, probe, sc, timeline=sc.rows == timeline_rows)
+                    if s.rows != sc.rows:
+                        raise RuntimeError(f"{sc.label}: got {s.rows} rows, expected {sc.rows}")
+                    progress.advance(task)
+                    if warm:
+                        continue
+                    samples[sc.label].append(s)
+                    if sc.rows == timeline_rows and sc.name != "chunked text/plain":
+                        timelines[sc.label] = s
+                if not warm:
+                    for n, r in ref_in_round.items():
+                        refs[n].append(r)
+    results: list[dict[str, Any]] = []
+    for n in sorted(args.rows):
+        if refs[n]:
+            ref = summarise(f"COPY csv {n:,}", refs[n], refs[n])
+            results.append(ref)
+        for sc in todo:
+            if sc.rows == n:
+                results.append(summarise(sc.label, samples[sc.label], refs[n] or samples[sc.label]))
+    return {"results": results, "timelines": timelines}
+
+
+def run(args: argparse.Namespace, settings: Settings) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.quick:
+        args.rows, args.rounds, args.warmup = [1_000, 5_000], 1, 0
+    if args.big:
+        args.rows = sorted({*args.rows, 5_000_000})
+    if args.url:
+        if not args.token:
+            raise SystemExit("rowstream bench: --url needs --token")
+        db_url = settings.database_url
+        measured = asyncio.run(_run(args.url, args.token, args.pid, db_url, args))
+    else:
+        secret = secrets.token_urlsafe(48)
+        token = auth.issue(secret, "bench", 24 * 3600)
+        with database.database_url(settings) as url:
+            if args.big:
+                # 5,000,000 rows live in their own database, so the regular 500,000-row table
+                # stays as it is. Row i is the same in both: smaller limits read the same data.
+                url = asyncio.run(_database_beside(url, "rowstream_big"))
+            migrate.upgrade(url)
+            asyncio.run(_ensure_rows(url, max(args.rows)))
+            with _server(url, secret) as (base, pid):
+                measured = asyncio.run(_run(base, token, pid, url, args))
+    results = measured["results"]
+    report = {
+        "machine": machine(),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "rounds": args.rounds,
+        "warmup": args.warmup,
+        "results": results,
+        "timelines": {k: v.timeline for k, v in measured["timelines"].items()},
+    }
+    (out / "results.json").write_text(json.dumps(report, indent=1))
+    table = markdown(results)
+    (out / "results.md").write_text(table)
+    images = plots(results, measured["timelines"], out)
+    print(table)
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, " + ", ".join(map(str, images)))
+
+
+def add_parser(sub: Any) -> None:
+    b = sub.add_parser("bench", help="measure standard vs streaming against the COPY limit")
+    b.add_argument(
+        "--rows",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[10_000, 100_000, 500_000],
+        help="comma-separated row counts",
+    )
+    b.add_argument("--rounds", type=int, default=5)
+    b.add_argument("--warmup", type=int, default=1)
+    b.add_argument("--big", action="store_true", help="add 5,000,000 rows (seeds them)")
+    b.add_argument("--quick", action="store_true", help="tiny run (used by the test suite)")
+    b.add_argument("--url", help="measure a running server instead of starting one")
+    b.add_argument("--token", help="bearer token for --url")
+    b.add_argument("--pid", type=int, help="server pid for --url, to measure its memory")
+    b.add_argument("--out", default="bench-results", help="directory for JSON, Markdown, PNG")
+    b.add_argument("--quiet", action="store_true", help="no progress display")
+    b.set_defaults(func=run)

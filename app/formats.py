@@ -1,0 +1,72 @@
+"""Content negotiation: which representation a request gets.
+
+A small hand-written ``Accept`` parser (RFC 9110 §12.5.1: media ranges with ``q``
+weights; ties keep the client's order). ``?format=`` overrides the header, so a browser
+or Swagger UI can pick a format too. Anything we cannot serve is a 406 listing what we can.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from app.errors import ProblemError
+
+NDJSON = "application/x-ndjson"
+TEXT = "text/plain"
+JSON = "application/json"
+
+#: ``?format=`` shorthands.
+ALIASES = {"ndjson": NDJSON, "jsonl": NDJSON, "text": TEXT, "json": JSON}
+
+
+class NotAcceptable(ProblemError):
+    status, title = 406, "Not Acceptable"
+
+
+def _ranges(accept: str) -> list[tuple[str, float]]:
+    out = []
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        if not media:
+            continue
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        out.append((media.lower(), q))
+    return out
+
+
+def _matches(media_range: str, media: str) -> bool:
+    if media_range in ("*/*", media):
+        return True
+    kind, _, sub = media_range.partition("/")
+    return sub == "*" and media.startswith(kind + "/")
+
+
+def negotiate(accept: str | None, format: str | None, supported: Sequence[str]) -> str:
+    """The media type to answer with; ``supported[0]`` is the default."""
+    if format:
+        wanted = ALIASES.get(format.lower(), format.lower())
+        if wanted in supported:
+            return wanted
+        raise NotAcceptable(
+            f"format {format!r} is not available here; use one of: {', '.join(supported)}",
+            supported=list(supported),
+        )
+    if not accept or not accept.strip():
+        return supported[0]
+    ranges = sorted(((q, -i, r) for i, (r, q) in enumerate(_ranges(accept)) if q > 0), reverse=True)
+    for _, _, media_range in ranges:
+        # the most specific match for this range: our default first when it is a wildcard
+        for media in supported:
+            if _matches(media_range, media):
+                return media
+    raise NotAcceptable(
+        f"none of the requested media types is available; use one of: {', '.join(supported)}",
+        supported=list(supported),
+    )
