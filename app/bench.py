@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -65,6 +66,7 @@ class Sample:
     bytes: int
     rows: int
     peak_mib: float | None = None
+    idle_mib: float | None = None
     cpu_s: float | None = None
     timeline: list[tuple[float, int]] = field(default_factory=list)
 
@@ -114,6 +116,7 @@ class ServerProbe:
             thread.join()
             peak = max(peak, proc.memory_info().rss)
             sample["peak_mib"] = (peak - idle) / MiB
+            sample["idle_mib"] = idle / MiB
             sample["cpu_s"] = sum(proc.cpu_times()[:2]) - cpu0
 
 
@@ -192,6 +195,7 @@ def summarise(name: str, samples: list[Sample], refs: list[Sample]) -> dict[str,
     }
     if samples[0].peak_mib is not None:
         out["peak_mib"] = _stats([s.peak_mib or 0.0 for s in samples])
+        out["idle_mib"] = statistics.median(s.idle_mib or 0.0 for s in samples)
         out["cpu_s"] = _stats([s.cpu_s or 0.0 for s in samples])
     return out
 
@@ -199,13 +203,13 @@ def summarise(name: str, samples: list[Sample], refs: list[Sample]) -> dict[str,
 def markdown(results: list[dict[str, Any]]) -> str:
     head = (
         "| scenario | headers ms | first byte ms | total s (min-max) | x COPY | MB | rows/s "
-        "| MB/s | peak MiB above idle | server CPU s |\n"
+        "| MB/s | peak MiB above idle (idle) | server CPU s |\n"
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     lines = []
     for r in results:
         t = r["total_s"]
-        peak = f"{r['peak_mib']['median']:.1f}" if "peak_mib" in r else "n/a"
+        peak = f"{r['peak_mib']['median']:.1f} ({r['idle_mib']:.0f})" if "peak_mib" in r else "n/a"
         cpu = f"{r['cpu_s']['median']:.2f}" if "cpu_s" in r else "n/a"
         ratio = r.get("ratio_to_copy", {}).get("median")
         lines.append(
@@ -308,7 +312,7 @@ async def _database_beside(url: str, name: str) -> str:
 
 
 @contextmanager
-def _server(url: str, secret: str) -> Iterator[tuple[str, int]]:
+def _server(url: str, secret: str) -> Iterator[tuple[str, int | None]]:
     port = _free_port()
     env = {**os.environ, "DATABASE_URL": url, "JWT_SECRET": secret}
     proc = subprocess.Popen(
@@ -339,19 +343,29 @@ def _server(url: str, secret: str) -> Iterator[tuple[str, int]]:
 
 
 async def _run(
-    base: str, token: str, pid: int | None, db_url: str | None, args: argparse.Namespace
+    servers: dict[str, tuple[str, int | None]],
+    token: str,
+    db_url: str | None,
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
+    """Measure every scenario; ``servers`` maps a scenario name to (base URL, pid)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     todo = scenarios(args.rows)
-    probe = ServerProbe(pid)
+    probes = {name: ServerProbe(pid) for name, (_, pid) in servers.items()}
     samples: dict[str, list[Sample]] = {s.label: [] for s in todo}
     refs: dict[int, list[Sample]] = {n: [] for n in args.rows}
     timelines: dict[str, Sample] = {}
     timeline_rows = max(args.rows)
-    async with httpx.AsyncClient(
-        base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=600
-    ) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {
+            name: await stack.enter_async_context(
+                httpx.AsyncClient(
+                    base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=600
+                )
+            )
+            for name, (base, _) in servers.items()
+        }
         total = (args.rounds + args.warmup) * (len(todo) + (len(args.rows) if db_url else 0))
         with Progress(
             TextColumn("{task.description}"),
@@ -377,7 +391,9 @@ async def _run(
                     progress.advance(task)
                 for sc in order:
                     progress.update(task, description=f"round {round_no + 1}: {sc.label}")
-                    s = await fetch(client, probe, sc, timeline=sc.rows == timeline_rows)
+                    s = await fetch(
+                        clients[sc.name], probes[sc.name], sc, timeline=sc.rows == timeline_rows
+                    )
                     if s.rows != sc.rows:
                         raise RuntimeError(f"{sc.label}: got {s.rows} rows, expected {sc.rows}")
                     progress.advance(task)
@@ -411,7 +427,8 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
         if not args.token:
             raise SystemExit("rowstream bench: --url needs --token")
         db_url = settings.database_url
-        measured = asyncio.run(_run(args.url, args.token, args.pid, db_url, args))
+        every = {sc.name: (args.url, args.pid) for sc in scenarios(args.rows)}
+        measured = asyncio.run(_run(every, args.token, db_url, args))
     else:
         secret = secrets.token_urlsafe(48)
         token = auth.issue(secret, "bench", 24 * 3600)
@@ -422,8 +439,14 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
                 url = asyncio.run(_database_beside(url, "rowstream_big"))
             migrate.upgrade(url)
             asyncio.run(_ensure_rows(url, max(args.rows)))
-            with _server(url, secret) as (base, pid):
-                measured = asyncio.run(_run(base, token, pid, url, args))
+            # One server process per scenario kind: each one's memory is measured from its
+            # own idle level, untouched by what another kind of request left in the heap.
+            with contextlib.ExitStack() as stack:
+                servers = {
+                    name: stack.enter_context(_server(url, secret))
+                    for name in dict.fromkeys(sc.name for sc in scenarios(args.rows))
+                }
+                measured = asyncio.run(_run(servers, token, url, args))
     results = measured["results"]
     report = {
         "machine": machine(),

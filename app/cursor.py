@@ -58,6 +58,7 @@ async def stream_batches(
     db: databases.Database, query: Query, batch_size: int
 ) -> AsyncGenerator[list[str], None]:
     """Yield the first column of ``query``'s rows, ``batch_size`` rows at a time."""
+    pending: asyncio.Future[list[Any]] | None = None
     async with raw_connection(db) as conn:
         tx = await _open(conn)
         try:
@@ -65,13 +66,24 @@ async def stream_batches(
             # which PgBouncer in transaction mode requires (asyncpg#945).
             statement = await conn.prepare(query.sql)
             cursor = await statement.cursor(*query.args)
-            while True:
-                rows = await cursor.fetch(batch_size)
+            # Always one fetch in flight: PostgreSQL renders batch n+1 while batch n is
+            # being encoded and written to the client (two cores do twice the work).
+            pending = asyncio.ensure_future(cursor.fetch(batch_size))
+            while pending is not None:
+                rows = await pending
+                pending = (
+                    asyncio.ensure_future(cursor.fetch(batch_size))
+                    if len(rows) == batch_size
+                    else None
+                )
                 if rows:
                     yield [r[0] for r in rows]
-                if len(rows) < batch_size:
-                    break
         finally:
+            if pending is not None and not pending.done():
+                pending.cancel()  # asyncpg then cancels the query on the server
+                with anyio.move_on_after(_CLEANUP_TIMEOUT, shield=True):
+                    with contextlib.suppress(BaseException):
+                        await pending
             await _end(tx)
 
 
@@ -118,15 +130,24 @@ async def copy_chunks(
             await _end(tx)
 
 
-async def fetch_column(db: databases.Database, query: Query) -> list[str]:
-    """All rows of ``query`` (first column), materialised, in the same kind of snapshot."""
+async def copy_all(db: databases.Database, query: Query, **copy_options: Any) -> list[bytes]:
+    """The whole ``COPY (query) TO STDOUT`` output, materialised as PostgreSQL sent it.
+
+    For the standard (buffered) endpoint: the same snapshot settings as a stream, and the
+    rows arrive as a few large buffers rather than one Python object per row.
+    """
+    chunks: list[bytes] = []
+
+    async def collect(data: bytes) -> None:
+        chunks.append(data)
+
     async with raw_connection(db) as conn:
         tx = await _open(conn)
         try:
-            rows = await conn.fetch(query.sql, *query.args)
+            await conn.copy_from_query(query.sql, *query.args, output=collect, **copy_options)
         finally:
             await _end(tx)
-    return [r[0] for r in rows]
+    return chunks
 
 
 async def primed(

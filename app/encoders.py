@@ -1,8 +1,8 @@
 """Pure functions from a batch of rows to the bytes sent on the wire.
 
 PostgreSQL renders each row as JSON text (``row_to_json``; see ``queries.py``), so the
-encoders only join: no per-row dicts, no per-value Python conversions. A batch is the
-list of JSON texts that one cursor fetch returned.
+encoders only join: no per-row dicts, no per-value Python conversions. A batch is either
+the list of JSON texts one cursor fetch returned, or raw ``COPY`` output.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from app.formats import NDJSON
 
-__all__ = ["NDJSON", "json_array", "ndjson"]
+__all__ = ["NDJSON", "json_array_from_lines", "ndjson"]
 
 
 def ndjson(batch: Sequence[str]) -> bytes:
@@ -21,6 +21,19 @@ def ndjson(batch: Sequence[str]) -> bytes:
     return ("\n".join(batch) + "\n").encode()
 
 
-def json_array(rows: Sequence[str]) -> bytes:
-    """The whole result as one JSON array, for the buffered (standard) response."""
-    return ("[" + ",".join(rows) + "]").encode()
+def json_array_from_lines(chunks: list[bytes]) -> bytearray:
+    """One JSON array from newline-terminated JSON texts (``COPY`` output), in one buffer.
+
+    JSON text never contains a raw newline (it is escaped as ``\\n``), so every ``\\n`` is
+    a row separator and becomes a comma. ``chunks`` is consumed as it is copied, so the
+    peak is about one copy of the result, not two.
+    """
+    out = bytearray(b"[")
+    chunks.reverse()
+    while chunks:
+        out += chunks.pop().replace(b"\n", b",")
+    if len(out) > 1:
+        out[-1] = ord("]")  # the last row's separator
+    else:
+        out += b"]"
+    return out

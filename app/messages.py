@@ -47,8 +47,10 @@ _ROW_EXAMPLE: dict[str, Any] = {
     responses={200: {"content": {"application/json": {"example": [_ROW_EXAMPLE]}}}},
 )
 async def list_messages(db: Db, user: CurrentUser, limit: Limit = None) -> PrebuiltJSONResponse:
-    rows = await cursor.fetch_column(db, queries.messages_json(limit=limit))
-    return PrebuiltJSONResponse(encoders.json_array(rows))
+    chunks = await cursor.copy_all(
+        db, queries.messages_json(limit=limit), **queries.JSON_LINES_COPY
+    )
+    return PrebuiltJSONResponse(encoders.json_array_from_lines(chunks))
 
 
 @router.get(

@@ -48,6 +48,8 @@ class PrebuiltJSONResponse(JSONResponse):
     """
 
     def render(self, content: Any) -> bytes:
-        if not isinstance(content, bytes):
+        # A bytearray is sent as it is (no copy into a bytes object: that would be a
+        # second full copy of a possibly large result); the ASGI server writes either.
+        if not isinstance(content, bytes | bytearray):
             raise TypeError("PrebuiltJSONResponse takes encoded JSON bytes")
-        return content
+        return content  # type: ignore[return-value]

@@ -18,7 +18,18 @@ def test_ndjson_of_empty_batch_is_empty() -> None:
     assert encoders.ndjson([]) == b""
 
 
-def test_json_array_is_valid_json_also_when_empty_and_keeps_unicode() -> None:
-    assert json.loads(encoders.json_array([])) == []
-    out = encoders.json_array(['{"s":"é✓"}', '{"s":"\\n"}'])
-    assert json.loads(out) == [{"s": "é✓"}, {"s": "\n"}]
+def test_json_array_from_lines_is_valid_json_also_when_empty_and_keeps_unicode() -> None:
+    assert json.loads(encoders.json_array_from_lines([])) == []
+    assert json.loads(encoders.json_array_from_lines([b""])) == []
+    lines = ['{"s":"é✓"}\n'.encode(), b'{"s":"\\n"}\n{"s"', b':"a,b"}\n']
+    assert json.loads(encoders.json_array_from_lines(lines)) == [
+        {"s": "é✓"},
+        {"s": "\n"},
+        {"s": "a,b"},
+    ]
+
+
+def test_json_array_from_lines_consumes_its_input() -> None:
+    chunks = [b'{"a":1}\n', b'{"a":2}\n']
+    assert json.loads(encoders.json_array_from_lines(chunks)) == [{"a": 1}, {"a": 2}]
+    assert chunks == []
