@@ -32,6 +32,10 @@ typecheck: install
 
 check: lint typecheck test
 
+# The standard-vs-streaming benchmark (see docs/benchmarks.md). BENCH_ARGS=--big adds 5M rows.
+bench: install
+	$(BIN)/rowstream bench $(BENCH_ARGS)
+
 # Regenerate requirements.lock from pyproject.toml (needs network access to PyPI).
 lock: install
 	$(BIN)/pip install --quiet uv

@@ -94,7 +94,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
             timeout_graceful_shutdown=args.graceful_timeout,
         )
         server = uvicorn.Server(config)
-        asyncio.run(_serve(server, settings, args))
+        # uvicorn's own loop choice (uvloop when installed), as `uvicorn.run` would make it.
+        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+            runner.run(_serve(server, settings, args))
 
 
 async def _serve(server: uvicorn.Server, settings: Settings, args: argparse.Namespace) -> None:

@@ -25,15 +25,21 @@ def json_array_from_lines(chunks: list[bytes]) -> bytearray:
     """One JSON array from newline-terminated JSON texts (``COPY`` output), in one buffer.
 
     JSON text never contains a raw newline (it is escaped as ``\\n``), so every ``\\n`` is
-    a row separator and becomes a comma. ``chunks`` is consumed as it is copied, so the
-    peak is about one copy of the result, not two.
+    a row separator and becomes a comma. The buffer is allocated once at its final size
+    (growing it would copy it, briefly doubling it) and ``chunks`` is consumed as it is
+    copied, so the peak stays near one copy of the result plus the input.
     """
-    out = bytearray(b"[")
+    size = sum(map(len, chunks))
+    if not size:
+        chunks.clear()
+        return bytearray(b"[]")
+    out = bytearray(size + 1)
+    out[0] = ord("[")
+    position = 1
     chunks.reverse()
     while chunks:
-        out += chunks.pop().replace(b"\n", b",")
-    if len(out) > 1:
-        out[-1] = ord("]")  # the last row's separator
-    else:
-        out += b"]"
+        chunk = chunks.pop().replace(b"\n", b",")
+        out[position : position + len(chunk)] = chunk
+        position += len(chunk)
+    out[-1] = ord("]")  # over the last row's separator
     return out

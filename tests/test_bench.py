@@ -1,0 +1,48 @@
+"""``rowstream bench --quick`` runs end to end in the suite, so the command never rots.
+No timing is asserted: numbers belong in docs/benchmarks.md, not in tests."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from app import bench
+
+
+def test_quick_bench_writes_table_json_and_plots(db_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "bench", "--quick", "--quiet", "--out", str(out)],
+        env={**os.environ, "DATABASE_URL": db_url},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "results.json").read_text())
+    names = [r["scenario"] for r in report["results"]]
+    assert names == [
+        "COPY csv 1,000", "standard 1,000", "streaming 1,000", "chunked text/plain 1,000",
+        "COPY csv 5,000", "standard 5,000", "streaming 5,000", "chunked text/plain 5,000",
+    ]
+    for r in report["results"]:
+        assert r["rows"] == int(r["scenario"].rsplit(" ", 1)[1].replace(",", ""))
+        assert r["bytes"] > 0 and r["ratio_to_copy"]["median"] > 0
+        if not r["scenario"].startswith("COPY"):
+            assert r["peak_mib"]["median"] >= 0 and r["cpu_s"]["median"] >= 0
+    assert report["machine"]["cpus"] >= 1
+    table = (out / "results.md").read_text()
+    assert table.count("\n") == 2 + len(names)
+    assert "| streaming 5,000 |" in table and table in done.stdout
+    for png in ("bytes_over_time.png", "memory_vs_rows.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_summary_ratios_pair_each_round_with_its_own_reference() -> None:
+    samples = [bench.Sample(0.001, 0.002, t, 100, 10) for t in (1.0, 2.0, 3.0)]
+    refs = [bench.Sample(0.0, 0.001, t, 50, 10) for t in (0.5, 0.5, 1.0)]
+    summary = bench.summarise("x 10", samples, refs)
+    assert summary["ratio_to_copy"] == {"median": 3.0, "min": 2.0, "max": 4.0}
+    assert summary["total_s"]["median"] == 2.0
+    assert "peak_mib" not in summary  # no server process measured
