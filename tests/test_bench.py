@@ -23,8 +23,14 @@ def test_quick_bench_writes_table_json_and_plots(db_url: str, tmp_path: Path) ->
     report = json.loads((out / "results.json").read_text())
     names = [r["scenario"] for r in report["results"]]
     assert names == [
-        "COPY csv 1,000", "standard 1,000", "streaming 1,000", "chunked text/plain 1,000",
-        "COPY csv 5,000", "standard 5,000", "streaming 5,000", "chunked text/plain 5,000",
+        "COPY csv 1,000",
+        "standard 1,000",
+        "streaming 1,000",
+        "chunked text/plain 1,000",
+        "COPY csv 5,000",
+        "standard 5,000",
+        "streaming 5,000",
+        "chunked text/plain 5,000",
     ]
     for r in report["results"]:
         assert r["rows"] == int(r["scenario"].rsplit(" ", 1)[1].replace(",", ""))
