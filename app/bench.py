@@ -361,7 +361,9 @@ async def _run(
         clients = {
             name: await stack.enter_async_context(
                 httpx.AsyncClient(
-                    base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=600
+                    base_url=base,
+                    headers={"Authorization": f"Bearer {token}", "Accept-Encoding": "identity"},
+                    timeout=600,
                 )
             )
             for name, (base, _) in servers.items()

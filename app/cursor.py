@@ -1,18 +1,27 @@
 """The cursor loop: a server-side cursor read in batches, one snapshot, nothing left behind.
 
-``stream_batches`` is an async generator that owns a pooled connection, a read-only
-REPEATABLE READ transaction and a cursor for as long as it runs. Whoever drives it must
-``aclose()`` it when done (``responses.StreamingResponse`` does, also when the client
-goes away): its ``finally`` blocks roll the transaction back and return the connection.
-If the task is cancelled while a fetch is running, asyncpg cancels the query on the
-server, and the pool's release (shielded) resets the connection.
+An export runs on one pooled connection inside one read-only REPEATABLE READ transaction
+(``snapshot``): a count taken first and the rows streamed after see the same data. The
+rows come either from a server-side cursor (``batches``: JSON texts or typed columns,
+``STREAM_BATCH_SIZE`` at a time) or from PostgreSQL's own ``COPY … TO STDOUT``
+(``copy_chunks``: CSV and text passed through untouched).
+
+``open_stream`` ties it together for a route: it takes the connection, runs ``before``
+(counts for the headers) and fetches the first batch *before* the response starts, so an
+error there still gets a real status code; it returns a generator that, when closed,
+closes the source and rolls back and returns the connection. Whoever drives the generator
+must ``aclose()`` it when done (``responses.StreamingResponse`` does, also when the client
+goes away). Cleanup is shielded from cancellation and bounded in time; if the task is
+cancelled while a fetch is running, asyncpg cancels the query on the server, and the
+pool's release (shielded too) resets the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Callable
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
@@ -20,9 +29,10 @@ import asyncpg
 import databases
 
 from app.database import raw_connection
+from app.encoders import Encoder
 from app.queries import Query
 
-T = TypeVar("T")
+R = TypeVar("R")
 
 #: Per-transaction settings: ``SET LOCAL`` ends with the transaction, so nothing leaks to
 #: the next user of a pooled (or PgBouncer-shared) connection.
@@ -30,19 +40,21 @@ _TX_SETUP = "SET LOCAL TimeZone = 'UTC'"
 _CLEANUP_TIMEOUT = 5.0
 
 
-async def _open(conn: asyncpg.Connection) -> Any:
-    tx = conn.transaction(isolation="repeatable_read", readonly=True)
-    await tx.start()
-    try:
-        await conn.execute(_TX_SETUP)
-    except BaseException:
-        await tx.rollback()
-        raise
-    return tx
+@contextlib.asynccontextmanager
+async def snapshot(db: databases.Database) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection inside a read-only REPEATABLE READ transaction (UTC)."""
+    async with raw_connection(db) as conn:
+        tx = conn.transaction(isolation="repeatable_read", readonly=True)
+        await tx.start()
+        try:
+            await conn.execute(_TX_SETUP)
+            yield conn
+        finally:
+            await _end(tx)
 
 
 async def _end(tx: Any) -> None:
-    """Roll back (read-only: nothing to commit; this also closes the cursor).
+    """Roll back (read-only: nothing to commit; this also closes any cursor).
 
     Shielded from cancellation (a client disconnect cancels the stream's task) and bounded
     in time. If the connection is broken or still busy with a cancelled query, the
@@ -54,128 +66,153 @@ async def _end(tx: Any) -> None:
             await tx.rollback()
 
 
-async def stream_batches(
-    db: databases.Database, query: Query, batch_size: int
-) -> AsyncGenerator[list[str], None]:
-    """Yield the first column of ``query``'s rows, ``batch_size`` rows at a time."""
-    pending: asyncio.Future[list[Any]] | None = None
-    async with raw_connection(db) as conn:
-        tx = await _open(conn)
-        try:
-            # prepare() + cursor(): an unnamed statement when the statement cache is off,
-            # which PgBouncer in transaction mode requires (asyncpg#945).
-            statement = await conn.prepare(query.sql)
-            cursor = await statement.cursor(*query.args)
-            # Always one fetch in flight: PostgreSQL renders batch n+1 while batch n is
-            # being encoded and written to the client (two cores do twice the work).
-            pending = asyncio.ensure_future(cursor.fetch(batch_size))
-            while pending is not None:
-                rows = await pending
-                pending = (
-                    asyncio.ensure_future(cursor.fetch(batch_size))
-                    if len(rows) == batch_size
-                    else None
-                )
-                if rows:
-                    yield [r[0] for r in rows]
-        finally:
-            if pending is not None and not pending.done():
-                pending.cancel()  # asyncpg then cancels the query on the server
-                with anyio.move_on_after(_CLEANUP_TIMEOUT, shield=True):
-                    with contextlib.suppress(BaseException):
-                        await pending
-            await _end(tx)
+async def _cancel(task: asyncio.Future[Any] | None) -> None:
+    """Cancel a pending fetch or COPY and wait (shielded, bounded) until it has stopped."""
+    if task is None or task.done():
+        return
+    task.cancel()  # asyncpg then cancels the query on the server
+    with anyio.move_on_after(_CLEANUP_TIMEOUT, shield=True):
+        with contextlib.suppress(BaseException):
+            await task
+
+
+async def batches(
+    conn: asyncpg.Connection, query: Query, batch_size: int
+) -> AsyncGenerator[list[Any], None]:
+    """Yield ``query``'s rows from a server-side cursor, ``batch_size`` records at a time."""
+    # prepare() + cursor(): an unnamed statement when the statement cache is off, which
+    # PgBouncer in transaction mode requires (asyncpg#945).
+    statement = await conn.prepare(query.sql)
+    cursor = await statement.cursor(*query.args)
+    # Always one fetch in flight: PostgreSQL renders batch n+1 while batch n is being
+    # encoded and written to the client.
+    pending: asyncio.Future[list[Any]] | None = asyncio.ensure_future(cursor.fetch(batch_size))
+    try:
+        while pending is not None:
+            rows = await pending
+            pending = (
+                asyncio.ensure_future(cursor.fetch(batch_size)) if len(rows) == batch_size else None
+            )
+            if rows:
+                yield rows
+    finally:
+        await _cancel(pending)
 
 
 async def copy_chunks(
-    db: databases.Database, query: Query, *, queue_size: int = 8, **copy_options: Any
+    conn: asyncpg.Connection, query: Query, *, queue_size: int = 8, **copy_options: Any
 ) -> AsyncGenerator[bytes, None]:
     """Yield PostgreSQL's own ``COPY (query) TO STDOUT`` output, buffer by buffer.
 
     ``copy_options`` are asyncpg's ``copy_from_query`` options (``format="csv"``…;
-    default: COPY's text format, one line per row). The bytes pass through
-    untouched: no per-row Python work at all. A small bounded queue between asyncpg's
-    output callback and this generator gives back-pressure: when the client reads slowly
-    the queue fills, the callback waits, and asyncpg stops reading from PostgreSQL.
-    Closing the generator cancels the COPY on the server.
+    default: COPY's text format, one line per row). The bytes pass through untouched: no
+    per-row Python work at all. A small bounded queue between asyncpg's output callback
+    and this generator gives back-pressure: when the client reads slowly the queue fills,
+    the callback waits, and asyncpg stops reading from PostgreSQL. Closing the generator
+    cancels the COPY on the server.
     """
-    async with raw_connection(db) as conn:
-        tx = await _open(conn)
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=queue_size)
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=queue_size)
 
-        async def produce() -> None:
-            await conn.copy_from_query(query.sql, *query.args, output=queue.put, **copy_options)
-            await queue.put(None)
+    async def produce() -> None:
+        await conn.copy_from_query(query.sql, *query.args, output=queue.put, **copy_options)
+        await queue.put(None)
 
-        task = asyncio.create_task(produce())
-        try:
-            while True:
-                getter = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
-                    getter.cancel()
-                    task.result()  # the COPY failed: raise its error
-                    continue
-                chunk = getter.result()
-                if chunk is None:
-                    break
-                yield chunk
-            await task
-        finally:
-            if not task.done():
-                task.cancel()
-                with anyio.move_on_after(_CLEANUP_TIMEOUT, shield=True):
-                    with contextlib.suppress(BaseException):
-                        await task
-            await _end(tx)
+    task = asyncio.ensure_future(produce())
+    try:
+        while True:
+            getter = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                task.result()  # the COPY ended without its end marker: raise its error
+                continue
+            chunk = getter.result()
+            if chunk is None:
+                break
+            yield chunk
+        await task
+    finally:
+        await _cancel(task)
 
 
-async def copy_all(db: databases.Database, query: Query, **copy_options: Any) -> list[bytes]:
-    """The whole ``COPY (query) TO STDOUT`` output, materialised as PostgreSQL sent it.
+async def copy_all(
+    db: databases.Database,
+    query: Query,
+    before: Callable[[asyncpg.Connection], Awaitable[R]],
+    **copy_options: Any,
+) -> tuple[R, list[bytes]]:
+    """``before``'s result, then the whole ``COPY (query) TO STDOUT`` output, materialised.
 
-    For the standard (buffered) endpoint: the same snapshot settings as a stream, and the
-    rows arrive as a few large buffers rather than one Python object per row.
+    For the standard (buffered) endpoint: the same snapshot as a stream, and the rows
+    arrive as a few large buffers rather than one Python object per row.
     """
     chunks: list[bytes] = []
 
     async def collect(data: bytes) -> None:
         chunks.append(data)
 
-    async with raw_connection(db) as conn:
-        tx = await _open(conn)
+    async with snapshot(db) as conn:
+        prepared = await before(conn)
+        await conn.copy_from_query(query.sql, *query.args, output=collect, **copy_options)
+    return prepared, chunks
+
+
+async def exact_count(conn: asyncpg.Connection, query: Query) -> int:
+    return int(await conn.fetchval(query.sql, *query.args))
+
+
+async def estimated_count(conn: asyncpg.Connection, query: Query) -> int:
+    """The planner's row estimate for ``query``: one planning round trip, no execution."""
+    plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {query.sql}", *query.args)
+    return int(json.loads(plan)[0]["Plan"]["Plan Rows"])
+
+
+async def open_stream(
+    db: databases.Database,
+    source: Callable[[asyncpg.Connection], AsyncGenerator[Any, None]],
+    encoder: Encoder,
+    before: Callable[[asyncpg.Connection], Awaitable[R]],
+) -> tuple[R, AsyncGenerator[bytes, None]]:
+    """Start an export: ``before``'s result (for headers) and the encoded body stream."""
+    stack = contextlib.AsyncExitStack()
+    try:
+        conn = await stack.enter_async_context(snapshot(db))
+        prepared = await before(conn)
+        rows = source(conn)
         try:
-            await conn.copy_from_query(query.sql, *query.args, output=collect, **copy_options)
-        finally:
-            await _end(tx)
-    return chunks
-
-
-async def primed(
-    source: AsyncGenerator[T, None], encode: Callable[[T], bytes]
-) -> AsyncGenerator[bytes, None]:
-    """Run ``source`` up to its first item now, then continue it lazily.
-
-    Errors before the first byte (database down, bad query) raise here, while the handler
-    can still answer with a real status code; errors after it abort the stream.
-    The returned generator closes ``source`` when it is closed itself.
-    """
-    try:
-        first = await anext(source)
-    except StopAsyncIteration:
-        first = None
+            first = await anext(rows)
+        except StopAsyncIteration:
+            first = None
+        except BaseException:
+            await rows.aclose()
+            raise
     except BaseException:
-        await source.aclose()
+        with anyio.CancelScope(shield=True):
+            await stack.aclose()
         raise
-    return _chain(first, source, encode)
+    return prepared, _encode(first, rows, encoder, stack)
 
 
-async def _chain(
-    first: T | None, source: AsyncGenerator[T, None], encode: Callable[[T], bytes]
+async def _encode(
+    first: Any,
+    rows: AsyncGenerator[Any, None],
+    encoder: Encoder,
+    stack: contextlib.AsyncExitStack,
 ) -> AsyncGenerator[bytes, None]:
     try:
-        if first is not None:
-            yield encode(first)
-            async for item in source:
-                yield encode(item)
+        head = encoder.start()
+        if first is None:
+            yield head + encoder.end()
+            return
+        yield head + encoder.batch(first)
+        async for batch in rows:
+            yield encoder.batch(batch)
+        tail = encoder.end()
+        if tail:
+            yield tail
     finally:
-        await source.aclose()
+        try:
+            await rows.aclose()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await stack.aclose()

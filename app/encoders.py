@@ -1,30 +1,151 @@
 """Pure functions from a batch of rows to the bytes sent on the wire.
 
-PostgreSQL renders each row as JSON text (``row_to_json``; see ``queries.py``), so the
-encoders only join: no per-row dicts, no per-value Python conversions. A batch is either
-the list of JSON texts one cursor fetch returned, or raw ``COPY`` output.
+PostgreSQL renders each row as JSON text (see ``queries.py``), so the JSON encoders only
+join: no per-row dicts, no per-value Python conversions. A batch is the list of records
+one cursor fetch returned (for JSON formats: one JSON text per record), or raw ``COPY``
+output for the buffered endpoint.
+
+A streamed format is an ``Encoder``: ``start()`` once, ``batch()`` per fetch, ``end()``
+once, each returning the bytes to send. Only a complete stream ends with ``end()``'s
+bytes, so for the JSON array and Arrow a truncated download is never a valid document.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, Protocol
 
-from app.formats import NDJSON
+from app.formats import ARROW, JSON, NDJSON
 
-__all__ = ["NDJSON", "json_array_from_lines", "ndjson"]
+Batch = Sequence[Sequence[Any]]
 
 
-def ndjson(batch: Sequence[str]) -> bytes:
-    """One JSON object per line, each line ending in ``\\n`` (so batches concatenate)."""
-    if not batch:
+class Encoder(Protocol):
+    media_type: str
+
+    def start(self) -> bytes: ...
+
+    def batch(self, rows: Any) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+
+class Passthrough:
+    """For ``COPY`` output (CSV, text): PostgreSQL's bytes as they are."""
+
+    def __init__(self, media_type: str) -> None:
+        self.media_type = media_type
+
+    def start(self) -> bytes:
         return b""
-    return ("\n".join(batch) + "\n").encode()
+
+    def batch(self, rows: bytes | bytearray) -> bytes:
+        # asyncpg hands COPY data over as bytearray; ASGI wants bytes.
+        return bytes(rows)
+
+    def end(self) -> bytes:
+        return b""
+
+
+def ndjson(rows: Batch) -> bytes:
+    """One JSON object per line, each line ending in ``\\n`` (so batches concatenate)."""
+    if not rows:
+        return b""
+    return ("\n".join([r[0] for r in rows]) + "\n").encode()
+
+
+class NDJSONEncoder:
+    media_type = NDJSON
+
+    def start(self) -> bytes:
+        return b""
+
+    def batch(self, rows: Batch) -> bytes:
+        return ndjson(rows)
+
+    def end(self) -> bytes:
+        return b""
+
+
+class JSONArrayEncoder:
+    """``[`` + the rows, comma-separated across batches + ``]``: one valid JSON array."""
+
+    media_type = JSON
+
+    def __init__(self) -> None:
+        self._first = True
+
+    def start(self) -> bytes:
+        return b"["
+
+    def batch(self, rows: Batch) -> bytes:
+        if not rows:
+            return b""
+        text = ",".join([r[0] for r in rows])
+        if self._first:
+            self._first = False
+            return text.encode()
+        return ("," + text).encode()
+
+    def end(self) -> bytes:
+        return b"]"
+
+
+#: The Arrow type of each column.
+def _arrow_types() -> dict[str, Any]:
+    import pyarrow as pa
+
+    return {
+        "id": pa.int64(),
+        "sender_id": pa.int32(),
+        "recipient_id": pa.int32(),
+        "channel": pa.string(),
+        "body": pa.string(),
+        "created_at": pa.timestamp("us", tz="UTC"),
+        "is_read": pa.bool_(),
+    }
+
+
+#: End-of-stream marker of the Arrow IPC streaming format (continuation token, length 0).
+ARROW_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+
+
+class ArrowEncoder:
+    """Arrow IPC stream: the schema, one record batch per cursor batch, end-of-stream."""
+
+    media_type = ARROW
+
+    def __init__(self, fields: Sequence[str]) -> None:
+        import pyarrow as pa
+
+        types = _arrow_types()
+        self._pa = pa
+        self._fields = list(fields)
+        self.schema = pa.schema([pa.field(f, types[f], nullable=False) for f in fields])
+
+    def start(self) -> bytes:
+        return bytes(self.schema.serialize().to_pybytes())
+
+    def batch(self, rows: Batch) -> bytes:
+        if not rows:
+            return b""
+        pa = self._pa
+        columns = list(zip(*rows, strict=True))  # transpose in C: one tuple per column
+        arrays = [
+            pa.array(values, type=field.type)
+            for values, field in zip(columns, self.schema, strict=True)
+        ]
+        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        return bytes(batch.serialize().to_pybytes())
+
+    def end(self) -> bytes:
+        return ARROW_EOS
 
 
 def json_array_from_lines(chunks: list[bytes]) -> bytearray:
     """One JSON array from newline-terminated JSON texts (``COPY`` output), in one buffer.
 
-    JSON text never contains a raw newline (it is escaped as ``\\n``), so every ``\\n`` is
+    JSON text never contains a raw newline (it is escaped as ``\\\\n``), so every ``\\\\n`` is
     a row separator and becomes a comma. The buffer is allocated once at its final size
     (growing it would copy it, briefly doubling it) and ``chunks`` is consumed as it is
     copied, so the peak stays near one copy of the result plus the input.
@@ -42,4 +163,16 @@ def json_array_from_lines(chunks: list[bytes]) -> bytearray:
         out[position : position + len(chunk)] = chunk
         position += len(chunk)
     out[-1] = ord("]")  # over the last row's separator
+    return out
+
+
+def concatenate(chunks: list[bytes]) -> bytearray:
+    """``COPY`` output joined into one buffer, consuming ``chunks`` (buffered CSV)."""
+    out = bytearray(sum(map(len, chunks)))
+    position = 0
+    chunks.reverse()
+    while chunks:
+        chunk = chunks.pop()
+        out[position : position + len(chunk)] = chunk
+        position += len(chunk)
     return out

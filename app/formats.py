@@ -12,11 +12,23 @@ from collections.abc import Sequence
 from app.errors import ProblemError
 
 NDJSON = "application/x-ndjson"
-TEXT = "text/plain"
 JSON = "application/json"
+CSV = "text/csv"
+TEXT = "text/plain"
+ARROW = "application/vnd.apache.arrow.stream"
 
-#: ``?format=`` shorthands.
-ALIASES = {"ndjson": NDJSON, "jsonl": NDJSON, "text": TEXT, "json": JSON}
+#: ``?format=`` shorthands, and other names clients use for a type we serve.
+ALIASES = {
+    "ndjson": NDJSON,
+    "jsonl": NDJSON,
+    "application/jsonl": NDJSON,
+    "application/jsonlines": NDJSON,
+    "application/x-jsonlines": NDJSON,
+    "json": JSON,
+    "csv": CSV,
+    "text": TEXT,
+    "arrow": ARROW,
+}
 
 
 class NotAcceptable(ProblemError):
@@ -24,7 +36,7 @@ class NotAcceptable(ProblemError):
 
 
 def _ranges(accept: str) -> list[tuple[str, float]]:
-    out = []
+    out: list[tuple[str, float]] = []
     for part in accept.split(","):
         media, *params = (p.strip() for p in part.split(";"))
         if not media:
@@ -37,7 +49,8 @@ def _ranges(accept: str) -> list[tuple[str, float]]:
                     q = float(value)
                 except ValueError:
                     q = 0.0
-        out.append((media.lower(), q))
+        media = media.lower()
+        out.append((ALIASES.get(media, media), q))
     return out
 
 

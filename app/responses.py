@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.responses import StreamingResponse as _StarletteStreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -39,17 +39,16 @@ class StreamingResponse(_StarletteStreamingResponse):
                     await aclose()
 
 
-class PrebuiltJSONResponse(JSONResponse):
-    """A ``JSONResponse`` whose body is JSON that is already encoded.
+class BufferedResponse(Response):
+    """A response whose whole body is already built (the standard endpoint).
 
-    The standard endpoint materialises the whole result as PostgreSQL-rendered JSON text;
-    re-parsing it into Python objects only to serialise it again would double the time
-    and the memory.
+    The body is handed to the server in slices: handing it over at once makes the
+    transport copy whatever the socket did not take into its own buffer, a third copy of
+    a large result. In slices, each send waits for the socket to drain. A ``bytearray``
+    body is accepted as it is (converting it to ``bytes`` would be one more full copy).
     """
 
-    #: Bytes per ASGI message. Handing the server the whole body at once makes the
-    #: transport copy whatever the socket did not take into its own buffer: a third copy
-    #: of a large result. In slices, each send waits for the socket to drain.
+    #: Bytes per ASGI message.
     slice_size: int = 1 << 20
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -60,12 +59,9 @@ class PrebuiltJSONResponse(JSONResponse):
         end = len(body)
         for start in range(0, end, self.slice_size):
             stop = min(start + self.slice_size, end)
+            more = stop < end
             await send(
-                {
-                    "type": "http.response.body",
-                    "body": bytes(body[start:stop]),
-                    "more_body": stop < end,
-                }
+                {"type": "http.response.body", "body": bytes(body[start:stop]), "more_body": more}
             )
         if not end:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -73,8 +69,17 @@ class PrebuiltJSONResponse(JSONResponse):
             await self.background()
 
     def render(self, content: Any) -> bytes:
-        # A bytearray is sent as it is (no copy into a bytes object: that would be a
-        # second full copy of a possibly large result); the ASGI server writes either.
         if not isinstance(content, bytes | bytearray):
-            raise TypeError("PrebuiltJSONResponse takes encoded JSON bytes")
+            raise TypeError("BufferedResponse takes encoded bytes")
         return content  # type: ignore[return-value]
+
+
+class PrebuiltJSONResponse(BufferedResponse):
+    """A ``BufferedResponse`` that is JSON unless told otherwise (e.g. ``text/csv``).
+
+    The standard endpoint materialises the whole result as PostgreSQL-rendered JSON text;
+    re-parsing it into Python objects only to serialise it again would double the time
+    and the memory.
+    """
+
+    media_type = "application/json"

@@ -65,7 +65,7 @@ def test_migrate_and_seed_against_a_given_database(fresh_database) -> None:  # t
     env = {"DATABASE_URL": url, "JWT_SECRET": SECRET}
     migrated = rowstream("migrate", env=env)
     assert migrated.returncode == 0, migrated.stderr
-    assert "schema at 0001" in migrated.stdout
+    assert "schema at 0002" in migrated.stdout
     seeded = rowstream("seed", "--rows", "1234", env=env)
     assert seeded.returncode == 0, seeded.stderr
     assert "seeded 1234 rows" in seeded.stdout

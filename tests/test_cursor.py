@@ -14,11 +14,16 @@ from tests.conftest import SEED_ROWS, TEST_BATCH, Server
 pytestmark = pytest.mark.anyio
 
 
+def _raw(server: Server) -> dict[str, str]:
+    """Headers for reading the wire bytes: no compression (httpx asks for it by default)."""
+    return {**server.headers(), "Accept-Encoding": "identity"}
+
+
 async def test_each_batch_arrives_as_its_own_chunk(server: Server) -> None:
     chunks: list[bytes] = []
     async with (
         httpx.AsyncClient(base_url=server.base_url, timeout=30) as client,
-        client.stream("GET", "/messages/stream", headers=server.headers()) as response,
+        client.stream("GET", "/messages/stream", headers=_raw(server)) as response,
     ):
         assert response.status_code == 200
         assert "content-length" not in response.headers
@@ -33,7 +38,7 @@ async def test_each_batch_arrives_as_its_own_chunk(server: Server) -> None:
 async def test_first_chunk_comes_before_the_stream_ends(server: Server) -> None:
     async with (
         httpx.AsyncClient(base_url=server.base_url, timeout=30) as client,
-        client.stream("GET", "/chunked", headers=server.headers()) as response,
+        client.stream("GET", "/chunked", headers=_raw(server)) as response,
     ):
         iterator = response.aiter_raw()
         first = await anext(iterator)

@@ -1,21 +1,65 @@
 import json
+from datetime import UTC, datetime
+
+import pyarrow as pa
 
 from app import encoders
 
 
+def _rows(*texts: str) -> list[tuple[str]]:
+    return [(t,) for t in texts]
+
+
 def test_ndjson_joins_rows_one_per_line_and_ends_with_newline() -> None:
-    out = encoders.ndjson(['{"id":1}', '{"id":2}'])
+    out = encoders.ndjson(_rows('{"id":1}', '{"id":2}'))
     assert out == b'{"id":1}\n{"id":2}\n'
-    assert [json.loads(line) for line in out.splitlines()] == [{"id": 1}, {"id": 2}]
 
 
-def test_ndjson_batches_concatenate_into_one_document() -> None:
-    joined = encoders.ndjson(['{"a":1}']) + encoders.ndjson(['{"a":2}', '{"a":3}'])
+def test_ndjson_batches_concatenate_and_empty_batch_is_empty() -> None:
+    e = encoders.NDJSONEncoder()
+    joined = e.start() + e.batch(_rows('{"a":1}')) + e.batch(_rows('{"a":2}', '{"a":3}')) + e.end()
     assert [json.loads(x)["a"] for x in joined.splitlines()] == [1, 2, 3]
+    assert e.batch([]) == b""
 
 
-def test_ndjson_of_empty_batch_is_empty() -> None:
-    assert encoders.ndjson([]) == b""
+def test_json_array_encoder_makes_one_valid_array_and_only_when_complete() -> None:
+    e = encoders.JSONArrayEncoder()
+    parts = [e.start(), e.batch(_rows('{"a":1}', '{"a":2}')), e.batch(_rows('{"a":3}'))]
+    truncated = b"".join(parts)
+    complete = truncated + e.end()
+    assert json.loads(complete) == [{"a": 1}, {"a": 2}, {"a": 3}]
+    try:
+        json.loads(truncated)
+    except json.JSONDecodeError:
+        pass
+    else:
+        raise AssertionError("a truncated array must not parse")
+    empty = encoders.JSONArrayEncoder()
+    assert json.loads(empty.start() + empty.end()) == []
+
+
+def test_arrow_encoder_writes_a_stream_pyarrow_reads_back() -> None:
+    e = encoders.ArrowEncoder(("id", "channel", "created_at", "is_read"))
+    when = datetime(2024, 1, 1, 0, 0, 1, tzinfo=UTC)
+    data = (
+        e.start()
+        + e.batch([(1, "sms", when, False), (2, "push", when, True)])
+        + e.batch([(3, "é✓", when, False)])
+        + e.end()
+    )
+    table = pa.ipc.open_stream(data).read_all()
+    assert table.num_rows == 3
+    assert table.column_names == ["id", "channel", "created_at", "is_read"]
+    assert table.to_pylist()[2] == {"id": 3, "channel": "é✓", "created_at": when, "is_read": False}
+    assert str(table.schema.field("created_at").type) == "timestamp[us, tz=UTC]"
+    empty = encoders.ArrowEncoder(("id",))
+    assert pa.ipc.open_stream(empty.start() + empty.end()).read_all().num_rows == 0
+
+
+def test_passthrough_returns_bytes() -> None:
+    e = encoders.Passthrough("text/csv")
+    assert e.batch(bytearray(b"a,b\n")) == b"a,b\n"
+    assert isinstance(e.batch(bytearray(b"x")), bytes)
 
 
 def test_json_array_from_lines_is_valid_json_also_when_empty_and_keeps_unicode() -> None:
@@ -29,7 +73,10 @@ def test_json_array_from_lines_is_valid_json_also_when_empty_and_keeps_unicode()
     ]
 
 
-def test_json_array_from_lines_consumes_its_input() -> None:
+def test_buffer_builders_consume_their_input() -> None:
     chunks = [b'{"a":1}\n', b'{"a":2}\n']
     assert json.loads(encoders.json_array_from_lines(chunks)) == [{"a": 1}, {"a": 2}]
     assert chunks == []
+    parts = [b"a,b\n", b"1,2\n"]
+    assert encoders.concatenate(parts) == b"a,b\n1,2\n"
+    assert parts == []

@@ -13,7 +13,7 @@ def test_readyz_reports_schema_head_and_pool(client: httpx.Client) -> None:
     response = client.get("/readyz")
     assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "ready" and body["schema"] == "0001"
+    assert body["status"] == "ready" and body["schema"] == "0002"
     assert set(body["pool"]) == {"size", "idle", "in_use"}
 
 

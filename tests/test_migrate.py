@@ -56,4 +56,19 @@ def test_downgrade_to_base_and_upgrade_again(empty_url: str) -> None:
 
 
 def test_head_is_the_newest_revision() -> None:
-    assert migrate.head() == "0001"
+    assert migrate.head() == "0002"
+
+
+async def _plan(url: str, sql: str) -> str:
+    conn = await asyncpg.connect(url)
+    try:
+        return "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql))
+    finally:
+        await conn.close()
+
+
+def test_selective_filters_are_served_by_an_index(db_url: str) -> None:
+    plan = run(_plan(db_url, "SELECT id FROM messages WHERE sender_id = 7919 ORDER BY id"))
+    assert "messages_sender_id_id" in plan and "Sort" not in plan
+    plan = run(_plan(db_url, "SELECT id FROM messages WHERE recipient_id = 1 ORDER BY id"))
+    assert "messages_recipient_id_id" in plan

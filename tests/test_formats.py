@@ -1,0 +1,48 @@
+import pytest
+
+from app import formats
+from app.formats import ARROW, CSV, JSON, NDJSON, TEXT
+
+ALL = (NDJSON, JSON, CSV, TEXT, ARROW)
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (None, NDJSON),
+        ("", NDJSON),
+        ("*/*", NDJSON),
+        ("text/csv", CSV),
+        ("text/*", CSV),
+        ("application/json", JSON),
+        ("application/jsonl", NDJSON),
+        ("text/plain, application/json", TEXT),
+        ("application/json;q=0.5, text/csv", CSV),
+        ("application/json;q=0.9, text/csv;q=0.9", JSON),
+        ("image/png, */*;q=0.1", NDJSON),
+        ("APPLICATION/VND.APACHE.ARROW.STREAM", ARROW),
+    ],
+)
+def test_negotiate_picks_by_weight_then_client_order(accept: str | None, expected: str) -> None:
+    assert formats.negotiate(accept, None, ALL) == expected
+
+
+@pytest.mark.parametrize(
+    ("fmt", "expected"),
+    [("csv", CSV), ("JSON", JSON), ("arrow", ARROW), ("jsonl", NDJSON), ("text/plain", TEXT)],
+)
+def test_format_parameter_overrides_accept(fmt: str, expected: str) -> None:
+    assert formats.negotiate("application/json", fmt, ALL) == expected
+
+
+@pytest.mark.parametrize(
+    ("accept", "fmt"), [("image/png", None), ("text/csv;q=0", None), (None, "xml")]
+)
+def test_unservable_requests_are_406_listing_what_is_served(
+    accept: str | None, fmt: str | None
+) -> None:
+    with pytest.raises(formats.NotAcceptable) as caught:
+        formats.negotiate(accept, fmt, (JSON, CSV))
+    assert caught.value.status == 406
+    assert caught.value.extensions["supported"] == [JSON, CSV]
+    assert "application/json" in caught.value.detail
