@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from app import auth, bench, database, migrate, seed
+from app import auth, bench, database, fetch, migrate, seed
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -147,6 +147,7 @@ def _parser(settings_factory: Callable[[], Settings]) -> argparse.ArgumentParser
     t.set_defaults(func=cmd_token)
 
     bench.add_parser(sub)
+    fetch.add_parser(sub)
     return p
 
 

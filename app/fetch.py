@@ -1,0 +1,221 @@
+"""``rowstream fetch``: download an export to a file, check it is complete, resume it.
+
+The client asks for ``Prefer: count=exact`` and compares the rows it received with
+``X-Total-Count``: a download that ends early, or a server that drops the connection
+(truncated chunked body), is reported and exits non-zero, keeping what was received.
+With ``--resume`` and an existing NDJSON or CSV file it drops a partial last line,
+reads the last ``id`` and asks for ``after_id=<id>``, so the joined file equals an
+uninterrupted download byte for byte (rows come in ``id`` order; the resumed part is
+read in a new snapshot, so rows changed in between show their new state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+
+from app.formats import ALIASES, ARROW, CSV, JSON, NDJSON, TEXT
+from app.settings import Settings
+
+#: Formats whose files can be resumed: one row per line, ``id`` readable from the line.
+RESUMABLE = (NDJSON, CSV)
+
+
+class FetchError(Exception):
+    """Reported in one line; the process exits with status 1."""
+
+
+def _media_type(fmt: str | None, url: str) -> str:
+    query = dict(parse_qsl(urlsplit(url).query))
+    wanted = fmt or query.get("format") or "ndjson"
+    media = ALIASES.get(wanted.lower(), wanted.lower())
+    if media not in (NDJSON, JSON, CSV, TEXT, ARROW):
+        raise FetchError(f"unknown format {wanted!r}")
+    return media
+
+
+def _with_params(url: str, **params: Any) -> str:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.pop("format", None)  # the Accept header says it
+    query.update({k: str(v) for k, v in params.items() if v is not None})
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _last_complete_line(path: Path) -> tuple[int, bytes | None, bytes | None, int]:
+    """(size up to the last ``\\n``, first line, last complete line, complete lines)."""
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    lines = data[:end].splitlines(keepends=True)
+    if not lines:
+        return 0, None, None, 0
+    return end, lines[0], lines[-1], len(lines)
+
+
+def _resume_point(path: Path, media: str) -> tuple[int, int | None, int, bytes | None]:
+    """Truncate ``path`` to whole lines; return (bytes kept, last id, rows kept, header)."""
+    keep, first, last, lines = _last_complete_line(path)
+    with path.open("r+b") as f:
+        f.truncate(keep)
+    if last is None:
+        return 0, None, 0, None
+    if media == NDJSON:
+        return keep, int(json.loads(last)["id"]), lines, None
+    header = next(csv.reader(io.StringIO(first.decode()))) if first else []
+    if "id" not in header:
+        raise FetchError("cannot resume: the CSV has no 'id' column (add it to fields=)")
+    if lines == 1:  # only the header
+        return keep, None, 0, first
+    row = next(csv.reader(io.StringIO(last.decode())))
+    return keep, int(row[header.index("id")]), lines - 1, first
+
+
+def fetch(
+    url: str,
+    output: Path,
+    *,
+    fmt: str | None = None,
+    token: str | None = None,
+    resume: bool = False,
+    quiet: bool = False,
+) -> int:
+    """Download ``url`` to ``output``; return the rows in the file (minus the bytes, for
+    JSON and Arrow, whose rows are not counted on the way)."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    media = _media_type(fmt, url)
+    after_id = None
+    kept_rows = 0
+    header: bytes | None = None
+    mode = "wb"
+    if resume and output.exists():
+        if media not in RESUMABLE:
+            raise FetchError(f"--resume works for NDJSON and CSV, not {media}")
+        _, after_id, kept_rows, header = _resume_point(output, media)
+        mode = "ab"
+    limit = dict(parse_qsl(urlsplit(url).query)).get("limit")
+    remaining = int(limit) - kept_rows if limit else None
+    if remaining is not None and remaining <= 0:
+        return kept_rows
+    request_url = _with_params(url, after_id=after_id, limit=remaining)
+    headers = {"Accept": media, "Prefer": "count=exact"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+
+    line_format = media in (NDJSON, CSV, TEXT)
+    expected: int | None = None
+    rows = 0
+    received = 0
+    with (
+        httpx.Client(timeout=httpx.Timeout(30.0, read=300.0)) as client,
+        output.open(mode) as out,
+    ):
+        try:
+            with client.stream("GET", request_url, headers=headers) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise FetchError(_problem(response))
+                total = response.headers.get("x-total-count")
+                expected = int(total) if total is not None else None
+                skip_header = media == CSV and header is not None
+                columns = [BarColumn(), MofNCompleteColumn() if line_format else DownloadColumn()]
+                with Progress(
+                    "{task.description}",
+                    *columns,
+                    TransferSpeedColumn(),
+                    TimeRemainingColumn(),
+                    disable=quiet,
+                    transient=False,
+                ) as progress:
+                    task = progress.add_task(
+                        f"{output.name}", total=expected if line_format else None
+                    )
+                    for chunk in response.iter_bytes():
+                        if skip_header:
+                            head, sep, chunk = chunk.partition(b"\n")
+                            if not sep:
+                                raise FetchError("unexpected response: no CSV header line")
+                            if head + sep != header:
+                                raise FetchError("cannot resume: the CSV columns differ")
+                            skip_header = False
+                        out.write(chunk)
+                        received += len(chunk)
+                        if line_format:
+                            rows += chunk.count(b"\n")
+                            progress.update(task, completed=rows - (media == CSV and not header))
+                        else:
+                            progress.update(task, completed=received)
+        except httpx.HTTPError as exc:
+            out.flush()
+            raise FetchError(
+                f"transfer interrupted after {received:,} bytes ({type(exc).__name__}); "
+                f"{output} keeps what was received"
+                + ("; run again with --resume to continue" if media in RESUMABLE else "")
+            ) from None
+    if media == CSV and header is None:
+        rows -= 1  # the header line
+    if expected is not None and line_format and rows != expected:
+        raise FetchError(
+            f"incomplete: received {rows:,} of {expected:,} rows; {output} keeps them"
+            + ("; run again with --resume to continue" if media in RESUMABLE else "")
+        )
+    if not line_format:
+        return -received  # no rows to count: report the bytes
+    return kept_rows + rows
+
+
+def _problem(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        return f"HTTP {response.status_code}: {body.get('detail') or body.get('title')}"
+    except ValueError:
+        return f"HTTP {response.status_code}: {response.text[:200]}"
+
+
+def run(args: argparse.Namespace, settings: Settings) -> None:
+    token = args.token or os.environ.get("ROWSTREAM_TOKEN")
+    try:
+        rows = fetch(
+            args.url,
+            Path(args.output),
+            fmt=args.format,
+            token=token,
+            resume=args.resume,
+            quiet=args.quiet,
+        )
+    except FetchError as exc:
+        print(f"rowstream fetch: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    what = f"{rows:,} rows" if rows >= 0 else f"{-rows:,} bytes"
+    print(f"{args.output}: {what}, complete", file=sys.stderr)
+
+
+def add_parser(sub: Any) -> None:
+    f = sub.add_parser("fetch", help="download an export to a file (resumable, checked)")
+    f.add_argument("url", help="e.g. http://127.0.0.1:8000/messages/stream?channel=sms")
+    f.add_argument("-o", "--output", required=True, help="file to write")
+    f.add_argument("--format", help="ndjson (default), csv, json, text or arrow")
+    f.add_argument("--token", help="bearer token (default: $ROWSTREAM_TOKEN)")
+    f.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an existing NDJSON/CSV file after its last complete row",
+    )
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.set_defaults(func=run)

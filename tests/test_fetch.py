@@ -1,0 +1,113 @@
+"""``rowstream fetch`` against real servers: complete downloads, truncation, resume after
+the server is killed mid-download."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import SEED_ROWS, Server, start_server, stop_server
+
+
+def rowstream_fetch(*args: str, token: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", "fetch", "--quiet", *args],
+        env={**os.environ, "ROWSTREAM_TOKEN": token},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "csv", "json", "arrow", "text"])
+def test_fetch_writes_exactly_what_the_server_sends(
+    server: Server, tmp_path: Path, fmt: str
+) -> None:
+    out = tmp_path / f"m.{fmt}"
+    url = f"{server.base_url}/messages/stream?limit=2500&channel=sms"
+    done = rowstream_fetch(url, "-o", str(out), "--format", fmt, token=server.token())
+    assert done.returncode == 0, done.stderr
+    if fmt in ("json", "arrow"):
+        assert f"{out.stat().st_size:,} bytes, complete" in done.stderr
+    else:
+        assert "2,500 rows, complete" in done.stderr
+    direct = httpx.get(url + f"&format={fmt}", headers=server.headers(), timeout=30)
+    assert out.read_bytes() == direct.content
+
+
+def test_fetch_reports_http_errors_in_one_line(server: Server, tmp_path: Path) -> None:
+    done = rowstream_fetch(
+        f"{server.base_url}/messages/stream", "-o", str(tmp_path / "x"), token="not-a-token"
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("rowstream fetch: HTTP 401")
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "csv"])
+def test_resume_after_the_server_is_killed_mid_download(
+    db_url: str, tmp_path: Path, fmt: str
+) -> None:
+    out = tmp_path / f"export.{fmt}"
+    # Small batches make the export take seconds, so it can be cut in the middle.
+    slow = start_server(db_url, STREAM_BATCH_SIZE="20")
+    try:
+        url = f"{slow.base_url}/messages/stream"
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "fetch",
+                "--quiet",
+                url,
+                "-o",
+                str(out),
+                "--format",
+                fmt,
+            ],
+            env={**os.environ, "ROWSTREAM_TOKEN": slow.token()},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while (not out.exists() or out.stat().st_size < 1_000_000) and time.monotonic() < deadline:
+            assert proc.poll() is None, "the download finished before it could be cut"
+            time.sleep(0.005)
+        slow.process.send_signal(signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        stop_server(slow)
+    assert proc.returncode == 1, stderr
+    assert "transfer interrupted" in stderr and "--resume" in stderr
+    partial = out.stat().st_size
+    assert partial >= 1_000_000
+
+    fresh = start_server(db_url)
+    try:
+        url = f"{fresh.base_url}/messages/stream"
+        done = rowstream_fetch(
+            url, "-o", str(out), "--format", fmt, "--resume", token=fresh.token()
+        )
+        assert done.returncode == 0, done.stderr
+        assert f"{SEED_ROWS:,} rows, complete" in done.stderr
+        whole = httpx.get(url, params={"format": fmt}, headers=fresh.headers(), timeout=60)
+    finally:
+        stop_server(fresh)
+    assert out.read_bytes() == whole.content
+
+
+def test_resume_of_a_complete_file_with_limit_fetches_nothing_more(
+    server: Server, tmp_path: Path
+) -> None:
+    out = tmp_path / "done.ndjson"
+    url = f"{server.base_url}/messages/stream?limit=300"
+    assert rowstream_fetch(url, "-o", str(out), token=server.token()).returncode == 0
+    before = out.read_bytes()
+    again = rowstream_fetch(url, "-o", str(out), "--resume", token=server.token())
+    assert again.returncode == 0, again.stderr
+    assert out.read_bytes() == before
