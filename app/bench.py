@@ -29,7 +29,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from app import auth, database, migrate, seed
+from app import auth, database, migrate, queries, seed
 from app.settings import Settings
 
 MB = 1_000_000
@@ -51,7 +52,14 @@ class Scenario:
     path: str
     rows: int
     headers: tuple[tuple[str, str], ...] = ()
-    count: bytes = b'"id":'  # what to count in the body to count rows
+    #: What to count in the (decompressed) body to count rows; b"" for Arrow (parsed).
+    count: bytes = b'"id":'
+    #: Lines that are not rows (the CSV header).
+    extra_lines: int = 0
+    encoding: str | None = None
+    #: The limit reference it is compared with: "copy" (``COPY (SELECT *) csv``) or "csv"
+    #: (the very ``COPY`` statement the CSV format runs).
+    reference: str = "copy"
 
     @property
     def label(self) -> str:
@@ -71,7 +79,13 @@ class Sample:
     timeline: list[tuple[float, int]] = field(default_factory=list)
 
 
-def scenarios(row_counts: list[int]) -> list[Scenario]:
+#: The scenarios drawn in the bytes-over-time picture (the original comparison).
+PICTURED = ("standard", "streaming")
+REFERENCE_NAMES = {"copy": "COPY csv", "csv": "COPY of the csv format"}
+
+
+def scenarios(row_counts: list[int], formats: bool = True) -> list[Scenario]:
+    """The comparison at every row count; every other format at the largest one."""
     out: list[Scenario] = []
     for n in row_counts:
         out.append(Scenario("standard", "/messages", n))
@@ -79,7 +93,64 @@ def scenarios(row_counts: list[int]) -> list[Scenario]:
         out.append(
             Scenario("chunked text/plain", "/chunked", n, (("Accept", "text/plain"),), b"\n")
         )
+    if formats:
+        n = max(row_counts)
+        accept = "Accept"
+        out += [
+            Scenario(
+                "streaming json array", "/messages/stream", n, ((accept, "application/json"),)
+            ),
+            Scenario(
+                "streaming csv",
+                "/messages/stream",
+                n,
+                ((accept, "text/csv"),),
+                b"\n",
+                extra_lines=1,
+                reference="csv",
+            ),
+            Scenario(
+                "streaming arrow",
+                "/messages/stream",
+                n,
+                ((accept, "application/vnd.apache.arrow.stream"),),
+                b"",
+            ),
+            Scenario(
+                "streaming ndjson gzip",
+                "/messages/stream",
+                n,
+                (("Accept-Encoding", "gzip"),),
+                encoding="gzip",
+            ),
+            Scenario(
+                "streaming ndjson zstd",
+                "/messages/stream",
+                n,
+                (("Accept-Encoding", "zstd"),),
+                encoding="zstd",
+            ),
+            Scenario(
+                "standard csv",
+                "/messages",
+                n,
+                ((accept, "text/csv"),),
+                b"\n",
+                extra_lines=1,
+                reference="csv",
+            ),
+        ]
     return out
+
+
+def _decoder(encoding: str | None) -> Callable[[bytes], bytes]:
+    if encoding == "gzip":
+        return zlib.decompressobj(31).decompress
+    if encoding == "zstd":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().decompressobj().decompress
+    return lambda data: data
 
 
 class ServerProbe:
@@ -127,6 +198,8 @@ async def fetch(
     points: list[tuple[float, int]] = []
     size = rows = 0
     tail = b""
+    decode = _decoder(scenario.encoding)
+    kept: list[bytes] = []
     with probe.measure(extra):
         started = time.perf_counter()
         async with client.stream(
@@ -140,18 +213,32 @@ async def fetch(
                 if not size:
                     first_byte_s = now
                 size += len(chunk)
+                data = decode(chunk)
+                if not scenario.count:
+                    kept.append(data)
+                    continue
                 # count across chunk boundaries: keep the last few bytes
-                joined = tail + chunk
+                joined = tail + data
                 rows += joined.count(scenario.count) - tail.count(scenario.count)
                 tail = joined[-8:]
                 if timeline:
                     points.append((now, size))
         total_s = time.perf_counter() - started
+    if not scenario.count:
+        import pyarrow as pa
+
+        rows = pa.ipc.open_stream(b"".join(kept)).read_all().num_rows
+    rows -= scenario.extra_lines
     return Sample(headers_s, first_byte_s, total_s, size, rows, timeline=points, **extra)
 
 
-async def copy_reference(url: str, rows: int) -> Sample:
-    """The limit: PostgreSQL's own COPY csv of the same rows, drained to nowhere."""
+async def copy_reference(url: str, rows: int, kind: str = "copy") -> Sample:
+    """The limit: PostgreSQL's own COPY of the same rows, drained to nowhere.
+
+    ``copy``: ``COPY (SELECT * … LIMIT n) TO STDOUT (FORMAT csv)``; ``csv``: the exact
+    statement the CSV format runs (RFC 3339 timestamps, header), in the same kind of
+    read-only snapshot.
+    """
     conn = await asyncpg.connect(url)
     try:
         size = 0
@@ -164,9 +251,15 @@ async def copy_reference(url: str, rows: int) -> Sample:
                 first = time.perf_counter() - started
             size += len(data)
 
-        await conn.copy_from_query(
-            "SELECT * FROM messages ORDER BY id LIMIT $1", rows, output=sink, format="csv"
-        )
+        if kind == "csv":
+            query = queries.as_csv(queries.Selection(limit=rows))
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                await conn.execute("SET LOCAL TimeZone = 'UTC'")
+                await conn.copy_from_query(query.sql, *query.args, output=sink, **queries.CSV_COPY)
+        else:
+            await conn.copy_from_query(
+                "SELECT * FROM messages ORDER BY id LIMIT $1", rows, output=sink, format="csv"
+            )
         total = time.perf_counter() - started
     finally:
         await conn.close()
@@ -351,10 +444,13 @@ async def _run(
     """Measure every scenario; ``servers`` maps a scenario name to (base URL, pid)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    todo = scenarios(args.rows)
+    todo = scenarios(args.rows, formats=args.formats)
     probes = {name: ServerProbe(pid) for name, (_, pid) in servers.items()}
     samples: dict[str, list[Sample]] = {s.label: [] for s in todo}
-    refs: dict[int, list[Sample]] = {n: [] for n in args.rows}
+    # the references each round takes: the plain COPY at every row count, and the CSV
+    # format's own COPY wherever a scenario is compared with it
+    ref_keys = sorted({("copy", n) for n in args.rows} | {(sc.reference, sc.rows) for sc in todo})
+    refs: dict[tuple[str, int], list[Sample]] = {key: [] for key in ref_keys}
     timelines: dict[str, Sample] = {}
     timeline_rows = max(args.rows)
     async with contextlib.AsyncExitStack() as stack:
@@ -368,7 +464,7 @@ async def _run(
             )
             for name, (base, _) in servers.items()
         }
-        total = (args.rounds + args.warmup) * (len(todo) + (len(args.rows) if db_url else 0))
+        per_round = len(todo) + (len(ref_keys) if db_url else 0)
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -377,44 +473,45 @@ async def _run(
             transient=False,
             disable=args.quiet,
         ) as progress:
-            task = progress.add_task("warm-up", total=total)
+            task = progress.add_task("warm-up", total=(args.rounds + args.warmup) * per_round)
             for round_no in range(args.warmup + args.rounds):
                 warm = round_no < args.warmup
                 order = list(todo)
                 # alternate the order each round, so neither side always goes first
                 if round_no % 2:
                     order.reverse()
-                ref_in_round: dict[int, Sample] = {}
-                for n in sorted(args.rows):
+                ref_in_round: dict[tuple[str, int], Sample] = {}
+                for kind, n in ref_keys:
                     if db_url is None:
                         break
-                    progress.update(task, description=f"round {round_no + 1}: COPY csv {n:,}")
-                    ref_in_round[n] = await copy_reference(db_url, n)
+                    progress.update(task, description=f"round {round_no + 1}: {kind} {n:,}")
+                    ref_in_round[kind, n] = await copy_reference(db_url, n, kind)
                     progress.advance(task)
                 for sc in order:
                     progress.update(task, description=f"round {round_no + 1}: {sc.label}")
-                    s = await fetch(
-                        clients[sc.name], probes[sc.name], sc, timeline=sc.rows == timeline_rows
-                    )
+                    with_timeline = sc.rows == timeline_rows and sc.name in PICTURED
+                    s = await fetch(clients[sc.name], probes[sc.name], sc, with_timeline)
                     if s.rows != sc.rows:
                         raise RuntimeError(f"{sc.label}: got {s.rows} rows, expected {sc.rows}")
                     progress.advance(task)
                     if warm:
                         continue
                     samples[sc.label].append(s)
-                    if sc.rows == timeline_rows and sc.name != "chunked text/plain":
+                    if with_timeline:
                         timelines[sc.label] = s
                 if not warm:
-                    for n, r in ref_in_round.items():
-                        refs[n].append(r)
+                    for key, r in ref_in_round.items():
+                        refs[key].append(r)
     results: list[dict[str, Any]] = []
-    for n in sorted(args.rows):
-        if refs[n]:
-            ref = summarise(f"COPY csv {n:,}", refs[n], refs[n])
-            results.append(ref)
+    for kind, n in ref_keys:
+        if refs[kind, n]:
+            results.append(
+                summarise(f"{REFERENCE_NAMES[kind]} {n:,}", refs[kind, n], refs[kind, n])
+            )
         for sc in todo:
-            if sc.rows == n:
-                results.append(summarise(sc.label, samples[sc.label], refs[n] or samples[sc.label]))
+            if sc.rows == n and sc.reference == kind:
+                reference = refs[kind, n] or samples[sc.label]
+                results.append(summarise(sc.label, samples[sc.label], reference))
     return {"results": results, "timelines": timelines}
 
 
@@ -429,7 +526,7 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
         if not args.token:
             raise SystemExit("rowstream bench: --url needs --token")
         db_url = settings.database_url
-        every = {sc.name: (args.url, args.pid) for sc in scenarios(args.rows)}
+        every = {sc.name: (args.url, args.pid) for sc in scenarios(args.rows, args.formats)}
         measured = asyncio.run(_run(every, args.token, db_url, args))
     else:
         secret = secrets.token_urlsafe(48)
@@ -446,7 +543,7 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
             with contextlib.ExitStack() as stack:
                 servers = {
                     name: stack.enter_context(_server(url, secret))
-                    for name in dict.fromkeys(sc.name for sc in scenarios(args.rows))
+                    for name in dict.fromkeys(sc.name for sc in scenarios(args.rows, args.formats))
                 }
                 measured = asyncio.run(_run(servers, token, url, args))
     results = measured["results"]
@@ -483,4 +580,10 @@ def add_parser(sub: Any) -> None:
     b.add_argument("--pid", type=int, help="server pid for --url, to measure its memory")
     b.add_argument("--out", default="bench-results", help="directory for JSON, Markdown, PNG")
     b.add_argument("--quiet", action="store_true", help="no progress display")
+    b.add_argument(
+        "--no-formats",
+        dest="formats",
+        action="store_false",
+        help="only the standard/streaming/text comparison, no other formats",
+    )
     b.set_defaults(func=run)

@@ -31,11 +31,19 @@ def test_quick_bench_writes_table_json_and_plots(db_url: str, tmp_path: Path) ->
         "standard 5,000",
         "streaming 5,000",
         "chunked text/plain 5,000",
+        "streaming json array 5,000",
+        "streaming arrow 5,000",
+        "streaming ndjson gzip 5,000",
+        "streaming ndjson zstd 5,000",
+        "COPY of the csv format 5,000",
+        "streaming csv 5,000",
+        "standard csv 5,000",
     ]
     for r in report["results"]:
         assert r["rows"] == int(r["scenario"].rsplit(" ", 1)[1].replace(",", ""))
         assert r["bytes"] > 0 and r["ratio_to_copy"]["median"] > 0
         if not r["scenario"].startswith("COPY"):
+            # every scenario's rows were counted from its own format (rows == limit)
             assert r["peak_mib"]["median"] >= 0 and r["cpu_s"]["median"] >= 0
     assert report["machine"]["cpus"] >= 1
     table = (out / "results.md").read_text()
