@@ -76,23 +76,30 @@ async def _cancel(task: asyncio.Future[Any] | None) -> None:
             await task
 
 
+#: Rows in the first fetch: the response starts once it is read, so a small one gets the
+#: first byte out sooner (rendering 1,000 rows took ~2.4 ms of a ~5 ms first byte).
+FIRST_BATCH = 100
+
+
 async def batches(
     conn: asyncpg.Connection, query: Query, batch_size: int
 ) -> AsyncGenerator[list[Any], None]:
-    """Yield ``query``'s rows from a server-side cursor, ``batch_size`` records at a time."""
+    """Yield ``query``'s rows from a server-side cursor, ``batch_size`` records at a time
+    (the first batch is at most ``FIRST_BATCH``)."""
     # prepare() + cursor(): an unnamed statement when the statement cache is off, which
     # PgBouncer in transaction mode requires (asyncpg#945).
     statement = await conn.prepare(query.sql)
     cursor = await statement.cursor(*query.args)
     # Always one fetch in flight: PostgreSQL renders batch n+1 while batch n is being
     # encoded and written to the client.
-    pending: asyncio.Future[list[Any]] | None = asyncio.ensure_future(cursor.fetch(batch_size))
+    size = min(batch_size, FIRST_BATCH)
+    pending: asyncio.Future[list[Any]] | None = asyncio.ensure_future(cursor.fetch(size))
     try:
         while pending is not None:
             rows = await pending
-            pending = (
-                asyncio.ensure_future(cursor.fetch(batch_size)) if len(rows) == batch_size else None
-            )
+            full = len(rows) == size
+            size = batch_size
+            pending = asyncio.ensure_future(cursor.fetch(size)) if full else None
             if rows:
                 yield rows
     finally:

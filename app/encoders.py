@@ -111,7 +111,10 @@ ARROW_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 
 
 class ArrowEncoder:
-    """Arrow IPC stream: the schema, one record batch per cursor batch, end-of-stream."""
+    """Arrow IPC stream: the schema, one record batch per cursor batch, end-of-stream.
+
+    Rows are ``queries.as_arrow`` records: timestamps as microseconds since the epoch.
+    """
 
     media_type = ARROW
 
@@ -131,10 +134,13 @@ class ArrowEncoder:
             return b""
         pa = self._pa
         columns = list(zip(*rows, strict=True))  # transpose in C: one tuple per column
-        arrays = [
-            pa.array(values, type=field.type)
-            for values, field in zip(columns, self.schema, strict=True)
-        ]
+        arrays = []
+        for values, field in zip(columns, self.schema, strict=True):
+            if pa.types.is_timestamp(field.type):
+                # microseconds since the epoch (see queries.as_arrow): a zero-copy view
+                arrays.append(pa.array(values, type=pa.int64()).view(field.type))
+            else:
+                arrays.append(pa.array(values, type=field.type))
         batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
         return bytes(batch.serialize().to_pybytes())
 

@@ -59,7 +59,7 @@ def _plan(selection: Selection, media_type: str, batch_size: int) -> tuple[Sourc
         query = queries.as_id_lines(selection)
         return lambda conn: cursor.copy_chunks(conn, query), encoders.Passthrough(TEXT)
     if media_type == ARROW:
-        query = queries.as_columns(selection)
+        query = queries.as_arrow(selection)
         encoder: Any = encoders.ArrowEncoder(selection.fields)
     else:
         query = queries.as_json(selection)

@@ -120,8 +120,20 @@ def as_json(selection: Selection) -> Query:
 
 
 def as_columns(selection: Selection) -> Query:
-    """The selected columns as they are (Arrow builds typed columns from them)."""
+    """The selected columns as they are (for the planner's estimate)."""
     return selection.select(", ".join(selection.fields))
+
+
+#: For Arrow, timestamps travel as microseconds since the epoch: building 500,000 Python
+#: ``datetime`` objects only to turn them back into integers cost more than all the rest.
+_ARROW = {"created_at": "(extract(epoch FROM created_at) * 1000000)::int8"}
+
+
+def as_arrow(selection: Selection) -> Query:
+    """The selected columns, typed for ``encoders.ArrowEncoder``."""
+    return selection.select(
+        ", ".join(f"{_ARROW[c]} AS {c}" if c in _ARROW else c for c in selection.fields)
+    )
 
 
 #: How each column is printed in CSV: like its JSON value, unquoted. COPY would print

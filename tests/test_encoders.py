@@ -40,11 +40,12 @@ def test_json_array_encoder_makes_one_valid_array_and_only_when_complete() -> No
 
 def test_arrow_encoder_writes_a_stream_pyarrow_reads_back() -> None:
     e = encoders.ArrowEncoder(("id", "channel", "created_at", "is_read"))
-    when = datetime(2024, 1, 1, 0, 0, 1, tzinfo=UTC)
+    when = datetime(2024, 1, 1, 0, 0, 1, 250, tzinfo=UTC)
+    micros = int(when.timestamp()) * 1_000_000 + 250  # as queries.as_arrow sends it
     data = (
         e.start()
-        + e.batch([(1, "sms", when, False), (2, "push", when, True)])
-        + e.batch([(3, "é✓", when, False)])
+        + e.batch([(1, "sms", micros, False), (2, "push", micros, True)])
+        + e.batch([(3, "é✓", micros, False)])
         + e.end()
     )
     table = pa.ipc.open_stream(data).read_all()
