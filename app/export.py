@@ -13,11 +13,15 @@ from typing import Any
 
 import asyncpg
 import databases
+from fastapi import Request
 
 from app import compression, cursor, encoders, queries
+from app.errors import HTTPVersionNotSupported, TooLarge
 from app.formats import ARROW, CSV, JSON, NDJSON, TEXT
+from app.observability import ExportStats
 from app.queries import Selection
 from app.responses import PrebuiltJSONResponse, StreamingResponse
+from app.settings import Settings
 
 #: What each route can answer with; the first is the default.
 STREAM_FORMATS = (NDJSON, JSON, CSV, TEXT, ARROW)
@@ -67,38 +71,121 @@ def _plan(selection: Selection, media_type: str, batch_size: int) -> tuple[Sourc
     return lambda conn: cursor.batches(conn, query, batch_size), encoder
 
 
+def _row_counter(stats: ExportStats, media_type: str) -> Callable[[Any], None]:
+    """Rows per batch: records from the cursor, lines from COPY (minus the CSV header)."""
+    if media_type in (CSV, TEXT):
+        header = [media_type == CSV]
+
+        def count_lines(chunk: Any) -> None:
+            stats.rows += chunk.count(b"\n") - (1 if header[0] else 0)
+            header[0] = False
+
+        return count_lines
+
+    def count_records(batch: Any) -> None:
+        stats.rows += len(batch)
+
+    return count_records
+
+
 async def streamed(
+    request: Request,
     db: databases.Database,
+    settings: Settings,
+    subject: str,
     selection: Selection,
     media_type: str,
     prefer: str | None,
     accept_encoding: str | None,
-    batch_size: int,
 ) -> StreamingResponse:
-    source, encoder = _plan(selection, media_type, batch_size)
+    if request.scope.get("http_version") == "1.0":
+        # HTTP/1.0 has no chunked encoding: the body would end when the connection closes,
+        # and a stream cut short would look exactly like a complete one.
+        raise HTTPVersionNotSupported(
+            "streams need HTTP/1.1 (a truncated HTTP/1.0 body looks complete); behind "
+            "nginx set 'proxy_http_version 1.1'"
+        )
+    stats = ExportStats(format=media_type, streamed=True)
+    request.state.export = stats
+    source, encoder = _plan(selection, media_type, settings.stream_batch_size)
     before = partial(_count_headers, selection=selection, mode=count_mode(prefer))
-    headers, body = await cursor.open_stream(db, source, encoder, before)
+    headers, body = await cursor.open_stream(
+        db,
+        source,
+        encoder,
+        before,
+        guard=request.app.state.limiter.slot(subject),
+        idle_timeout=settings.stream_idle_timeout,
+        on_batch=_row_counter(stats, media_type),
+    )
     headers["Vary"] = "Accept, Accept-Encoding"
     encoding = compression.negotiate(accept_encoding)
     if encoding:
         body = compression.compress(body, encoding)
         headers["Content-Encoding"] = encoding
-    return StreamingResponse(body, media_type=media_type, headers=headers)
+    return StreamingResponse(
+        body,
+        media_type=media_type,
+        headers=headers,
+        send_timeout=settings.stream_send_timeout,
+        stats=stats,
+    )
+
+
+async def _refuse_too_large(
+    conn: asyncpg.Connection, selection: Selection, maximum: int
+) -> int | None:
+    """The exact row count when it had to be taken; raises when it exceeds ``maximum``.
+
+    Decided in the export's snapshot before any row is loaded: a buffered response holds
+    every row in memory at once, which is what the streaming endpoint is for.
+    """
+    if selection.limit is not None and selection.limit <= maximum:
+        return None
+    total = await cursor.exact_count(conn, queries.count(selection))
+    if selection.limit is not None:
+        total = min(total, selection.limit)
+    if total > maximum:
+        raise TooLarge(
+            f"this would load {total:,} rows, more than the {maximum:,} the standard endpoint "
+            "buffers (MAX_STANDARD_ROWS); use /messages/stream, which streams any number of "
+            "rows in constant memory, or narrow the request (limit=, filters)",
+            rows=total,
+            maximum=maximum,
+            stream="/messages/stream",
+        )
+    return total
 
 
 async def buffered(
-    db: databases.Database, selection: Selection, media_type: str, prefer: str | None
+    request: Request,
+    db: databases.Database,
+    settings: Settings,
+    selection: Selection,
+    media_type: str,
+    prefer: str | None,
 ) -> PrebuiltJSONResponse:
-    before = partial(_count_headers, selection=selection, mode=count_mode(prefer))
+    mode = count_mode(prefer)
+    stats = ExportStats(format=media_type)
+    request.state.export = stats
+
+    async def before(conn: asyncpg.Connection) -> dict[str, str]:
+        total = await _refuse_too_large(conn, selection, settings.max_standard_rows)
+        if total is not None and mode == "exact":
+            return {"X-Total-Count": str(total), "Preference-Applied": "count=exact"}
+        return await _count_headers(conn, selection, mode)
+
     if media_type == CSV:
         headers, chunks = await cursor.copy_all(
             db, queries.as_csv(selection), before, **queries.CSV_COPY
         )
         body = encoders.concatenate(chunks)
+        stats.rows = max(body.count(b"\n") - 1, 0)
     else:
         headers, chunks = await cursor.copy_all(
             db, queries.as_json(selection), before, **queries.JSON_LINES_COPY
         )
+        stats.rows = sum(chunk.count(b"\n") for chunk in chunks)
         body = encoders.json_array_from_lines(chunks)
     headers["Vary"] = "Accept"
     return PrebuiltJSONResponse(body, media_type=media_type, headers=headers)

@@ -17,6 +17,13 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
 @router.get("/readyz", summary="The database is reachable and its schema is at head")
 async def readyz(request: Request, db: Db) -> Response:
     head: str = request.app.state.schema_head

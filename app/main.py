@@ -14,6 +14,8 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app import __version__, database, errors, health, messages, migrate
+from app.capacity import StreamLimiter
+from app.observability import Metrics, RequestLog
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -44,10 +46,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await db.connect()
             app.state.db = db
             logger.info("database pool open on %s", database.safe_location(url))
+            limiter = StreamLimiter(
+                settings.stream_capacity,
+                settings.stream_per_subject,
+                settings.stream_admission_wait,
+            )
+            app.state.limiter = limiter
+            app.state.metrics = Metrics(
+                active_streams=lambda: limiter.active,
+                pool_in_use=lambda: database.pool_stats(db)["in_use"],
+            )
             try:
                 yield
             finally:
-                await db.disconnect()
+                await database.close(db)
 
     # Swagger UI's JavaScript and CSS are served by the app itself, not from a CDN.
     app = FastAPIOffline(
@@ -58,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     errors.install(app)
+    app.add_middleware(RequestLog)
     app.include_router(health.router)
     app.include_router(messages.router)
     return app

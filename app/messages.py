@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 
 from app import export, formats
 from app.deps import AppSettings, CurrentUser, Db
@@ -35,7 +35,9 @@ PreferHeader = Annotated[
     responses=export.openapi_responses(export.STANDARD_FORMATS),
 )
 async def list_messages(
+    request: Request,
     db: Db,
+    settings: AppSettings,
     user: CurrentUser,
     selection: SelectionParams,
     format: FormatParam = None,
@@ -43,7 +45,7 @@ async def list_messages(
     prefer: PreferHeader = None,
 ) -> PrebuiltJSONResponse:
     media_type = formats.negotiate(accept, format, export.STANDARD_FORMATS)
-    return await export.buffered(db, selection, media_type, prefer)
+    return await export.buffered(request, db, settings, selection, media_type, prefer)
 
 
 @router.get(
@@ -53,6 +55,7 @@ async def list_messages(
     responses=export.openapi_responses(export.STREAM_FORMATS),
 )
 async def stream_messages(
+    request: Request,
     db: Db,
     settings: AppSettings,
     user: CurrentUser,
@@ -64,7 +67,7 @@ async def stream_messages(
 ) -> StreamingResponse:
     media_type = formats.negotiate(accept, format, export.STREAM_FORMATS)
     return await export.streamed(
-        db, selection, media_type, prefer, accept_encoding, settings.stream_batch_size
+        request, db, settings, user.subject, selection, media_type, prefer, accept_encoding
     )
 
 

@@ -9,32 +9,85 @@ from starlette.responses import Response
 from starlette.responses import StreamingResponse as _StarletteStreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from app.observability import ExportStats
+
+
+class StalledClient(Exception):
+    """A chunk waited longer than the send timeout for the client to read."""
+
 
 class StreamingResponse(_StarletteStreamingResponse):
-    """A ``StreamingResponse`` that always closes its body iterator.
+    """A ``StreamingResponse`` that ends every stream explicitly and says how it ended.
 
-    Starlette stops iterating when the client goes away but leaves the generator
-    suspended at its ``yield``; its ``finally`` (ROLLBACK, returning the connection to the
-    pool) would only run when garbage collection gets to it. We close it at once, shielded
-    from the cancellation that a disconnect triggers.
+    - It always closes its body iterator. Starlette stops iterating when the client goes
+      away but leaves the generator suspended at its ``yield``; its ``finally`` (ROLLBACK,
+      returning the connection to the pool) would only run when garbage collection gets
+      to it. We close it at once, shielded from the cancellation a disconnect triggers.
+    - A chunk that cannot be written within ``send_timeout`` (a client that stopped
+      reading; uvicorn has no write timeout) aborts the stream.
+    - An exception from the iterator after the headers went out propagates to the server,
+      which then drops the connection without the terminating chunk: the client sees a
+      truncated transfer, never a complete-looking one.
 
-    An exception from the iterator after the headers went out propagates to the server,
-    which then drops the connection without the terminating chunk: the client sees a
-    truncated transfer, never a complete-looking one.
+    ``stats`` (if given) gets the outcome: complete, client gone, timeout or error.
     """
 
     #: Seconds the iterator's cleanup (ROLLBACK, returning the connection) may take.
     close_timeout: float = 5.0
 
+    def __init__(
+        self,
+        content: Any,
+        status_code: int = 200,
+        *,
+        send_timeout: float | None = None,
+        stats: ExportStats | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(content, status_code, **kwargs)
+        self.send_timeout = send_timeout
+        self.stats = stats
+
+    def _end(self, outcome: str) -> None:
+        if self.stats is not None and self.stats.outcome is None:
+            self.stats.outcome = outcome
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Returning without an outcome means the disconnect listener cancelled us.
+            self._end("client gone")
+
     async def stream_response(self, send: Send) -> None:
         try:
-            await super().stream_response(send)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            async for chunk in self.body_iterator:
+                try:
+                    with anyio.fail_after(self.send_timeout):
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                except TimeoutError:
+                    self._end("timeout")
+                    raise StalledClient(
+                        f"client did not read for {self.send_timeout} s; stream aborted"
+                    ) from None
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            self._end("complete")
+        except OSError:
+            self._end("client gone")
+            raise
+        except Exception:
+            self._end("error")
+            raise
         finally:
             aclose = getattr(self.body_iterator, "aclose", None)
             if aclose is not None:
-                # When the client disconnects, Starlette cancels this task's scope; without
-                # the shield every await of the cleanup would be cancelled in turn and the
-                # connection would go back to the pool mid-transaction, or not at all.
                 with anyio.move_on_after(self.close_timeout, shield=True):
                     await aclose()
 

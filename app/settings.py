@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".data")
 
     environment: Literal["development", "production"] = "development"
+    #: ``json``: one JSON object per log line (one access line per request); ``text``.
+    log_format: Literal["json", "text"] = "json"
 
     jwt_secret: str | None = Field(default=None, repr=False)
     jwt_algorithms: list[str] = ["HS256"]
@@ -40,12 +42,29 @@ class Settings(BaseSettings):
     #: Rows fetched from the server-side cursor per round trip, and per HTTP chunk.
     stream_batch_size: int = Field(default=1000, ge=1, le=100_000)
 
+    #: Streams running at once in this process (each holds a pooled connection and a
+    #: transaction); keep it below ``pool_max_size`` so other requests still get one.
+    stream_capacity: int = Field(default=16, ge=1)
+    #: Streams one token subject may run at once (429 beyond it).
+    stream_per_subject: int = Field(default=8, ge=1)
+    #: Seconds a new stream waits for capacity before it is refused with 503.
+    stream_admission_wait: float = Field(default=0.5, ge=0)
+    #: Seconds one chunk may wait for a client that stopped reading before the stream is
+    #: aborted (its connection and transaction freed).
+    stream_send_timeout: float = Field(default=30.0, gt=0)
+    #: Database backstop on stream transactions (``idle_in_transaction_session_timeout``).
+    stream_idle_timeout: float = Field(default=60.0, gt=0)
+    #: The standard (buffered) endpoint refuses results larger than this, before loading.
+    max_standard_rows: int = Field(default=1_000_000, ge=1)
+
     #: 0: the app starts (and /readyz answers 503) while the database is down.
     pool_min_size: int = Field(default=0, ge=0)
     pool_max_size: int = Field(default=20, ge=1)
     #: Seconds a single statement (one cursor fetch) may take before asyncpg gives up:
     #: a database that stops answering cannot hang a request forever.
     command_timeout: float = Field(default=60.0, gt=0)
+    #: Seconds to wait for a free pooled connection before answering 503.
+    pool_acquire_timeout: float = Field(default=5.0, gt=0)
 
     def resolved_jwt_secret(self) -> str:
         """The signing secret: ``JWT_SECRET``, or in development one generated once and kept.

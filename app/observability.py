@@ -1,0 +1,217 @@
+"""Metrics (Prometheus) and one structured log line per request.
+
+Each app gets its own ``CollectorRegistry`` (nothing registered at import), exposed at
+``/metrics``. ``RequestLog`` is a plain ASGI middleware: it gives every request an id
+(``X-Request-ID`` is accepted when it looks sane, and echoed), measures what was sent,
+and writes one JSON line when the request is over with the rows, bytes, duration and how
+it ended: ``complete``, ``client gone``, ``timeout`` (a client that stopped reading) or
+``error``. Tokens are never logged: only the method, path and query string are.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+access = logging.getLogger("rowstream.access")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+
+
+@dataclass
+class ExportStats:
+    """What an export did; kept in the request state for the log line and the metrics."""
+
+    format: str
+    rows: int = 0
+    #: complete | client gone | timeout | error; None while running
+    outcome: str | None = None
+    streamed: bool = False
+
+
+class Metrics:
+    def __init__(self, active_streams: Callable[[], int], pool_in_use: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "rowstream_requests",
+            "HTTP requests by route and status",
+            ["route", "status"],
+            registry=r,
+        )
+        self.rows = Counter("rowstream_rows_sent", "Rows sent, by format", ["format"], registry=r)
+        self.bytes = Counter(
+            "rowstream_bytes_sent", "Response body bytes sent, by route", ["route"], registry=r
+        )
+        self.first_byte = Histogram(
+            "rowstream_time_to_first_byte_seconds",
+            "From request to the first body byte",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stream_duration = Histogram(
+            "rowstream_stream_duration_seconds",
+            "How long streams ran, by how they ended",
+            ["outcome"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.streams_ended = Counter(
+            "rowstream_streams_ended", "Streams by how they ended", ["outcome"], registry=r
+        )
+        self.rejected = Counter(
+            "rowstream_rejected",
+            "Requests refused for capacity (503) or quota (429)",
+            ["status"],
+            registry=r,
+        )
+        Gauge("rowstream_streams_active", "Streams running now", registry=r).set_function(
+            active_streams
+        )
+        Gauge(
+            "rowstream_pool_connections_in_use", "Pooled connections checked out", registry=r
+        ).set_function(pool_in_use)
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))
+
+
+def _route(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "unmatched"
+
+
+class RequestLog:
+    """One JSON log line and the request metrics for every HTTP request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        started = time.perf_counter()
+        status = 0
+        sent = 0
+        first_byte: float | None = None
+        finished = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, sent, first_byte, finished
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode()),
+                ]
+            elif message["type"] == "http.response.body":
+                body = message.get("body", b"")
+                if body and first_byte is None:
+                    first_byte = time.perf_counter() - started
+                sent += len(body)
+                await send(message)
+                finished = not message.get("more_body", False)
+                return
+            await send(message)
+
+        error = False
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except BaseException:
+            error = True
+            raise
+        finally:
+            self._record(scope, state, status, sent, first_byte, started, finished, error)
+
+    def _record(
+        self,
+        scope: Scope,
+        state: dict[str, Any],
+        status: int,
+        sent: int,
+        first_byte: float | None,
+        started: float,
+        finished: bool,
+        error: bool,
+    ) -> None:
+        duration = time.perf_counter() - started
+        route = _route(scope)
+        export: ExportStats | None = state.get("export")
+        if export is not None and export.outcome is not None:
+            outcome = export.outcome
+        elif finished and not error:
+            outcome = "complete"
+        elif error:
+            outcome = "error"
+        else:
+            outcome = "client gone"
+        metrics: Metrics | None = getattr(scope.get("app"), "state", None) and getattr(
+            scope["app"].state, "metrics", None
+        )
+        if metrics is not None:
+            metrics.requests.labels(route, str(status or 499)).inc()
+            metrics.bytes.labels(route).inc(sent)
+            if first_byte is not None:
+                metrics.first_byte.labels(route).observe(first_byte)
+            if status in (429, 503):
+                metrics.rejected.labels(str(status)).inc()
+            if export is not None:
+                metrics.rows.labels(export.format).inc(export.rows)
+                if export.streamed:
+                    metrics.streams_ended.labels(outcome).inc()
+                    metrics.stream_duration.labels(outcome).observe(duration)
+        query = scope.get("query_string", b"").decode("latin-1")
+        line = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "request_id": state.get("request_id"),
+            "method": scope.get("method"),
+            "path": scope.get("path"),
+            "query": query or None,
+            "route": route,
+            "status": status or None,
+            "subject": state.get("subject"),
+            "format": export.format if export else None,
+            "rows": export.rows if export else None,
+            "bytes": sent,
+            "duration_ms": round(duration * 1000, 1),
+            "first_byte_ms": round(first_byte * 1000, 1) if first_byte is not None else None,
+            "outcome": outcome,
+        }
+        access.info(orjson.dumps({k: v for k, v in line.items() if v is not None}).decode())
+
+
+class JSONFormatter(logging.Formatter):
+    """Every other log record as one JSON object per line too (access lines pass through)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name == access.name:
+            return record.getMessage()
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
