@@ -88,6 +88,10 @@ def verify(
         "require_iss": issuer is not None,
     }
     try:
+        if "crit" in jwt.get_unverified_header(token):
+            # RFC 7515 §4.1.11: extensions we do not understand must be rejected;
+            # python-jose ignores "crit".
+            raise InvalidToken("unsupported critical header")
         claims = jwt.decode(
             token,
             secret,
@@ -96,6 +100,8 @@ def verify(
             issuer=issuer,
             options=options,
         )
+    except InvalidToken:
+        raise
     except ExpiredSignatureError:
         raise InvalidToken("token expired") from None
     except Exception:

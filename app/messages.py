@@ -12,7 +12,7 @@ from fastapi import APIRouter, Header, Request
 
 from app import export, formats
 from app.deps import AppSettings, CurrentUser, Db
-from app.params import FormatParam, SelectionParams
+from app.params import SelectionParams, StandardFormat, StreamFormat
 from app.responses import PrebuiltJSONResponse, StreamingResponse
 
 router = APIRouter(tags=["messages"])
@@ -40,7 +40,7 @@ async def list_messages(
     settings: AppSettings,
     user: CurrentUser,
     selection: SelectionParams,
-    format: FormatParam = None,
+    format: StandardFormat = None,
     accept: AcceptHeader = None,
     prefer: PreferHeader = None,
 ) -> PrebuiltJSONResponse:
@@ -60,7 +60,7 @@ async def stream_messages(
     settings: AppSettings,
     user: CurrentUser,
     selection: SelectionParams,
-    format: FormatParam = None,
+    format: StreamFormat = None,
     accept: AcceptHeader = None,
     prefer: PreferHeader = None,
     accept_encoding: Annotated[str | None, Header(include_in_schema=False)] = None,

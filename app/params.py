@@ -7,7 +7,7 @@ fail with an overflow after the request was accepted: out-of-range input is a 42
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, Query
 
@@ -22,11 +22,36 @@ class UnprocessableContent(ProblemError):
     status, title = 422, "Unprocessable Content"
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    """Timestamps without an offset are taken as UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
+_NAME = "|".join(COLUMNS)
+#: ``fields``: column names, comma-separated (spaces allowed around them).
+FIELDS_PATTERN = rf"^\s*({_NAME})\s*(,\s*({_NAME})\s*)*$"
+#: RFC 3339 date-time; the offset may be left out (then UTC).
+DATETIME_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})?$"
+
+
+def _instant(name: str, value: str | None) -> datetime | None:
+    """Parse an RFC 3339 timestamp (without an offset: UTC). Numbers are not timestamps."""
+    if value is None:
+        return None
+    text = value.strip().replace("z", "Z").replace("t", "T")
+    if "." in text:  # Python takes at most 6 fractional digits
+        head, _, rest = text.partition(".")
+        digits = rest.rstrip("Z").split("+")[0].split("-")[0]
+        text = head + "." + digits[:6] + rest[len(digits) :]
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise UnprocessableContent(f"{name}: not an RFC 3339 date-time", field=name) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _datetime_query(description: str) -> object:
+    return Query(
+        description=description,
+        pattern=DATETIME_PATTERN,
+        json_schema_extra={"format": "date-time"},
+        examples=["2024-01-01T00:10:00Z"],
+    )
 
 
 def selection(
@@ -37,6 +62,7 @@ def selection(
             f"({', '.join(COLUMNS)}).",
             examples=["id,channel,created_at"],
             max_length=500,
+            pattern=FIELDS_PATTERN,
         ),
     ] = None,
     channel: Annotated[str | None, Query(max_length=100, examples=["sms"])] = None,
@@ -44,12 +70,12 @@ def selection(
     recipient_id: Annotated[int | None, Query(ge=-INT4 - 1, le=INT4)] = None,
     is_read: bool | None = None,
     created_after: Annotated[
-        datetime | None,
-        Query(description="Only rows created after this instant (RFC 3339; no offset = UTC)."),
+        str | None,
+        _datetime_query("Only rows created after this instant (RFC 3339; no offset = UTC)."),
     ] = None,
     created_before: Annotated[
-        datetime | None,
-        Query(description="Only rows created before this instant (RFC 3339; no offset = UTC)."),
+        str | None,
+        _datetime_query("Only rows created before this instant (RFC 3339; no offset = UTC)."),
     ] = None,
     after_id: Annotated[
         int | None,
@@ -77,8 +103,8 @@ def selection(
         sender_id=sender_id,
         recipient_id=recipient_id,
         is_read=is_read,
-        created_after=_utc(created_after),
-        created_before=_utc(created_before),
+        created_after=_instant("created_after", created_after),
+        created_before=_instant("created_before", created_before),
         after_id=after_id,
         min_id=min_id,
         limit=limit,
@@ -87,10 +113,32 @@ def selection(
 
 SelectionParams = Annotated[Selection, Depends(selection)]
 
-FormatParam = Annotated[
-    str | None,
-    Query(
-        description="Overrides `Accept`: `ndjson`, `json`, `csv`, `text` or `arrow` (or a "
-        "media type). Not every route serves every format; 406 lists what it does.",
-    ),
+
+#: ``?format=`` values: the shorthands and the media types each route serves (a test keeps
+#: these in step with ``formats.ALIASES`` and the routes' formats).
+StreamFormatName = Literal[
+    "application/json",
+    "application/jsonl",
+    "application/jsonlines",
+    "application/vnd.apache.arrow.stream",
+    "application/x-jsonlines",
+    "application/x-ndjson",
+    "arrow",
+    "csv",
+    "json",
+    "jsonl",
+    "ndjson",
+    "text",
+    "text/csv",
+    "text/plain",
+]
+StandardFormatName = Literal["application/json", "csv", "json", "text/csv"]
+
+StreamFormat = Annotated[
+    StreamFormatName | None,
+    Query(description="Overrides `Accept`: `ndjson` (default), `json`, `csv`, `text` or `arrow`."),
+]
+StandardFormat = Annotated[
+    StandardFormatName | None,
+    Query(description="Overrides `Accept`: `json` (default) or `csv`."),
 ]

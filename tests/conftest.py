@@ -116,11 +116,14 @@ class Server:
         return {"Authorization": f"Bearer {self.token(sub)}"}
 
 
-def start_server(database_url: str, *, bare: bool = False, **env: str) -> Server:
+def start_server(
+    database_url: str, *, bare: bool = False, log: Path | None = None, **env: str
+) -> Server:
     """Start ``rowstream serve`` in a subprocess on a free port and wait until it answers.
 
     ``bare``: run the app factory under plain uvicorn instead, skipping the CLI's
-    reachability check and migration (to see how the app itself copes).
+    reachability check and migration (to see how the app itself copes). ``log``: write
+    the server's output (at level info) to this file.
     """
     port = free_port()
     environment = {
@@ -131,6 +134,7 @@ def start_server(database_url: str, *, bare: bool = False, **env: str) -> Server
         **env,
     }
     command = ["uvicorn", "--factory", "app.main:create_app"] if bare else ["app.cli", "serve"]
+    output = log.open("wb") if log else None
     process = subprocess.Popen(
         [
             sys.executable,
@@ -141,9 +145,11 @@ def start_server(database_url: str, *, bare: bool = False, **env: str) -> Server
             "--port",
             str(port),
             "--log-level",
-            "warning",
+            "info" if log else "warning",
         ],
         env=environment,
+        stdout=output,
+        stderr=subprocess.STDOUT if output else None,
     )
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -182,3 +188,67 @@ def server(db_url: str) -> Iterator[Server]:
 def client(server: Server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.base_url, timeout=30) as c:
         yield c
+
+
+async def sessions(database_url: str) -> list[tuple[str, str]]:
+    """(state, query) of every other client session on the database."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT state, query FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'"
+        )
+        return [(r["state"], r["query"]) for r in rows]
+    finally:
+        await conn.close()
+
+
+def busy_sessions(database_url: str, within: float = 2.0) -> list[tuple[str, str]]:
+    """Sessions that are not idle, after waiting up to ``within`` s for them to go."""
+    deadline = time.monotonic() + within
+    while True:
+        busy = [s for s in run(sessions(database_url)) if s[0] != "idle"]
+        if not busy or time.monotonic() > deadline:
+            return busy
+        time.sleep(0.05)
+
+
+def metric(server: Server, name: str, **labels: str) -> float:
+    """One sample from the server's /metrics (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def raw_request(
+    server: Server,
+    path: str,
+    *,
+    rcvbuf: int | None = None,
+    token: str | None = None,
+    version: str = "1.1",
+) -> socket.socket:
+    """Send a GET on a raw socket (optionally with a tiny receive window) and return it."""
+    sock = socket.socket()
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(10)
+    host, port = server.base_url.removeprefix("http://").split(":")
+    sock.connect((host, int(port)))
+    sock.sendall(
+        f"GET {path} HTTP/{version}\r\nHost: x\r\n"
+        f"Authorization: Bearer {token or server.token()}\r\n\r\n".encode()
+    )
+    return sock
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with RST (SO_LINGER 0): the abrupt way a client vanishes."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    sock.close()

@@ -46,3 +46,16 @@ def test_unservable_requests_are_406_listing_what_is_served(
     assert caught.value.status == 406
     assert caught.value.extensions["supported"] == [JSON, CSV]
     assert "application/json" in caught.value.detail
+
+
+def test_format_parameter_names_match_what_each_route_serves() -> None:
+    from typing import get_args
+
+    from app import export, params
+
+    def names(media_types: tuple[str, ...]) -> set[str]:
+        aliases = {a for a, m in formats.ALIASES.items() if m in media_types}
+        return aliases | set(media_types)
+
+    assert set(get_args(params.StreamFormatName)) == names(export.STREAM_FORMATS)
+    assert set(get_args(params.StandardFormatName)) == names(export.STANDARD_FORMATS)

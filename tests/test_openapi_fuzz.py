@@ -1,0 +1,57 @@
+"""Fuzz the API from its own OpenAPI document with schemathesis (its CLI, a bounded number
+of examples, a fixed seed): no 5xx, responses conform to the document (status codes,
+content types, headers, JSON schemas), and auth is never ignored (schemathesis' own
+``ignored_auth`` check replays requests without the token)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import Server
+
+
+def test_api_conforms_to_its_openapi_document(server: Server, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("schemathesis")),
+            "run",
+            f"{server.base_url}/openapi.json",
+            "--header",
+            f"Authorization: Bearer {server.token('fuzzer')}",
+            "--checks",
+            "all",
+            "--max-examples",
+            "30",
+            "--seed",
+            "20261126",
+            "--workers",
+            "1",
+            "--request-timeout",
+            "60",
+            "--max-time",
+            "90",
+            "--report-dir",
+            str(tmp_path),
+        ],
+        env={**os.environ, "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    assert "No issues found" in done.stdout or "passed" in done.stdout.lower()
+
+
+def test_no_data_operation_answers_without_a_token(server: Server) -> None:
+    spec = httpx.get(f"{server.base_url}/openapi.json").json()
+    public = {"/healthz", "/readyz", "/metrics"}
+    for path, operations in spec["paths"].items():
+        for method in operations:
+            r = httpx.request(method.upper(), f"{server.base_url}{path}", timeout=30)
+            if path in public:
+                assert r.status_code == 200, path
+            else:
+                assert r.status_code == 401, (path, r.status_code)

@@ -1,0 +1,181 @@
+"""How streams end, over a real socket: clients that vanish or stall, a database killed
+mid-stream, HTTP/1.0 and shutdown. Each must leave nothing behind and never look complete."""
+
+import signal
+import socket
+import time
+from collections.abc import Iterator
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.conftest import (
+    Server,
+    busy_sessions,
+    metric,
+    raw_request,
+    reset,
+    run,
+    start_server,
+    stop_server,
+)
+
+
+@pytest.fixture(scope="module")
+def tight(db_url: str) -> Iterator[Server]:
+    """A server with small batches (slow streams) and a 1 s send timeout."""
+    s = start_server(
+        db_url,
+        STREAM_BATCH_SIZE="10",
+        STREAM_SEND_TIMEOUT="1",
+        STREAM_CAPACITY="200",
+        STREAM_PER_SUBJECT="200",
+    )
+    try:
+        yield s
+    finally:
+        stop_server(s)
+
+
+def _read_some(sock: socket.socket, at_least: int) -> bytes:
+    got = b""
+    while len(got) < at_least:
+        data = sock.recv(65536)
+        assert data, "server closed early"
+        got += data
+    return got
+
+
+def test_a_hundred_vanishing_clients_leave_nothing_behind(tight: Server) -> None:
+    for i in range(100):
+        # even: reads a little while the server is fetching; odd: never reads, so the
+        # server is blocked writing into a full window when the client resets
+        sock = raw_request(tight, "/messages/stream", rcvbuf=4096 if i % 2 else None)
+        if i % 2 == 0:
+            assert _read_some(sock, 3000).startswith(b"HTTP/1.1 200")
+        else:
+            time.sleep(0.02)
+        reset(sock)
+    assert busy_sessions(tight.database_url, within=2.0) == []
+    assert httpx.get(f"{tight.base_url}/readyz").json()["pool"]["in_use"] == 0
+    assert metric(tight, "rowstream_streams_active") == 0
+    assert metric(tight, "rowstream_streams_ended_total", outcome="client gone") >= 90
+    # and the service still answers normally
+    r = httpx.get(f"{tight.base_url}/chunked", params={"limit": 5}, headers=tight.headers())
+    assert r.text.count("\n") == 5
+
+
+def test_a_stalled_reader_is_cut_off_after_the_send_timeout(tight: Server) -> None:
+    before = metric(tight, "rowstream_streams_ended_total", outcome="timeout")
+    sock = raw_request(tight, "/messages/stream", rcvbuf=4096)
+    time.sleep(3)  # read nothing: the server's send blocks, then times out (1 s)
+    assert metric(tight, "rowstream_streams_ended_total", outcome="timeout") == before + 1
+    assert busy_sessions(tight.database_url) == []
+    # what the client can still read ends without the terminating chunk
+    sock.settimeout(5)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    sock.close()
+    assert data.startswith(b"HTTP/1.1 200") and not data.endswith(b"0\r\n\r\n")
+
+
+def _stream_backend_pids(database_url: str) -> list[int]:
+    async def pids() -> list[int]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            rows = await conn.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%' "
+                "AND query LIKE 'SELECT%FROM messages%'"
+            )
+            return [r["pid"] for r in rows]
+        finally:
+            await conn.close()
+
+    return run(pids())
+
+
+def _terminate(database_url: str, pid: int) -> None:
+    async def kill() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute("SELECT pg_terminate_backend($1)", pid)
+        finally:
+            await conn.close()
+
+    run(kill())
+
+
+def test_a_database_killed_mid_stream_is_a_failed_download_every_time(tight: Server) -> None:
+    for _ in range(5):
+        with (
+            httpx.Client(timeout=30) as client,
+            client.stream(
+                "GET",
+                f"{tight.base_url}/messages/stream",
+                headers={**tight.headers(), "Accept-Encoding": "identity"},
+            ) as r,
+        ):
+            chunks = r.iter_raw()
+            next(chunks)
+            deadline = time.monotonic() + 5
+            pids: list[int] = []
+            while not pids and time.monotonic() < deadline:
+                pids = _stream_backend_pids(tight.database_url)
+            assert pids, "no stream session found"
+            for pid in pids:
+                _terminate(tight.database_url, pid)
+            with pytest.raises(httpx.RemoteProtocolError):
+                for _ in chunks:
+                    pass
+        # the next request succeeds
+        ok = httpx.get(f"{tight.base_url}/chunked", params={"limit": 3}, headers=tight.headers())
+        assert ok.status_code == 200 and ok.text.count("\n") == 3
+    assert metric(tight, "rowstream_streams_ended_total", outcome="error") >= 5
+
+
+def test_http_1_0_is_refused_for_streams_with_a_clear_problem(server: Server) -> None:
+    sock = raw_request(server, "/messages/stream?limit=2", version="1.0")
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    sock.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 505")
+    assert b"application/problem+json" in head
+    assert b"proxy_http_version 1.1" in body
+    # the buffered endpoint has a Content-Length, so HTTP/1.0 is fine there
+    sock = raw_request(server, "/messages?limit=2", version="1.0")
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    assert data.startswith(b"HTTP/1.1 200")
+
+
+def test_sigterm_gives_streams_a_grace_period_then_aborts_them_honestly(db_url: str) -> None:
+    s = start_server(db_url, STREAM_BATCH_SIZE="10", STREAM_SEND_TIMEOUT="60")
+    try:
+        sock = raw_request(s, "/messages/stream", rcvbuf=4096)
+        time.sleep(0.5)  # the stream is now blocked on the stalled client
+        started = time.monotonic()
+        s.process.send_signal(signal.SIGTERM)
+        s.process.wait(timeout=20)
+        took = time.monotonic() - started
+    finally:
+        if s.process.poll() is None:
+            s.process.kill()
+    # --graceful-timeout defaults to 10 s; exit within that plus 3 s
+    assert 1 < took < 13, took  # it did wait for the stream, and not forever
+    data = b""
+    sock.settimeout(5)
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except (ConnectionResetError, TimeoutError):
+        pass
+    sock.close()
+    assert not data.endswith(b"0\r\n\r\n")
+    assert busy_sessions(db_url) == []
+    assert s.process.returncode is not None
