@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export HOST PORT
 
-.PHONY: install run test lint typecheck check bench lock clean
+.PHONY: install tools run test lint typecheck check bench lock clean
 
 # The environment is rebuilt when the lock file or pyproject.toml change.
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -20,7 +20,17 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/rowstream serve --seed-if-empty --print-curl
 
-test: install
+# Programs the tests drive besides Python: nginx (the reverse-proxy test). Installed with
+# apt when missing and we are root (as CI is); elsewhere, install it yourself.
+tools:
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing nginx (for the reverse-proxy test)"; \
+	    apt-get update -qq >/dev/null && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq nginx >/dev/null; \
+	  else echo "make test needs nginx: apt-get install nginx"; exit 1; fi; }
+
+test: install tools
 	$(BIN)/pytest
 
 lint: install
