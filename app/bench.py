@@ -405,9 +405,9 @@ async def _database_beside(url: str, name: str) -> str:
 
 
 @contextmanager
-def _server(url: str, secret: str) -> Iterator[tuple[str, int | None]]:
+def _server(url: str, secret: str, **extra_env: str) -> Iterator[tuple[str, int | None]]:
     port = _free_port()
-    env = {**os.environ, "DATABASE_URL": url, "JWT_SECRET": secret}
+    env = {**os.environ, "DATABASE_URL": url, "JWT_SECRET": secret, **extra_env}
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--log-level", "warning"],
         env=env,
@@ -515,7 +515,101 @@ async def _run(
     return {"results": results, "timelines": timelines}
 
 
+async def _concurrent_round(
+    base: str, secret: str, probe: ServerProbe, streams: int, rows: int
+) -> dict[str, float]:
+    """``streams`` full NDJSON streams at once, each with its own token subject."""
+    extra: dict[str, float | None] = {}
+    limits = httpx.Limits(max_connections=streams + 4)
+    async with httpx.AsyncClient(base_url=base, timeout=3600, limits=limits) as client:
+
+        async def one(i: int) -> int:
+            token = auth.issue(secret, f"bench-{i}", 3600)
+            counted = 0
+            headers = {"Authorization": f"Bearer {token}", "Accept-Encoding": "identity"}
+            async with client.stream(
+                "GET", "/messages/stream", params={"limit": rows}, headers=headers
+            ) as response:
+                response.raise_for_status()
+                async for chunk in response.aiter_raw():
+                    counted += chunk.count(b"\n")
+            return counted
+
+        with probe.measure(extra):
+            started = time.perf_counter()
+            counts = await asyncio.gather(*(one(i) for i in range(streams)))
+            total = time.perf_counter() - started
+    if any(c != rows for c in counts):
+        raise RuntimeError(f"a concurrent stream got {min(counts)} rows, expected {rows}")
+    return {
+        "total_s": total,
+        "rows_per_s": streams * rows / total,
+        "peak_mib": extra.get("peak_mib") or 0.0,
+        "idle_mib": extra.get("idle_mib") or 0.0,
+        "cpu_s": extra.get("cpu_s") or 0.0,
+    }
+
+
+def run_concurrent(args: argparse.Namespace, settings: Settings) -> None:
+    """``--concurrent N``: N full-table streams at once, per table size, ``--rounds`` times."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    sizes = [max(args.rows)] + ([5_000_000] if args.big else [])
+    capacity = str(args.concurrent)
+    env = {
+        "STREAM_CAPACITY": capacity,
+        "STREAM_PER_SUBJECT": capacity,
+        "POOL_MAX_SIZE": str(args.concurrent + 4),
+    }
+    results: list[dict[str, Any]] = []
+    with database.database_url(settings) as base_url:
+        for size in sizes:
+            url = base_url
+            if size > 500_000:
+                url = asyncio.run(_database_beside(base_url, "rowstream_big"))
+            migrate.upgrade(url)
+            asyncio.run(_ensure_rows(url, size))
+            with _server(url, secret, **env) as (base, pid):
+                probe = ServerProbe(pid)
+                asyncio.run(_concurrent_round(base, secret, probe, args.concurrent, 1000))
+                rounds = [
+                    asyncio.run(_concurrent_round(base, secret, probe, args.concurrent, size))
+                    for _ in range(args.rounds)
+                ]
+            results.append(
+                {
+                    "scenario": f"{args.concurrent} concurrent streams x {size:,} rows",
+                    "rounds": len(rounds),
+                    **{key: _stats([r[key] for r in rounds]) for key in rounds[0]},
+                }
+            )
+    lines = [
+        "| scenario | total s | aggregate rows/s | peak MiB above idle (idle) | server CPU s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['scenario']} | {r['total_s']['median']:.2f} "
+            f"| {r['rows_per_s']['median']:,.0f} "
+            f"| {r['peak_mib']['median']:.1f} ({r['idle_mib']['median']:.0f}) "
+            f"| {r['cpu_s']['median']:.2f} |"
+        )
+    table = "\n".join(lines) + "\n"
+    report = {
+        "machine": machine(),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "results": results,
+    }
+    (out / "concurrent.json").write_text(json.dumps(report, indent=1))
+    (out / "concurrent.md").write_text(table)
+    print(table)
+
+
 def run(args: argparse.Namespace, settings: Settings) -> None:
+    if args.concurrent:
+        run_concurrent(args, settings)
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.quick:
@@ -580,6 +674,14 @@ def add_parser(sub: Any) -> None:
     b.add_argument("--pid", type=int, help="server pid for --url, to measure its memory")
     b.add_argument("--out", default="bench-results", help="directory for JSON, Markdown, PNG")
     b.add_argument("--quiet", action="store_true", help="no progress display")
+    b.add_argument(
+        "--concurrent",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: N full-table streams at once (largest --rows; with --big "
+        "also 5,000,000): aggregate rows/s and peak server memory",
+    )
     b.add_argument(
         "--no-formats",
         dest="formats",
