@@ -1,0 +1,74 @@
+"""/metrics and the one-line-per-request JSON log, from a real server's output."""
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import Server, metric, start_server, stop_server
+
+
+@pytest.fixture(scope="module")
+def logged(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
+    log = tmp_path_factory.mktemp("obs") / "server.log"
+    s = start_server(db_url, log=log)
+    try:
+        yield s, log
+    finally:
+        stop_server(s)
+
+
+def _access_lines(log: Path) -> list[dict[str, object]]:
+    lines = []
+    for raw in log.read_text().splitlines():
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue
+        if "request_id" in entry:
+            lines.append(entry)
+    return lines
+
+
+def test_each_request_is_one_json_line_with_what_happened(logged: tuple[Server, Path]) -> None:
+    server, log = logged
+    r = httpx.get(
+        f"{server.base_url}/chunked",
+        params={"limit": 250, "format": "csv"},
+        headers={
+            **server.headers("auditor"),
+            "X-Request-ID": "req-42",
+            "Accept-Encoding": "identity",
+        },
+    )
+    assert r.status_code == 200 and r.headers["x-request-id"] == "req-42"
+    bad = httpx.get(f"{server.base_url}/chunked", headers={"X-Request-ID": "bad id;drop"})
+    assert bad.status_code == 401 and bad.headers["x-request-id"] != "bad id;drop"
+    stop_server(server)  # flush
+    lines = _access_lines(log)
+    mine = next(line for line in lines if line["request_id"] == "req-42")
+    assert mine["route"] == "/chunked" and mine["status"] == 200
+    assert mine["subject"] == "auditor" and mine["format"] == "text/csv"
+    assert mine["rows"] == 250 and mine["outcome"] == "complete"
+    assert int(str(mine["bytes"])) == len(r.content)
+    assert float(str(mine["duration_ms"])) > 0 and "first_byte_ms" in mine
+    refused = next(line for line in lines if line.get("status") == 401)
+    assert refused["outcome"] == "complete" and "subject" not in refused
+
+
+def test_metrics_count_requests_rows_and_streams(server: Server) -> None:
+    before = metric(server, "rowstream_rows_sent_total", format="application/x-ndjson")
+    httpx.get(f"{server.base_url}/chunked", params={"limit": 123}, headers=server.headers())
+    assert (
+        metric(server, "rowstream_rows_sent_total", format="application/x-ndjson") == before + 123
+    )
+    assert metric(server, "rowstream_requests_total", route="/chunked", status="200") >= 1
+    assert metric(server, "rowstream_streams_ended_total", outcome="complete") >= 1
+    assert metric(server, "rowstream_time_to_first_byte_seconds_count", route="/chunked") >= 1
+    assert metric(server, "rowstream_streams_active") == 0
+    assert metric(server, "rowstream_pool_connections_in_use") == 0
+    text = httpx.get(f"{server.base_url}/metrics").text
+    for name in ("rowstream_stream_duration_seconds", "rowstream_rejected", "rowstream_bytes_sent"):
+        assert name in text
