@@ -13,6 +13,8 @@ from collections.abc import AsyncGenerator, Callable
 
 import zstandard
 
+from app.formats import weighted
+
 GZIP = "gzip"
 ZSTD = "zstd"
 #: In our order of preference when the client accepts several with the same weight.
@@ -23,18 +25,7 @@ def negotiate(accept_encoding: str | None) -> str | None:
     """The encoding to use, or None for identity (RFC 9110 §12.5.3, q-values honoured)."""
     if not accept_encoding:
         return None
-    weights: dict[str, float] = {}
-    for part in accept_encoding.split(","):
-        name, *params = (p.strip() for p in part.split(";"))
-        q = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        weights[name.lower()] = q
+    weights = dict(weighted(accept_encoding))
     star = weights.get("*")
     best = None
     best_q = 0.0

@@ -35,11 +35,13 @@ class NotAcceptable(ProblemError):
     status, title = 406, "Not Acceptable"
 
 
-def _ranges(accept: str) -> list[tuple[str, float]]:
+def weighted(header: str) -> list[tuple[str, float]]:
+    """``a;q=0.5, b`` → ``[("a", 0.5), ("b", 1.0)]``: the items of an ``Accept``-style
+    header, lower-cased, in the client's order, with their ``q`` weights (default 1)."""
     out: list[tuple[str, float]] = []
-    for part in accept.split(","):
-        media, *params = (p.strip() for p in part.split(";"))
-        if not media:
+    for part in header.split(","):
+        item, *params = (p.strip() for p in part.split(";"))
+        if not item:
             continue
         q = 1.0
         for param in params:
@@ -49,9 +51,12 @@ def _ranges(accept: str) -> list[tuple[str, float]]:
                     q = float(value)
                 except ValueError:
                     q = 0.0
-        media = media.lower()
-        out.append((ALIASES.get(media, media), q))
+        out.append((item.lower(), q))
     return out
+
+
+def _ranges(accept: str) -> list[tuple[str, float]]:
+    return [(ALIASES.get(media, media), q) for media, q in weighted(accept)]
 
 
 def _matches(media_range: str, media: str) -> bool:
