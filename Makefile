@@ -20,15 +20,18 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/rowstream serve --seed-if-empty --print-curl
 
-# Programs the tests drive besides Python: nginx (the reverse-proxy test). Installed with
-# apt when missing and we are root (as CI is); elsewhere, install it yourself.
+# Programs the tests drive besides Python: nginx (reverse proxy) and pgbouncer (pooler).
+# Installed with apt when missing and we are root (as CI is); elsewhere, install them.
+TOOLS := nginx pgbouncer
 tools:
-	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+	@missing=""; for t in $(TOOLS); do command -v $$t >/dev/null 2>&1 || \
+	  [ -x /usr/sbin/$$t ] || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing nginx (for the reverse-proxy test)"; \
+	    echo "installing$$missing (for the proxy and pooler tests)"; \
 	    apt-get update -qq >/dev/null && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive \
-	      apt-get install -y -qq nginx >/dev/null; \
-	  else echo "make test needs nginx: apt-get install nginx"; exit 1; fi; }
+	      apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "make test needs:$$missing (apt-get install$$missing)"; exit 1; fi; fi
 
 test: install tools
 	$(BIN)/pytest

@@ -31,11 +31,13 @@ class StreamLimiter:
         self.admission_wait = admission_wait
         self._free = asyncio.Semaphore(capacity)
         self._by_subject: Counter[str] = Counter()
+        self._active = 0
         self.rejected: Counter[int] = Counter()
 
     @property
     def active(self) -> int:
-        return sum(self._by_subject.values())
+        """Streams holding a slot now."""
+        return self._active
 
     @contextlib.asynccontextmanager
     async def slot(self, subject: str) -> AsyncIterator[None]:
@@ -46,19 +48,24 @@ class StreamLimiter:
                 f"this token already runs {self.per_subject} streams, its limit; "
                 "retry when one has finished"
             )
-        try:
-            async with asyncio.timeout(self.admission_wait):
-                await self._free.acquire()
-        except TimeoutError:
-            self.rejected[503] += 1
-            raise ServiceUnavailable(
-                f"all {self.capacity} stream slots are busy; retry shortly", retry_after=1
-            ) from None
+        # reserve the subject's share before waiting, so waiters count against the quota
         self._by_subject[subject] += 1
         try:
-            yield
+            try:
+                async with asyncio.timeout(self.admission_wait):
+                    await self._free.acquire()
+            except TimeoutError:
+                self.rejected[503] += 1
+                raise ServiceUnavailable(
+                    f"all {self.capacity} stream slots are busy; retry shortly", retry_after=1
+                ) from None
+            self._active += 1
+            try:
+                yield
+            finally:
+                self._active -= 1
+                self._free.release()
         finally:
             self._by_subject[subject] -= 1
             if not self._by_subject[subject]:
                 del self._by_subject[subject]
-            self._free.release()

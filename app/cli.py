@@ -107,7 +107,14 @@ async def _serve(server: uvicorn.Server, settings: Settings, args: argparse.Name
     while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
         await asyncio.sleep(0.05)
     if server.started and args.print_curl:
-        token = auth.issue(settings.resolved_jwt_secret(), "demo", 3600)
+        token = auth.issue(
+            settings.resolved_jwt_secret(),
+            "demo",
+            3600,
+            algorithm=settings.jwt_algorithms[0],
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+        )
         base = f"http://{args.host}:{args.port}"
         print(
             "\nrowstream is ready. Try (token valid for 1 hour):\n\n"

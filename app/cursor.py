@@ -86,6 +86,9 @@ async def _cancel(task: asyncio.Future[Any] | None) -> None:
             await task
 
 
+#: The whole-COPY time budget of a streamed COPY (see ``copy_chunks``): a day.
+COPY_STREAM_TIMEOUT = 24 * 3600.0
+
 #: Rows in the first fetch: the response starts once it is read, so a small one gets the
 #: first byte out sooner (rendering 1,000 rows took ~2.4 ms of a ~5 ms first byte).
 FIRST_BATCH = 100
@@ -131,10 +134,20 @@ async def copy_chunks(
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=queue_size)
 
     async def produce() -> None:
-        await conn.copy_from_query(query.sql, *query.args, output=queue.put, **copy_options)
+        # asyncpg gives a COPY one time budget for all of it (command_timeout by default),
+        # time spent waiting for a slow client included. A stream is bounded by the send
+        # timeout and the idle-in-transaction backstop instead.
+        await conn.copy_from_query(
+            query.sql,
+            *query.args,
+            output=queue.put,
+            timeout=COPY_STREAM_TIMEOUT,
+            **copy_options,
+        )
         await queue.put(None)
 
     task = asyncio.ensure_future(produce())
+    getter: asyncio.Future[bytes | None] | None = None
     try:
         while True:
             getter = asyncio.ensure_future(queue.get())
@@ -149,6 +162,8 @@ async def copy_chunks(
             yield chunk
         await task
     finally:
+        if getter is not None and not getter.done():
+            getter.cancel()
         await _cancel(task)
 
 
@@ -193,11 +208,14 @@ async def open_stream(
     guard: contextlib.AbstractAsyncContextManager[Any] | None = None,
     idle_timeout: float | None = None,
     on_batch: Callable[[Any], None] | None = None,
-) -> tuple[R, AsyncGenerator[bytes, None]]:
-    """Start an export: ``before``'s result (for headers) and the encoded body stream.
+) -> tuple[R, AsyncGenerator[bytes, None], Callable[[], Awaitable[None]]]:
+    """Start an export: ``before``'s result (for headers), the encoded body stream, and
+    the cleanup that releases everything.
 
     ``guard`` (a stream slot) is entered first and held until the stream is closed;
-    ``on_batch`` sees each batch as it is sent (for counting rows).
+    ``on_batch`` sees each batch as it is sent (for counting rows). Closing the body
+    runs the cleanup; the caller must also run it itself when done (idempotent), because
+    a generator closed before its first step never runs its ``finally``.
     """
     stack = contextlib.AsyncExitStack()
     try:
@@ -217,7 +235,7 @@ async def open_stream(
         with anyio.CancelScope(shield=True):
             await stack.aclose()
         raise
-    return prepared, _encode(first, rows, encoder, stack, on_batch)
+    return prepared, _encode(first, rows, encoder, stack, on_batch), stack.aclose
 
 
 async def _encode(

@@ -46,12 +46,19 @@ class Database(databases.Database):
 
 def create(settings: Settings, url: str) -> Database:
     """A ``Database`` (not yet connected) with the pool settings applied."""
+    options: dict[str, Any] = {}
+    if settings.database_pooler == "transaction":
+        # PgBouncer in transaction mode hands each transaction a different server
+        # connection: named prepared statements would collide (asyncpg#945). With the
+        # cache off, asyncpg prepares unnamed statements.
+        options["statement_cache_size"] = 0
     return Database(
         url,
         acquire_timeout=settings.pool_acquire_timeout,
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
         command_timeout=settings.command_timeout,
+        **options,
     )
 
 

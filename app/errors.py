@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -70,10 +71,8 @@ class HTTPVersionNotSupported(ProblemError):
     status, title = 505, "HTTP Version Not Supported"
 
 
-class TooLarge(ProblemError):
+class TooLarge(BadRequest):
     """The standard endpoint would have to load more rows than it is allowed to."""
-
-    status, title = 400, "Bad Request"
 
 
 def problem_response(
@@ -130,6 +129,13 @@ async def _on_database_unavailable(request: Request, exc: Exception) -> Response
     )
 
 
+async def _on_invalid_value(request: Request, exc: Exception) -> Response:
+    # PostgreSQL refused a value that passed our validation (SQLSTATE class 22): the
+    # request's fault, so a 4xx, though validation should have caught it first.
+    logger.warning("invalid value reached the database on %s: %s", request.url.path, exc)
+    return problem_response(422, "a parameter value is out of range or malformed")
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(500, "an unexpected error occurred; it has been logged")
@@ -141,6 +147,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _on_problem)
     for exc_type in UNREACHABLE:
         app.add_exception_handler(exc_type, _on_database_unavailable)
+    app.add_exception_handler(asyncpg.exceptions.DataError, _on_invalid_value)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -73,12 +73,19 @@ def _plan(selection: Selection, media_type: str, batch_size: int) -> tuple[Sourc
 
 def _row_counter(stats: ExportStats, media_type: str) -> Callable[[Any], None]:
     """Rows per batch: records from the cursor, lines from COPY (minus the CSV header)."""
-    if media_type in (CSV, TEXT):
-        header = [media_type == CSV]
+    if media_type == CSV:
+        state = {"in_quotes": False, "header": True}
+
+        def count_csv(chunk: Any) -> None:
+            ended, state["in_quotes"] = encoders.csv_records(chunk, state["in_quotes"])
+            stats.rows += ended - (1 if state["header"] else 0)
+            state["header"] = False
+
+        return count_csv
+    if media_type == TEXT:
 
         def count_lines(chunk: Any) -> None:
-            stats.rows += chunk.count(b"\n") - (1 if header[0] else 0)
-            header[0] = False
+            stats.rows += chunk.count(b"\n")
 
         return count_lines
 
@@ -106,10 +113,9 @@ async def streamed(
             "nginx set 'proxy_http_version 1.1'"
         )
     stats = ExportStats(format=media_type, streamed=True)
-    request.state.export = stats
     source, encoder = _plan(selection, media_type, settings.stream_batch_size)
     before = partial(_count_headers, selection=selection, mode=count_mode(prefer))
-    headers, body = await cursor.open_stream(
+    headers, body, cleanup = await cursor.open_stream(
         db,
         source,
         encoder,
@@ -118,7 +124,8 @@ async def streamed(
         idle_timeout=settings.stream_idle_timeout,
         on_batch=_row_counter(stats, media_type),
     )
-    headers["Vary"] = "Accept, Accept-Encoding"
+    request.state.export = stats  # a stream from here on (refusals are not streams)
+    headers["Vary"] = "Accept, Accept-Encoding, Prefer"
     encoding = compression.negotiate(accept_encoding)
     if encoding:
         body = compression.compress(body, encoding)
@@ -129,6 +136,7 @@ async def streamed(
         headers=headers,
         send_timeout=settings.stream_send_timeout,
         stats=stats,
+        cleanup=cleanup,
     )
 
 
@@ -180,14 +188,14 @@ async def buffered(
             db, queries.as_csv(selection), before, **queries.CSV_COPY
         )
         body = encoders.concatenate(chunks)
-        stats.rows = max(body.count(b"\n") - 1, 0)
+        stats.rows = max(encoders.csv_records(body, False)[0] - 1, 0)
     else:
         headers, chunks = await cursor.copy_all(
             db, queries.as_json(selection), before, **queries.JSON_LINES_COPY
         )
         stats.rows = sum(chunk.count(b"\n") for chunk in chunks)
         body = encoders.json_array_from_lines(chunks)
-    headers["Vary"] = "Accept"
+    headers["Vary"] = "Accept, Prefer"
     return PrebuiltJSONResponse(body, media_type=media_type, headers=headers)
 
 

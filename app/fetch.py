@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
+from app.encoders import csv_records, last_records
 from app.formats import ALIASES, ARROW, CSV, JSON, NDJSON, TEXT
 from app.settings import Settings
 
@@ -51,32 +52,29 @@ def _with_params(url: str, **params: Any) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def _last_complete_line(path: Path) -> tuple[int, bytes | None, bytes | None, int]:
-    """(size up to the last ``\\n``, first line, last complete line, complete lines)."""
+def _resume_point(path: Path, media: str) -> tuple[int | None, int, bytes | None]:
+    """Truncate ``path`` after its last complete record; return (last id, rows, header)."""
     data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    lines = data[:end].splitlines(keepends=True)
-    if not lines:
-        return 0, None, None, 0
-    return end, lines[0], lines[-1], len(lines)
-
-
-def _resume_point(path: Path, media: str) -> tuple[int, int | None, int, bytes | None]:
-    """Truncate ``path`` to whole lines; return (bytes kept, last id, rows kept, header)."""
-    keep, first, last, lines = _last_complete_line(path)
+    start, end, records = last_records(data, csv=media == CSV)
     with path.open("r+b") as f:
-        f.truncate(keep)
-    if last is None:
-        return 0, None, 0, None
+        f.truncate(end)
+    if not records:
+        return None, 0, None
+    last = data[start:end]
     if media == NDJSON:
-        return keep, int(json.loads(last)["id"]), lines, None
-    header = next(csv.reader(io.StringIO(first.decode()))) if first else []
-    if "id" not in header:
+        row = json.loads(last)
+        if not isinstance(row, dict) or "id" not in row:
+            raise FetchError("cannot resume: the rows have no 'id' (add it to fields=)")
+        return int(row["id"]), records, None
+    header_end = data.index(b"\n") + 1
+    header = data[:header_end]
+    names = next(csv.reader(io.StringIO(header.decode())))
+    if "id" not in names:
         raise FetchError("cannot resume: the CSV has no 'id' column (add it to fields=)")
-    if lines == 1:  # only the header
-        return keep, None, 0, first
+    if records == 1:  # only the header
+        return None, 0, header
     row = next(csv.reader(io.StringIO(last.decode())))
-    return keep, int(row[header.index("id")]), lines - 1, first
+    return int(row[names.index("id")]), records - 1, header
 
 
 def fetch(
@@ -107,7 +105,7 @@ def fetch(
     if resume and output.exists():
         if media not in RESUMABLE:
             raise FetchError(f"--resume works for NDJSON and CSV, not {media}")
-        _, after_id, kept_rows, header = _resume_point(output, media)
+        after_id, kept_rows, header = _resume_point(output, media)
         mode = "ab"
     limit = dict(parse_qsl(urlsplit(url).query)).get("limit")
     remaining = int(limit) - kept_rows if limit else None
@@ -146,6 +144,7 @@ def fetch(
                     task = progress.add_task(
                         f"{output.name}", total=expected if line_format else None
                     )
+                    in_quotes = False
                     for chunk in response.iter_bytes():
                         if skip_header:
                             head, sep, chunk = chunk.partition(b"\n")
@@ -156,9 +155,13 @@ def fetch(
                             skip_header = False
                         out.write(chunk)
                         received += len(chunk)
-                        if line_format:
+                        if media == CSV:
+                            ended, in_quotes = csv_records(chunk, in_quotes)
+                            rows += ended
+                            progress.update(task, completed=rows - (header is None))
+                        elif line_format:
                             rows += chunk.count(b"\n")
-                            progress.update(task, completed=rows - (media == CSV and not header))
+                            progress.update(task, completed=rows)
                         else:
                             progress.update(task, completed=received)
         except httpx.HTTPError as exc:

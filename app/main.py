@@ -28,7 +28,8 @@ Serve the `messages` table over HTTP two ways, for comparison:
 * **streaming** — `GET /messages/stream` (alias `/chunked`): rows read from a server-side
   cursor in batches and sent as NDJSON while the query runs.
 
-Every route but `/healthz` and `/readyz` needs `Authorization: Bearer <JWT>`; mint a token
+Every data route needs `Authorization: Bearer <JWT>` (`/healthz`, `/readyz`, `/metrics` and
+these docs do not); mint a token
 with `rowstream token --sub you` and paste it into **Authorize**. Errors are
 `application/problem+json` (RFC 9457).
 """

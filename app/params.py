@@ -40,9 +40,13 @@ def _instant(name: str, value: str | None) -> datetime | None:
         text = head + "." + digits[:6] + rest[len(digits) :]
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise UnprocessableContent(f"{name}: not an RFC 3339 date-time", field=name) from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)  # out of range in UTC (year 0 or 10000) fails here
+    except (ValueError, OverflowError):
+        raise UnprocessableContent(
+            f"{name}: not an RFC 3339 date-time between years 1 and 9999 (UTC)", field=name
+        ) from None
 
 
 def _datetime_query(description: str) -> object:
@@ -65,7 +69,9 @@ def selection(
             pattern=FIELDS_PATTERN,
         ),
     ] = None,
-    channel: Annotated[str | None, Query(max_length=100, examples=["sms"])] = None,
+    channel: Annotated[
+        str | None, Query(max_length=100, pattern=r"^[^\x00]*$", examples=["sms"])
+    ] = None,
     sender_id: Annotated[int | None, Query(ge=-INT4 - 1, le=INT4)] = None,
     recipient_id: Annotated[int | None, Query(ge=-INT4 - 1, le=INT4)] = None,
     is_read: bool | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -42,11 +43,13 @@ class StreamingResponse(_StarletteStreamingResponse):
         *,
         send_timeout: float | None = None,
         stats: ExportStats | None = None,
+        cleanup: Callable[[], Awaitable[None]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(content, status_code, **kwargs)
         self.send_timeout = send_timeout
         self.stats = stats
+        self.cleanup = cleanup
 
     def _end(self, outcome: str) -> None:
         if self.stats is not None and self.stats.outcome is None:
@@ -87,9 +90,12 @@ class StreamingResponse(_StarletteStreamingResponse):
             raise
         finally:
             aclose = getattr(self.body_iterator, "aclose", None)
-            if aclose is not None:
-                with anyio.move_on_after(self.close_timeout, shield=True):
+            with anyio.move_on_after(self.close_timeout, shield=True):
+                if aclose is not None:
                     await aclose()
+                if self.cleanup is not None:
+                    # also when the iterator never started (then its finally never runs)
+                    await self.cleanup()
 
 
 class BufferedResponse(Response):

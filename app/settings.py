@@ -24,6 +24,10 @@ class Settings(BaseSettings):
 
     #: ``postgresql://…``; unset means "start the embedded PostgreSQL under ``data_dir``".
     database_url: str | None = None
+    #: ``transaction`` when ``DATABASE_URL`` points at PgBouncer in transaction mode: no
+    #: named prepared statements (asyncpg's statement cache is turned off) and nothing
+    #: set per session (everything per request is ``SET LOCAL`` anyway).
+    database_pooler: Literal["none", "transaction"] = "none"
     #: Where the embedded database, the generated development secret and other local
     #: state live. Git-ignored.
     data_dir: Path = Path(".data")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 
 from alembic import context
 from sqlalchemy.engine import Connection
@@ -26,7 +27,18 @@ def _run(connection: Connection) -> None:
 
 
 async def _main() -> None:
-    engine = create_async_engine(_url(), poolclass=NullPool)
+    # Unique statement names and no statement caches: safe behind PgBouncer in transaction
+    # mode (DATABASE_POOLER=transaction), where a named statement could meet another
+    # client's on a shared server connection. Migrations are rare: the cost is nothing.
+    engine = create_async_engine(
+        _url(),
+        poolclass=NullPool,
+        connect_args={
+            "statement_cache_size": 0,
+            "prepared_statement_cache_size": 0,
+            "prepared_statement_name_func": lambda: f"__rowstream_{uuid.uuid4().hex}__",
+        },
+    )
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)

@@ -147,3 +147,24 @@ def test_standard_endpoint_refuses_results_over_max_standard_rows(small: Server)
         timeout=30,
     )
     assert s.text.count("\n") == 5000
+
+
+@pytest.mark.anyio
+async def test_waiting_requests_count_against_the_subjects_quota() -> None:
+    limiter = StreamLimiter(capacity=1, per_subject=1, admission_wait=0.5)
+    async with limiter.slot("a"):  # capacity full
+
+        async def wait_for_slot() -> None:
+            with pytest.raises(ServiceUnavailable):
+                async with limiter.slot("b"):
+                    pass
+
+        waiter = asyncio.create_task(wait_for_slot())
+        await asyncio.sleep(0.05)  # "b" is now waiting, holding its quota
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(TooManyRequests):
+            async with limiter.slot("b"):
+                pass
+        assert asyncio.get_running_loop().time() - started < 0.1  # refused at once
+        await waiter
+    assert limiter.active == 0

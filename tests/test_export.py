@@ -172,6 +172,9 @@ def test_fields_injection_attempts_are_422(
         {"created_after": "yesterday"},
         {"channel": "x" * 101},
         {"limit": 0},
+        {"channel": "a\x00b"},
+        {"created_after": "9999-12-31T23:59:59-10:00"},
+        {"created_before": "0001-01-01T00:00:00+01:00"},
     ],
 )
 def test_bad_filter_values_are_422_not_500(

@@ -111,3 +111,16 @@ def test_resume_of_a_complete_file_with_limit_fetches_nothing_more(
     again = rowstream_fetch(url, "-o", str(out), "--resume", token=server.token())
     assert again.returncode == 0, again.stderr
     assert out.read_bytes() == before
+
+
+def test_resume_needs_ids_and_drops_a_partial_last_record(tmp_path: Path) -> None:
+    from app.fetch import FetchError, _resume_point
+
+    no_id = tmp_path / "x.ndjson"
+    no_id.write_bytes(b'{"channel":"sms"}\n{"chan')
+    with pytest.raises(FetchError, match="no 'id'"):
+        _resume_point(no_id, "application/x-ndjson")
+    quoted = tmp_path / "x.csv"
+    quoted.write_bytes(b'id,body\n7,"multi\nline"\n8,"cut')
+    assert _resume_point(quoted, "text/csv") == (7, 1, b"id,body\n")
+    assert quoted.read_bytes() == b'id,body\n7,"multi\nline"\n'
