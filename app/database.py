@@ -52,6 +52,10 @@ def create(settings: Settings, url: str) -> Database:
         # connection: named prepared statements would collide (asyncpg#945). With the
         # cache off, asyncpg prepares unnamed statements.
         options["statement_cache_size"] = 0
+    # databases hands asyncpg only host, port, user, password and database taken from the
+    # URL; the DSN itself carries the rest (sslmode, sslrootcert, port=… with a socket
+    # directory, options=…), so pass it too. Explicit values still win where both exist.
+    options["dsn"] = url
     return Database(
         url,
         acquire_timeout=settings.pool_acquire_timeout,

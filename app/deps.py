@@ -56,6 +56,14 @@ current_principal = _BearerOrJWT(
     auto_error=False,
 )
 
+
+def get_read_db(request: Request) -> databases.Database:
+    """The database exports read from (``DATABASE_READ_URL``, else the primary)."""
+    db: databases.Database = request.app.state.read_db
+    return db
+
+
 Db = Annotated[databases.Database, Depends(get_db)]
+ReadDb = Annotated[databases.Database, Depends(get_read_db)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 CurrentUser = Annotated[auth.Principal, Depends(current_principal)]

@@ -112,6 +112,7 @@ async def streamed(
             "streams need HTTP/1.1 (a truncated HTTP/1.0 body looks complete); behind "
             "nginx set 'proxy_http_version 1.1'"
         )
+    await request.app.state.lag.admit(settings.read_max_lag_seconds)
     stats = ExportStats(format=media_type, streamed=True)
     source, encoder = _plan(selection, media_type, settings.stream_batch_size)
     before = partial(_count_headers, selection=selection, mode=count_mode(prefer))
@@ -173,6 +174,7 @@ async def buffered(
     media_type: str,
     prefer: str | None,
 ) -> PrebuiltJSONResponse:
+    await request.app.state.lag.admit(settings.read_max_lag_seconds)
     mode = count_mode(prefer)
     stats = ExportStats(format=media_type)
     request.state.export = stats

@@ -43,4 +43,18 @@ async def readyz(request: Request, db: Db) -> Response:
             f"schema at {current}, expected {head}: run 'rowstream migrate'",
             headers={"Retry-After": "5"},
         )
-    return JSONResponse({"status": "ready", "schema": current, "pool": pool})
+    body = {"status": "ready", "schema": current, "pool": pool}
+    read_db = request.app.state.read_db
+    if read_db is not db or request.app.state.settings.read_max_lag_seconds is not None:
+        settings = request.app.state.settings
+        try:
+            lag = await request.app.state.lag.lag()
+            await request.app.state.lag.admit(settings.read_max_lag_seconds)
+        except ProblemError as exc:
+            return problem_response(503, f"read side: {exc.detail}", headers=exc.headers)
+        except Exception as exc:
+            return problem_response(
+                503, f"read side not ready: {describe(exc)}", headers={"Retry-After": "1"}
+            )
+        body["read"] = {"lag_seconds": lag, "pool": pool_stats(read_db)}
+    return JSONResponse(body)

@@ -16,6 +16,7 @@ from fastapi_offline import FastAPIOffline
 from app import __version__, database, errors, health, messages, migrate
 from app.capacity import StreamLimiter
 from app.observability import Metrics, RequestLog
+from app.replica import LagMonitor
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             db = database.create(settings, url)
             await db.connect()
             app.state.db = db
+            read_url = settings.database_read_url or url
+            read_db = db if read_url == url else database.create(settings, read_url)
+            if read_db is not db:
+                await read_db.connect()
+            app.state.read_db = read_db
+            app.state.lag = LagMonitor(read_db)
             logger.info("database pool open on %s", database.safe_location(url))
             limiter = StreamLimiter(
                 settings.stream_capacity,
@@ -56,10 +63,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.metrics = Metrics(
                 active_streams=lambda: limiter.active,
                 pool_in_use=lambda: database.pool_stats(db)["in_use"],
+                read_lag=lambda: app.state.lag.last,
             )
             try:
                 yield
             finally:
+                if read_db is not db:
+                    await database.close(read_db)
                 await database.close(db)
 
     # Swagger UI's JavaScript and CSS are served by the app itself, not from a CDN.

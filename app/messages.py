@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 
 from app import export, formats
-from app.deps import AppSettings, CurrentUser, Db
+from app.deps import AppSettings, CurrentUser, ReadDb
 from app.params import SelectionParams, StandardFormat, StreamFormat
 from app.responses import PrebuiltJSONResponse, StreamingResponse
 
@@ -36,7 +36,7 @@ PreferHeader = Annotated[
 )
 async def list_messages(
     request: Request,
-    db: Db,
+    db: ReadDb,
     settings: AppSettings,
     user: CurrentUser,
     selection: SelectionParams,
@@ -56,7 +56,7 @@ async def list_messages(
 )
 async def stream_messages(
     request: Request,
-    db: Db,
+    db: ReadDb,
     settings: AppSettings,
     user: CurrentUser,
     selection: SelectionParams,

@@ -4,8 +4,8 @@ Each app gets its own ``CollectorRegistry`` (nothing registered at import), expo
 ``/metrics``. ``RequestLog`` is a plain ASGI middleware: it gives every request an id
 (``X-Request-ID`` is accepted when it looks sane, and echoed), measures what was sent,
 and writes one JSON line when the request is over with the rows, bytes, duration and how
-it ended: ``complete``, ``client gone``, ``timeout`` (a client that stopped reading) or
-``error``. Tokens are never logged: only the method, path and query string are.
+it ended: ``complete``, ``client gone``, ``timeout`` (a client that stopped reading),
+``database error``, ``recovery conflict`` or ``error``. Tokens are never logged: only the method, path and query string are.
 """
 
 from __future__ import annotations
@@ -35,13 +35,18 @@ class ExportStats:
 
     format: str
     rows: int = 0
-    #: complete | client gone | timeout | error; None while running
+    #: complete | client gone | timeout | database error | recovery conflict | error
     outcome: str | None = None
     streamed: bool = False
 
 
 class Metrics:
-    def __init__(self, active_streams: Callable[[], int], pool_in_use: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        active_streams: Callable[[], int],
+        pool_in_use: Callable[[], int],
+        read_lag: Callable[[], float] = lambda: 0.0,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -83,6 +88,11 @@ class Metrics:
         Gauge(
             "rowstream_pool_connections_in_use", "Pooled connections checked out", registry=r
         ).set_function(pool_in_use)
+        Gauge(
+            "rowstream_read_replica_lag_seconds",
+            "Replication lag of the read side, as last measured (0 on a primary)",
+            registry=r,
+        ).set_function(read_lag)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

@@ -6,11 +6,29 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import asyncpg
 from starlette.responses import Response
 from starlette.responses import StreamingResponse as _StarletteStreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from app.observability import ExportStats
+
+
+def _from_database(exc: BaseException) -> bool:
+    # InternalClientError: asyncpg's state machine after the connection broke mid-fetch
+    database = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+    return isinstance(exc, database) or (
+        isinstance(exc, OSError) and "asyncpg" in type(exc).__module__
+    )
+
+
+def _classify(exc: BaseException) -> str:
+    """How a stream that raised ended: for logs and ``rowstream_streams_ended_total``."""
+    if "conflict with recovery" in str(exc):
+        return "recovery conflict"  # a hot standby cancelled the query to replay WAL
+    if _from_database(exc) or isinstance(exc, ConnectionError):
+        return "database error"
+    return "error"
 
 
 class StalledClient(Exception):
@@ -82,11 +100,11 @@ class StreamingResponse(_StarletteStreamingResponse):
                     ) from None
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             self._end("complete")
-        except OSError:
-            self._end("client gone")
+        except OSError as exc:
+            self._end("database error" if _from_database(exc) else "client gone")
             raise
-        except Exception:
-            self._end("error")
+        except Exception as exc:
+            self._end(_classify(exc))
             raise
         finally:
             aclose = getattr(self.body_iterator, "aclose", None)

