@@ -516,26 +516,30 @@ async def _run(
 
 
 async def _concurrent_round(
-    base: str, secret: str, probe: ServerProbe, streams: int, rows: int
+    servers: list[tuple[str, ServerProbe]], secret: str, streams: int, rows: int
 ) -> dict[str, float]:
-    """``streams`` full NDJSON streams at once, each with its own token subject."""
-    extra: dict[str, float | None] = {}
+    """``streams`` full NDJSON streams at once, each with its own token subject, spread
+    over ``servers`` in turn (the bench's own client-side spread)."""
+    extras: list[dict[str, float | None]] = [{} for _ in servers]
     limits = httpx.Limits(max_connections=streams + 4)
-    async with httpx.AsyncClient(base_url=base, timeout=3600, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=3600, limits=limits) as client:
 
         async def one(i: int) -> int:
             token = auth.issue(secret, f"bench-{i}", 3600)
             counted = 0
             headers = {"Authorization": f"Bearer {token}", "Accept-Encoding": "identity"}
+            base = servers[i % len(servers)][0]
             async with client.stream(
-                "GET", "/messages/stream", params={"limit": rows}, headers=headers
+                "GET", f"{base}/messages/stream", params={"limit": rows}, headers=headers
             ) as response:
                 response.raise_for_status()
                 async for chunk in response.aiter_raw():
                     counted += chunk.count(b"\n")
             return counted
 
-        with probe.measure(extra):
+        with contextlib.ExitStack() as probes:
+            for (_, probe), extra in zip(servers, extras, strict=True):
+                probes.enter_context(probe.measure(extra))
             started = time.perf_counter()
             counts = await asyncio.gather(*(one(i) for i in range(streams)))
             total = time.perf_counter() - started
@@ -544,9 +548,10 @@ async def _concurrent_round(
     return {
         "total_s": total,
         "rows_per_s": streams * rows / total,
-        "peak_mib": extra.get("peak_mib") or 0.0,
-        "idle_mib": extra.get("idle_mib") or 0.0,
-        "cpu_s": extra.get("cpu_s") or 0.0,
+        # per instance: the largest peak, its idle level, and the CPU of all of them
+        "peak_mib": max(e.get("peak_mib") or 0.0 for e in extras),
+        "idle_mib": max(e.get("idle_mib") or 0.0 for e in extras),
+        "cpu_s": sum(e.get("cpu_s") or 0.0 for e in extras),
     }
 
 
@@ -563,6 +568,7 @@ def run_concurrent(args: argparse.Namespace, settings: Settings) -> None:
         "POOL_MAX_SIZE": str(args.concurrent + 4),
     }
     results: list[dict[str, Any]] = []
+    counts = sorted({1, args.instances})
     with database.database_url(settings) as base_url:
         for size in sizes:
             url = base_url
@@ -570,22 +576,38 @@ def run_concurrent(args: argparse.Namespace, settings: Settings) -> None:
                 url = asyncio.run(_database_beside(base_url, "rowstream_big"))
             migrate.upgrade(url)
             asyncio.run(_ensure_rows(url, size))
-            with _server(url, secret, **env) as (base, pid):
-                probe = ServerProbe(pid)
-                asyncio.run(_concurrent_round(base, secret, probe, args.concurrent, 1000))
-                rounds = [
-                    asyncio.run(_concurrent_round(base, secret, probe, args.concurrent, size))
-                    for _ in range(args.rounds)
-                ]
-            results.append(
-                {
-                    "scenario": f"{args.concurrent} concurrent streams x {size:,} rows",
-                    "rounds": len(rounds),
-                    **{key: _stats([r[key] for r in rounds]) for key in rounds[0]},
-                }
-            )
+            routes = [("direct", url, env)]
+            if args.pooled_url:
+                routes.append(
+                    ("via PgBouncer", args.pooled_url, {**env, "DATABASE_POOLER": "transaction"})
+                )
+            for how, server_url, server_env in routes:
+                for instances in counts:
+                    with contextlib.ExitStack() as stack:
+                        servers = [
+                            (base, ServerProbe(pid))
+                            for base, pid in (
+                                stack.enter_context(_server(server_url, secret, **server_env))
+                                for _ in range(instances)
+                            )
+                        ]
+                        asyncio.run(_concurrent_round(servers, secret, args.concurrent, 1000))
+                        rounds = [
+                            asyncio.run(_concurrent_round(servers, secret, args.concurrent, size))
+                            for _ in range(args.rounds)
+                        ]
+                    label = "instance" if instances == 1 else "instances"
+                    results.append(
+                        {
+                            "scenario": f"{args.concurrent} streams x {size:,} rows, "
+                            f"{instances} {label}, {how}",
+                            "rounds": len(rounds),
+                            **{key: _stats([r[key] for r in rounds]) for key in rounds[0]},
+                        }
+                    )
     lines = [
-        "| scenario | total s | aggregate rows/s | peak MiB above idle (idle) | server CPU s |",
+        "| scenario | total s | aggregate rows/s | peak MiB above idle per instance (idle) "
+        "| server CPU s, all instances |",
         "|---|---:|---:|---:|---:|",
     ]
     for r in results:
@@ -674,6 +696,17 @@ def add_parser(sub: Any) -> None:
     b.add_argument("--pid", type=int, help="server pid for --url, to measure its memory")
     b.add_argument("--out", default="bench-results", help="directory for JSON, Markdown, PNG")
     b.add_argument("--quiet", action="store_true", help="no progress display")
+    b.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="with --concurrent: also spread the streams over this many servers",
+    )
+    b.add_argument(
+        "--pooled-url",
+        help="with --concurrent: also run through this DATABASE_URL "
+        "(a PgBouncer in transaction mode, DATABASE_POOLER=transaction)",
+    )
     b.add_argument(
         "--concurrent",
         type=int,

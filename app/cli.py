@@ -12,7 +12,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -80,11 +80,16 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 
     from app.main import create_app
 
+    if settings.workers > 1 and not settings.database_url:
+        raise CommandError("WORKERS > 1 needs DATABASE_URL (the embedded server is per process)")
     with database.database_url(settings) as url:
         _connect_or_explain(url)
         migrate.upgrade(url)
         if args.seed_if_empty:
             print(asyncio.run(_seed(url, args.rows, only_if_empty=True)), flush=True)
+        if settings.workers > 1:
+            _serve_workers(settings, args)
+            return
         app = create_app(settings.model_copy(update={"database_url": url}))
         config = uvicorn.Config(
             app,
@@ -100,6 +105,27 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         # uvicorn's own loop choice (uvloop when installed), as `uvicorn.run` would make it.
         with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
             runner.run(_serve(server, settings, args))
+
+
+def _serve_workers(settings: Settings, args: argparse.Namespace) -> None:
+    """``WORKERS`` processes behind one socket (uvicorn's supervisor), for VM installs.
+
+    Each worker builds its own app (and pools) from the environment. The embedded database
+    belongs to one process, so this needs ``DATABASE_URL``.
+    """
+    import uvicorn
+
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=settings.workers,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=args.graceful_timeout,
+        log_config=logging_config(args.log_level, settings.log_format),
+        access_log=False,
+    )
 
 
 async def _serve(server: uvicorn.Server, settings: Settings, args: argparse.Namespace) -> None:
@@ -159,6 +185,22 @@ def _parser(settings_factory: Callable[[], Settings]) -> argparse.ArgumentParser
     bench.add_parser(sub)
     fetch.add_parser(sub)
     return p
+
+
+def logging_config(level: str, log_format: str) -> dict[str, Any]:
+    """The same logging, as a ``dictConfig`` for uvicorn's worker processes."""
+    formatter = (
+        {"()": "app.observability.JSONFormatter"}
+        if log_format == "json"
+        else {"format": "%(levelname)s %(name)s: %(message)s"}
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": formatter},
+        "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "default"}},
+        "root": {"handlers": ["default"], "level": level.upper()},
+    }
 
 
 def _configure_logging(args: argparse.Namespace) -> None:

@@ -5,7 +5,8 @@ Each app gets its own ``CollectorRegistry`` (nothing registered at import), expo
 (``X-Request-ID`` is accepted when it looks sane, and echoed), measures what was sent,
 and writes one JSON line when the request is over with the rows, bytes, duration and how
 it ended: ``complete``, ``client gone``, ``timeout`` (a client that stopped reading),
-``database error``, ``recovery conflict`` or ``error``. Tokens are never logged: only the method, path and query string are.
+``database error``, ``recovery conflict`` or ``error``. Tokens are never logged: only
+the method, path and query string are.
 """
 
 from __future__ import annotations

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     #: Refuse new exports (503) while the read side replays more than this many seconds
     #: behind its primary. Unset: no check.
     read_max_lag_seconds: float | None = Field(default=None, ge=0)
+    #: Server processes behind one port (``rowstream serve``); one per container is the
+    #: usual choice, several for a VM. Needs ``DATABASE_URL``.
+    workers: int = Field(default=1, ge=1)
     #: ``transaction`` when ``DATABASE_URL`` points at PgBouncer in transaction mode: no
     #: named prepared statements (asyncpg's statement cache is turned off) and nothing
     #: set per session (everything per request is ``SET LOCAL`` anyway).

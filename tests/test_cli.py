@@ -87,3 +87,34 @@ def test_without_database_url_the_embedded_server_is_started_and_stopped(tmp_pat
         if p.info["name"] == "postgres" and str(data) in " ".join(p.info["cmdline"] or [])
     ]
     assert left == []
+
+
+def test_workers_serve_from_several_processes(db_url: str) -> None:
+    import httpx
+    import psutil
+
+    from tests.conftest import start_server, stop_server
+
+    server = start_server(db_url, WORKERS="2")
+    try:
+        children = psutil.Process(server.process.pid).children(recursive=True)
+        assert len([c for c in children if "python" in c.name()]) >= 2
+        for _ in range(10):
+            r = httpx.get(
+                f"{server.base_url}/chunked",
+                params={"limit": 3},
+                headers=server.headers(),
+                timeout=10,
+            )
+            assert r.status_code == 200 and r.text.count("\n") == 3
+    finally:
+        stop_server(server)
+
+
+def test_workers_without_database_url_is_refused_in_one_line(tmp_path: Path) -> None:
+    done = rowstream(
+        "serve",
+        env={"DATABASE_URL": "", "DATA_DIR": str(tmp_path), "WORKERS": "2", "JWT_SECRET": SECRET},
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("rowstream: WORKERS > 1 needs")

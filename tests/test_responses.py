@@ -133,8 +133,10 @@ def test_a_database_killed_mid_stream_is_a_failed_download_every_time(tight: Ser
         # the next request succeeds
         ok = httpx.get(f"{tight.base_url}/chunked", params={"limit": 3}, headers=tight.headers())
         assert ok.status_code == 200 and ok.text.count("\n") == 3
-    outcomes = {o: metric(tight, "rowstream_streams_ended_total", outcome=o)
-                for o in ("database error", "error", "client gone", "complete")}
+    outcomes = {
+        o: metric(tight, "rowstream_streams_ended_total", outcome=o)
+        for o in ("database error", "error", "client gone", "complete")
+    }
     assert outcomes["database error"] >= 5, outcomes
 
 
