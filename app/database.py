@@ -37,11 +37,28 @@ UNREACHABLE = (
 
 
 class Database(databases.Database):
-    """``databases.Database`` plus the bound on waiting for a pooled connection."""
+    """``databases.Database`` whose pool is made from the full DSN, plus the bound on
+    waiting for a pooled connection.
+
+    ``databases`` takes the URL apart itself and hands asyncpg only host, port, user,
+    password and database: query options (``sslmode``, ``sslrootcert``, a socket
+    directory's ``port``, ``target_session_attrs``) were dropped, and a multi-host URL
+    (``postgresql://a:5432,b:5432/db``) could not be parsed at all. asyncpg understands
+    the DSN as libpq does, so the pool is created from it directly; everything else
+    (connections, transactions, queries) is ``databases`` as before.
+    """
 
     def __init__(self, url: str, *, acquire_timeout: float = 5.0, **options: Any) -> None:
         super().__init__(url, **options)
         self.acquire_timeout = acquire_timeout
+        self._dsn = url
+        self._pool_options = options
+
+    async def connect(self) -> None:
+        if self.is_connected:
+            return
+        self._backend._pool = await asyncpg.create_pool(dsn=self._dsn, **self._pool_options)
+        self.is_connected = True
 
 
 def create(settings: Settings, url: str) -> Database:
@@ -52,10 +69,6 @@ def create(settings: Settings, url: str) -> Database:
         # connection: named prepared statements would collide (asyncpg#945). With the
         # cache off, asyncpg prepares unnamed statements.
         options["statement_cache_size"] = 0
-    # databases hands asyncpg only host, port, user, password and database taken from the
-    # URL; the DSN itself carries the rest (sslmode, sslrootcert, port=… with a socket
-    # directory, options=…), so pass it too. Explicit values still win where both exist.
-    options["dsn"] = url
     return Database(
         url,
         acquire_timeout=settings.pool_acquire_timeout,

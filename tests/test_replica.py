@@ -285,3 +285,30 @@ def test_exports_are_refused_while_the_replica_lags(pair: Pair) -> None:
         assert again.status_code == 200
     finally:
         stop_server(s)
+
+
+def test_a_multi_host_read_url_prefers_the_standby(pair: Pair) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    primary = urlsplit(pair.primary_url)
+    standby = urlsplit(pair.standby_url)
+    p_host = parse_qs(primary.query)["host"][0]
+    s_query = parse_qs(standby.query)
+    both = (
+        f"postgresql://postgres@/postgres?host={p_host},{s_query['host'][0]}"
+        f"&port=5432,{s_query['port'][0]}&target_session_attrs=prefer-standby"
+    )
+    count_sql = (
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+        "AND pid <> pg_backend_pid()"
+    )
+    before = run(_execute(pair.standby_url, count_sql))
+    s = start_server(pair.primary_url, DATABASE_READ_URL=both, POOL_MIN_SIZE="2")
+    try:
+        r = httpx.get(f"{s.base_url}/chunked", params={"limit": 3}, headers=s.headers())
+        assert r.status_code == 200 and r.text.count("\n") == 3
+        assert "read" in httpx.get(f"{s.base_url}/readyz").json()
+        # the read pool connected to the standby (listed second), not to the primary
+        assert run(_execute(pair.standby_url, count_sql)) >= before + 2
+    finally:
+        stop_server(s)
