@@ -3,7 +3,7 @@
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv
-COPY requirements.lock /tmp/requirements.lock
+COPY requirements-runtime.lock /tmp/requirements.lock
 RUN /opt/venv/bin/pip install --require-hashes -r /tmp/requirements.lock
 
 # Runtime stage: the venv and the source, run as an unprivileged user.

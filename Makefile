@@ -54,6 +54,8 @@ lock: install
 	$(BIN)/pip install --quiet uv
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
 		--generate-hashes --quiet -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 \
+		--generate-hashes --quiet -o requirements-runtime.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
