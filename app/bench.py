@@ -315,51 +315,72 @@ def markdown(results: list[dict[str, Any]]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def plots(results: list[dict[str, Any]], timelines: dict[str, Sample], out: Path) -> list[Path]:
+def _figure(
+    out: Path, name: str, title: str, xlabel: str, ylabel: str, draw: Callable[[Any], None]
+) -> Path:
+    """One PNG: a titled, labelled, gridded plot whose lines ``draw(axes)`` adds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    draw(ax)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    path = out / name
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plots(results: list[dict[str, Any]], timelines: dict[str, Sample], out: Path) -> list[Path]:
     written = []
     if timelines:
-        fig, ax = plt.subplots(figsize=(8, 4.5))
-        for label, sample in timelines.items():
-            xs = [0.0] + [t for t, _ in sample.timeline]
-            ys = [0.0] + [b / MB for _, b in sample.timeline]
-            ax.step(xs, ys, where="post", label=label)
-        ax.set_xlabel("seconds since the request was sent")
-        ax.set_ylabel("MB received")
-        ax.set_title("Bytes received over time")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        path = out / "bytes_over_time.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
-    with_mem = [r for r in results if "peak_mib" in r and r["scenario"] != "COPY csv"]
-    if with_mem:
-        fig, ax = plt.subplots(figsize=(8, 4.5))
-        names = sorted({r["scenario"].rsplit(" ", 1)[0] for r in with_mem})
-        for name in names:
-            pts = sorted(
-                (r["rows"], r["peak_mib"]["median"])
-                for r in with_mem
-                if r["scenario"].rsplit(" ", 1)[0] == name
+
+        def bytes_over_time(ax: Any) -> None:
+            for label, sample in timelines.items():
+                xs = [0.0] + [t for t, _ in sample.timeline]
+                ys = [0.0] + [b / MB for _, b in sample.timeline]
+                ax.step(xs, ys, where="post", label=label)
+
+        written.append(
+            _figure(
+                out,
+                "bytes_over_time.png",
+                "Bytes received over time",
+                "seconds since the request was sent",
+                "MB received",
+                bytes_over_time,
             )
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
-        ax.set_xscale("log")
-        ax.set_xlabel("rows")
-        ax.set_ylabel("server peak RSS above idle (MiB)")
-        ax.set_title("Server memory vs rows")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        path = out / "memory_vs_rows.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        )
+    with_mem = [r for r in results if "peak_mib" in r]
+    if with_mem:
+
+        def memory_vs_rows(ax: Any) -> None:
+            for name in sorted({r["scenario"].rsplit(" ", 1)[0] for r in with_mem}):
+                pts = sorted(
+                    (r["rows"], r["peak_mib"]["median"])
+                    for r in with_mem
+                    if r["scenario"].rsplit(" ", 1)[0] == name
+                )
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+            ax.set_xscale("log")
+
+        written.append(
+            _figure(
+                out,
+                "memory_vs_rows.png",
+                "Server memory vs rows",
+                "rows",
+                "server peak RSS above idle (MiB)",
+                memory_vs_rows,
+            )
+        )
     return written
 
 
