@@ -312,3 +312,41 @@ def test_a_multi_host_read_url_prefers_the_standby(pair: Pair) -> None:
         assert run(_execute(pair.standby_url, count_sql)) >= before + 2
     finally:
         stop_server(s)
+
+
+def test_sigterm_during_a_slow_stream_from_the_standby_leaves_no_session_anywhere(
+    pair: Pair,
+) -> None:
+    import signal
+
+    s = start_server(
+        pair.primary_url,
+        DATABASE_READ_URL=pair.standby_url,
+        STREAM_BATCH_SIZE="10",
+        STREAM_SEND_TIMEOUT="60",
+    )
+    sock = raw_request(s, "/messages/stream", rcvbuf=4096)
+    try:
+        time.sleep(0.5)
+        started = time.monotonic()
+        s.process.send_signal(signal.SIGTERM)
+        s.process.wait(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        if s.process.poll() is None:
+            s.process.kill()
+        reset(sock)
+    assert took < 10 + 3, took  # the default drain (--graceful-timeout 10) plus 3 s
+    count_sql = (
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+        "AND state <> 'idle' AND pid <> pg_backend_pid()"
+    )
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        busy = run(_execute(pair.standby_url, count_sql)) + run(
+            _execute(pair.primary_url, count_sql)
+        )
+        if busy == 0:
+            break
+        time.sleep(0.1)
+    assert busy == 0
