@@ -252,3 +252,33 @@ def reset(sock: socket.socket) -> None:
     """Close with RST (SO_LINGER 0): the abrupt way a client vanishes."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     sock.close()
+
+
+def read_all(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    """Everything the server still sends until it closes (a reset or a silence ends it too)."""
+    sock.settimeout(timeout)
+    chunks: list[bytes] = []
+    try:
+        while chunk := sock.recv(1 << 20):
+            chunks.append(chunk)
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return b"".join(chunks)
+
+
+def sigterm_during_a_stalled_stream(server: Server) -> tuple[float, socket.socket]:
+    """Block a stream on a client that reads nothing, send SIGTERM, wait for the exit.
+
+    Returns how long the exit took and the client's socket (still open)."""
+    import signal
+
+    sock = raw_request(server, "/messages/stream", rcvbuf=4096)
+    try:
+        time.sleep(0.5)  # the stream is now blocked on the stalled client
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=30)
+        return time.monotonic() - started, sock
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()

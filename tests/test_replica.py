@@ -23,11 +23,14 @@ import pytest
 from app import embedded, migrate, seed
 from tests.conftest import (
     Server,
+    busy_sessions,
     free_port,
     metric,
     raw_request,
+    read_all,
     reset,
     run,
+    sigterm_during_a_stalled_stream,
     start_server,
     stop_server,
 )
@@ -217,15 +220,8 @@ def _conflict_round(pair: Pair, reader: Server) -> tuple[bool, bytes]:
     _wait_for_replay(pair)
     time.sleep(1.5)  # max_standby_streaming_delay = 1 s
     # now read everything there is
-    sock.settimeout(30)
-    data = [b""]
-    try:
-        while chunk := sock.recv(1 << 20):
-            data.append(chunk)
-    except (ConnectionResetError, TimeoutError):
-        pass
+    body = read_all(sock, timeout=30)
     reset(sock)
-    body = b"".join(data)
     return body.endswith(b"0\r\n\r\n"), body
 
 
@@ -317,36 +313,14 @@ def test_a_multi_host_read_url_prefers_the_standby(pair: Pair) -> None:
 def test_sigterm_during_a_slow_stream_from_the_standby_leaves_no_session_anywhere(
     pair: Pair,
 ) -> None:
-    import signal
-
     s = start_server(
         pair.primary_url,
         DATABASE_READ_URL=pair.standby_url,
         STREAM_BATCH_SIZE="10",
         STREAM_SEND_TIMEOUT="60",
     )
-    sock = raw_request(s, "/messages/stream", rcvbuf=4096)
-    try:
-        time.sleep(0.5)
-        started = time.monotonic()
-        s.process.send_signal(signal.SIGTERM)
-        s.process.wait(timeout=30)
-        took = time.monotonic() - started
-    finally:
-        if s.process.poll() is None:
-            s.process.kill()
-        reset(sock)
+    took, sock = sigterm_during_a_stalled_stream(s)
+    reset(sock)
     assert took < 10 + 3, took  # the default drain (--graceful-timeout 10) plus 3 s
-    count_sql = (
-        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
-        "AND state <> 'idle' AND pid <> pg_backend_pid()"
-    )
-    deadline = time.monotonic() + 2
-    while time.monotonic() < deadline:
-        busy = run(_execute(pair.standby_url, count_sql)) + run(
-            _execute(pair.primary_url, count_sql)
-        )
-        if busy == 0:
-            break
-        time.sleep(0.1)
-    assert busy == 0
+    assert busy_sessions(pair.standby_url) == []
+    assert busy_sessions(pair.primary_url) == []

@@ -1,7 +1,6 @@
 """How streams end, over a real socket: clients that vanish or stall, a database killed
 mid-stream, HTTP/1.0 and shutdown. Each must leave nothing behind and never look complete."""
 
-import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -15,8 +14,10 @@ from tests.conftest import (
     busy_sessions,
     metric,
     raw_request,
+    read_all,
     reset,
     run,
+    sigterm_during_a_stalled_stream,
     start_server,
     stop_server,
 )
@@ -73,10 +74,7 @@ def test_a_stalled_reader_is_cut_off_after_the_send_timeout(tight: Server) -> No
     assert metric(tight, "rowstream_streams_ended_total", outcome="timeout") == before + 1
     assert busy_sessions(tight.database_url) == []
     # what the client can still read ends without the terminating chunk
-    sock.settimeout(5)
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
+    data = read_all(sock)
     sock.close()
     assert data.startswith(b"HTTP/1.1 200") and not data.endswith(b"0\r\n\r\n")
 
@@ -142,9 +140,7 @@ def test_a_database_killed_mid_stream_is_a_failed_download_every_time(tight: Ser
 
 def test_http_1_0_is_refused_for_streams_with_a_clear_problem(server: Server) -> None:
     sock = raw_request(server, "/messages/stream?limit=2", version="1.0")
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
+    data = read_all(sock)
     sock.close()
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 505")
@@ -152,33 +148,16 @@ def test_http_1_0_is_refused_for_streams_with_a_clear_problem(server: Server) ->
     assert b"proxy_http_version 1.1" in body
     # the buffered endpoint has a Content-Length, so HTTP/1.0 is fine there
     sock = raw_request(server, "/messages?limit=2", version="1.0")
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    assert data.startswith(b"HTTP/1.1 200")
+    assert read_all(sock).startswith(b"HTTP/1.1 200")
+    sock.close()
 
 
 def test_sigterm_gives_streams_a_grace_period_then_aborts_them_honestly(db_url: str) -> None:
     s = start_server(db_url, STREAM_BATCH_SIZE="10", STREAM_SEND_TIMEOUT="60")
-    try:
-        sock = raw_request(s, "/messages/stream", rcvbuf=4096)
-        time.sleep(0.5)  # the stream is now blocked on the stalled client
-        started = time.monotonic()
-        s.process.send_signal(signal.SIGTERM)
-        s.process.wait(timeout=20)
-        took = time.monotonic() - started
-    finally:
-        if s.process.poll() is None:
-            s.process.kill()
+    took, sock = sigterm_during_a_stalled_stream(s)
     # --graceful-timeout defaults to 10 s; exit within that plus 3 s
     assert 1 < took < 13, took  # it did wait for the stream, and not forever
-    data = b""
-    sock.settimeout(5)
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except (ConnectionResetError, TimeoutError):
-        pass
+    data = read_all(sock)
     sock.close()
     assert not data.endswith(b"0\r\n\r\n")
     assert busy_sessions(db_url) == []
