@@ -39,7 +39,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from app import auth, database, migrate, queries, seed
+from app import auth, database, migrate, pooler, queries, seed
 from app.settings import Settings
 
 MB = 1_000_000
@@ -576,8 +576,56 @@ async def _concurrent_round(
     }
 
 
+@dataclass(frozen=True)
+class Route:
+    """How the servers of a ``--concurrent`` run reach PostgreSQL."""
+
+    how: str
+    #: a PgBouncer the bench starts with this ``pkt_buf`` (None: no PgBouncer of ours)
+    pkt_buf: int | None = None
+    #: reach that PgBouncer over its Unix socket instead of TCP on 127.0.0.1
+    unix: bool = False
+    #: a DATABASE_URL given with ``--pooled-url`` (a PgBouncer someone else runs)
+    url: str | None = None
+
+    @property
+    def pooled(self) -> bool:
+        return self.pkt_buf is not None or self.url is not None
+
+
+def routes(args: argparse.Namespace) -> list[Route]:
+    out = [Route("direct")]
+    if args.pooled_url:
+        out.append(Route("via PgBouncer", url=args.pooled_url))
+    for spec in args.pgbouncer:
+        unix = spec.startswith("unix:")
+        pkt_buf = int(spec.removeprefix("unix:"))
+        where = "Unix socket" if unix else "TCP"
+        out.append(Route(f"via PgBouncer, pkt_buf {pkt_buf}, {where}", pkt_buf, unix))
+    return out
+
+
+@contextmanager
+def _route_url(route: Route, url: str, pool_size: int) -> Iterator[str]:
+    if route.url is not None:
+        yield route.url
+    elif route.pkt_buf is None:
+        yield url
+    else:
+        with pooler.running(
+            {"rowstream": url}, pkt_buf=route.pkt_buf, unix=route.unix, pool_size=pool_size
+        ) as urls:
+            yield urls["rowstream"]
+
+
 def run_concurrent(args: argparse.Namespace, settings: Settings) -> None:
-    """``--concurrent N``: N full-table streams at once, per table size, ``--rounds`` times."""
+    """``--concurrent N``: N full-table streams at once, per table size, ``--rounds`` times.
+
+    Every round runs every configuration (route x instance count), in alternating order,
+    each on freshly started servers (and PgBouncer) after a short warm-up stream, so no
+    configuration inherits another's pools, heap or server connections. A pooled route's
+    ratio to direct is taken round by round against direct with as many instances.
+    """
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
@@ -590,6 +638,7 @@ def run_concurrent(args: argparse.Namespace, settings: Settings) -> None:
     }
     results: list[dict[str, Any]] = []
     counts = sorted({1, args.instances})
+    configs = [(route, n) for route in routes(args) for n in counts]
     with database.database_url(settings) as base_url:
         for size in sizes:
             url = base_url
@@ -597,14 +646,14 @@ def run_concurrent(args: argparse.Namespace, settings: Settings) -> None:
                 url = asyncio.run(_database_beside(base_url, "rowstream_big"))
             migrate.upgrade(url)
             asyncio.run(_ensure_rows(url, size))
-            routes = [("direct", url, env)]
-            if args.pooled_url:
-                routes.append(
-                    ("via PgBouncer", args.pooled_url, {**env, "DATABASE_POOLER": "transaction"})
-                )
-            for how, server_url, server_env in routes:
-                for instances in counts:
+            measured: dict[tuple[Route, int], list[dict[str, float]]] = {c: [] for c in configs}
+            for round_no in range(args.rounds):
+                order = configs if round_no % 2 == 0 else configs[::-1]
+                for route, instances in order:
+                    server_env = {**env, "DATABASE_POOLER": "transaction"} if route.pooled else env
+                    pool = (args.concurrent + 4) * instances
                     with contextlib.ExitStack() as stack:
+                        server_url = stack.enter_context(_route_url(route, url, pool))
                         servers = [
                             (base, ServerProbe(pid))
                             for base, pid in (
@@ -613,28 +662,33 @@ def run_concurrent(args: argparse.Namespace, settings: Settings) -> None:
                             )
                         ]
                         asyncio.run(_concurrent_round(servers, secret, args.concurrent, 1000))
-                        rounds = [
+                        measured[route, instances].append(
                             asyncio.run(_concurrent_round(servers, secret, args.concurrent, size))
-                            for _ in range(args.rounds)
-                        ]
-                    label = "instance" if instances == 1 else "instances"
-                    results.append(
-                        {
-                            "scenario": f"{args.concurrent} streams x {size:,} rows, "
-                            f"{instances} {label}, {how}",
-                            "rounds": len(rounds),
-                            **{key: _stats([r[key] for r in rounds]) for key in rounds[0]},
-                        }
-                    )
+                        )
+            for (route, instances), rounds in measured.items():
+                label = "instance" if instances == 1 else "instances"
+                result: dict[str, Any] = {
+                    "scenario": f"{args.concurrent} streams x {size:,} rows, "
+                    f"{instances} {label}, {route.how}",
+                    "rounds": len(rounds),
+                    **{key: _stats([r[key] for r in rounds]) for key in rounds[0]},
+                }
+                direct = measured[configs[0][0], instances]
+                result["ratio_to_direct"] = _stats(
+                    [r["total_s"] / d["total_s"] for r, d in zip(rounds, direct, strict=True)]
+                )
+                results.append(result)
     lines = [
-        "| scenario | total s | aggregate rows/s | peak MiB above idle per instance (idle) "
-        "| server CPU s, all instances |",
-        "|---|---:|---:|---:|---:|",
+        "| scenario | total s | aggregate rows/s | x direct, same round "
+        "| peak MiB above idle per instance (idle) | server CPU s, all instances |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
+        ratio = r["ratio_to_direct"]
         lines.append(
             f"| {r['scenario']} | {r['total_s']['median']:.2f} "
             f"| {r['rows_per_s']['median']:,.0f} "
+            f"| {ratio['median']:.2f} ({ratio['min']:.2f}-{ratio['max']:.2f}) "
             f"| {r['peak_mib']['median']:.1f} ({r['idle_mib']['median']:.0f}) "
             f"| {r['cpu_s']['median']:.2f} |"
         )
@@ -642,6 +696,7 @@ def run_concurrent(args: argparse.Namespace, settings: Settings) -> None:
     report = {
         "machine": machine(),
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "command": " ".join(["rowstream", *sys.argv[2:]]),
         "results": results,
     }
     (out / "concurrent.json").write_text(json.dumps(report, indent=1))
@@ -727,6 +782,15 @@ def add_parser(sub: Any) -> None:
         "--pooled-url",
         help="with --concurrent: also run through this DATABASE_URL "
         "(a PgBouncer in transaction mode, DATABASE_POOLER=transaction)",
+    )
+    b.add_argument(
+        "--pgbouncer",
+        type=lambda s: s.split(","),
+        default=[],
+        metavar="[unix:]PKT_BUF,...",
+        help="with --concurrent: also run through a PgBouncer the bench starts "
+        "(transaction mode), once per pkt_buf given, over TCP or with unix: its Unix "
+        f"socket (recommended: {pooler.PKT_BUF}; PgBouncer's default: {pooler.DEFAULT_PKT_BUF})",
     )
     b.add_argument(
         "--concurrent",

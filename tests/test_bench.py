@@ -60,3 +60,36 @@ def test_summary_ratios_pair_each_round_with_its_own_reference() -> None:
     assert summary["ratio_to_copy"] == {"median": 3.0, "min": 2.0, "max": 4.0}
     assert summary["total_s"]["median"] == 2.0
     assert "peak_mib" not in summary  # no server process measured
+
+
+def test_concurrent_bench_spreads_over_instances_direct_and_through_its_pgbouncer(
+    db_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "bench"
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "app.cli", "bench", "--quiet", "--out", str(out)),
+            *("--concurrent", "3", "--instances", "2", "--rows", "2000", "--rounds", "1"),
+            *("--pgbouncer", "4096,unix:65536"),
+        ],
+        env={**os.environ, "DATABASE_URL": db_url},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "concurrent.json").read_text())
+    assert [r["scenario"] for r in report["results"]] == [
+        f"3 streams x 2,000 rows, {n}, {how}"
+        for how in (
+            "direct",
+            "via PgBouncer, pkt_buf 4096, TCP",
+            "via PgBouncer, pkt_buf 65536, Unix socket",
+        )
+        for n in ("1 instance", "2 instances")
+    ]
+    for r in report["results"]:
+        # every stream was counted to its last row, or the bench would have failed
+        assert r["rows_per_s"]["median"] > 0 and r["cpu_s"]["median"] > 0
+        assert r["ratio_to_direct"]["median"] > 0
+    assert [r["ratio_to_direct"]["median"] for r in report["results"][:2]] == [1.0, 1.0]

@@ -4,73 +4,23 @@ overload refused by rowstream rather than queued by PgBouncer. (``make test`` in
 Debian's pgbouncer where it is missing, as root.)"""
 
 import asyncio
-import os
-import pwd
-import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
-from tests.conftest import Server, free_port, raw_request, reset, start_server, stop_server
+from app import pooler
+from tests.conftest import Server, raw_request, reset, start_server, stop_server
 
 ROWS = 20_000
 
 
-def _pgbouncer_user() -> list[str]:
-    """PgBouncer refuses to run as root: run it as the embedded server's user then."""
-    if os.geteuid() != 0:
-        return []
-    return ["runuser", "-u", "embedded_postgres", "--"]
-
-
 @pytest.fixture(scope="module")
 def bouncer_url(db_url: str) -> Iterator[str]:
-    parts = urlsplit(db_url)
-    socket_dir = parse_qs(parts.query).get("host", [parts.hostname or "127.0.0.1"])[0]
-    database = parts.path.lstrip("/")
-    # its own directory under /tmp: pytest's temporary directories are private to root
-    directory = Path(tempfile.mkdtemp(prefix="rowstream-pgbouncer-"))
-    port = free_port()
-    (directory / "users.txt").write_text('"postgres" ""\n')
-    (directory / "pgbouncer.ini").write_text(
-        f"[databases]\n{database} = host={socket_dir} port={parts.port or 5432} "
-        f"dbname={database} user={parts.username or 'postgres'}\n\n"
-        "[pgbouncer]\nlisten_addr = 127.0.0.1\n"
-        f"listen_port = {port}\nunix_socket_dir =\nauth_type = trust\n"
-        f"auth_file = {directory}/users.txt\npool_mode = transaction\n"
-        "default_pool_size = 40\nmax_client_conn = 400\nquery_wait_timeout = 30\n"
-        f"logfile = {directory}/pgbouncer.log\npidfile = {directory}/pgbouncer.pid\n"
-    )
-    if os.geteuid() == 0:
-        uid = pwd.getpwnam("embedded_postgres").pw_uid
-        for path in (directory, *directory.iterdir()):
-            os.chown(path, uid, -1)
-    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-    proc = subprocess.Popen([*_pgbouncer_user(), binary, str(directory / "pgbouncer.ini")])
-    url = f"postgresql://{parts.username or 'postgres'}@127.0.0.1:{port}/{database}"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            import socket
-
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert proc.poll() is None, (directory / "pgbouncer.log").read_text()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(directory, ignore_errors=True)
+    """PgBouncer 1.18 (transaction mode, the recommended settings) in front of the test database."""
+    with pooler.running({"rowstream": db_url}, pool_size=40) as urls:
+        yield urls["rowstream"]
 
 
 @pytest.fixture(scope="module")
