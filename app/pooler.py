@@ -5,9 +5,10 @@ production PgBouncer is deployed on its own (``deploy/compose.scale.yml``), with
 settings (:data:`RECOMMENDED`).
 
 The one setting that matters for exports is ``pkt_buf``. PgBouncer relays a result through
-a buffer of that size (4096 bytes by default), so a 500,000-row stream costs it hundreds of
-thousands of read/write system calls; with 16 streams on two cores that made exports 1.2 to
-1.36x slower than a direct connection. With 64 KiB buffers the same run measured 1.00 to 1.07x
+a buffer of that size (4096 bytes by default), and each buffer is a receive and a send system
+call; over TCP the send also carries the kernel's work of delivering it. With 64 KiB the
+relay makes far fewer, larger calls: measured with 16 concurrent exports on two cores, the
+slowdown against a direct connection went from 1.14-1.20x to 1.00-1.10x with one instance
 (docs/benchmarks.md). It costs 2 x ``pkt_buf`` of memory per connection being served.
 """
 

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     #: named prepared statements (asyncpg's statement cache is turned off) and nothing
     #: set per session (everything per request is ``SET LOCAL`` anyway).
     database_pooler: Literal["none", "transaction"] = "none"
+    #: Where ``rowstream serve`` listens (``--host``/``--port`` override them).
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
     #: Where the embedded database, the generated development secret and other local
     #: state live. Git-ignored.
     data_dir: Path = Path(".data")

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from app import auth
@@ -118,3 +119,34 @@ def test_workers_without_database_url_is_refused_in_one_line(tmp_path: Path) -> 
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("rowstream: WORKERS > 1 needs")
+
+
+def test_serve_listens_where_a_dotenv_file_says(db_url: str, tmp_path: Path) -> None:
+    import httpx
+
+    port = free_port()
+    (tmp_path / ".env").write_text(f"PORT={port}\nHOST=127.0.0.1\nJWT_SECRET={SECRET}\n")
+    env = {**os.environ, "DATABASE_URL": db_url, "PYTHONPATH": str(Path.cwd())}
+    for name in ("PORT", "HOST", "JWT_SECRET"):
+        env.pop(name, None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, "the server exited"
+                assert time.monotonic() < deadline, "nothing listens on the .env port"
+                time.sleep(0.1)
+        assert r.status_code == 200
+    finally:
+        process.terminate()
+        process.wait(15)
