@@ -597,12 +597,21 @@ def routes(args: argparse.Namespace) -> list[Route]:
     out = [Route("direct")]
     if args.pooled_url:
         out.append(Route("via PgBouncer", url=args.pooled_url))
-    for spec in args.pgbouncer:
-        unix = spec.startswith("unix:")
-        pkt_buf = int(spec.removeprefix("unix:"))
+    for unix, pkt_buf in args.pgbouncer:
         where = "Unix socket" if unix else "TCP"
         out.append(Route(f"via PgBouncer, pkt_buf {pkt_buf}, {where}", pkt_buf, unix))
     return out
+
+
+def _pgbouncer_specs(text: str) -> list[tuple[bool, int]]:
+    """``--pgbouncer 4096,unix:65536`` → ``[(False, 4096), (True, 65536)]``."""
+    specs = []
+    for spec in text.split(","):
+        size = spec.removeprefix("unix:")
+        if not size.isdigit() or not 1024 <= int(size) <= 1 << 24:
+            raise argparse.ArgumentTypeError(f"{spec!r}: expected [unix:]PKT_BUF, in bytes")
+        specs.append((spec.startswith("unix:"), int(size)))
+    return specs
 
 
 @contextmanager
@@ -785,7 +794,7 @@ def add_parser(sub: Any) -> None:
     )
     b.add_argument(
         "--pgbouncer",
-        type=lambda s: s.split(","),
+        type=_pgbouncer_specs,
         default=[],
         metavar="[unix:]PKT_BUF,...",
         help="with --concurrent: also run through a PgBouncer the bench starts "

@@ -93,3 +93,14 @@ def test_concurrent_bench_spreads_over_instances_direct_and_through_its_pgbounce
         assert r["rows_per_s"]["median"] > 0 and r["cpu_s"]["median"] > 0
         assert r["ratio_to_direct"]["median"] > 0
     assert [r["ratio_to_direct"]["median"] for r in report["results"][:2]] == [1.0, 1.0]
+
+
+def test_pgbouncer_specs_parse_or_refuse_clearly() -> None:
+    import argparse
+
+    import pytest
+
+    assert bench._pgbouncer_specs("4096,unix:65536") == [(False, 4096), (True, 65536)]
+    for bad in ("12x", "unix:", "65536,tcp:4096", "1"):
+        with pytest.raises(argparse.ArgumentTypeError, match=r"\[unix:\]PKT_BUF"):
+            bench._pgbouncer_specs(bad)
