@@ -430,7 +430,10 @@ def _server(url: str, secret: str, **extra_env: str) -> Iterator[tuple[str, int 
     port = _free_port()
     env = {**os.environ, "DATABASE_URL": url, "JWT_SECRET": secret, **extra_env}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--log-level", "warning"],
+        [
+            *(sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1"),
+            *("--port", str(port), "--log-level", "warning"),
+        ],
         env=env,
     )
     base = f"http://127.0.0.1:{port}"
@@ -597,7 +600,7 @@ def routes(args: argparse.Namespace) -> list[Route]:
     out = [Route("direct")]
     if args.pooled_url:
         out.append(Route("via PgBouncer", url=args.pooled_url))
-    for unix, pkt_buf in args.pgbouncer:
+    for unix, pkt_buf in dict.fromkeys(args.pgbouncer):  # each once, in the order given
         where = "Unix socket" if unix else "TCP"
         out.append(Route(f"via PgBouncer, pkt_buf {pkt_buf}, {where}", pkt_buf, unix))
     return out
@@ -610,6 +613,8 @@ def _pgbouncer_specs(text: str) -> list[tuple[bool, int]]:
         size = spec.removeprefix("unix:")
         if not size.isdigit() or not 1024 <= int(size) <= 1 << 24:
             raise argparse.ArgumentTypeError(f"{spec!r}: expected [unix:]PKT_BUF, in bytes")
+        if (spec.startswith("unix:"), int(size)) in specs:
+            raise argparse.ArgumentTypeError(f"{spec!r} is given twice")
         specs.append((spec.startswith("unix:"), int(size)))
     return specs
 
@@ -705,7 +710,7 @@ def run_concurrent(args: argparse.Namespace, settings: Settings) -> None:
     report = {
         "machine": machine(),
         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "command": " ".join(["rowstream", *sys.argv[2:]]),
+        "command": " ".join(["rowstream", *sys.argv[1:]]),
         "results": results,
     }
     (out / "concurrent.json").write_text(json.dumps(report, indent=1))
@@ -795,6 +800,7 @@ def add_parser(sub: Any) -> None:
     b.add_argument(
         "--pgbouncer",
         type=_pgbouncer_specs,
+        action="extend",
         default=[],
         metavar="[unix:]PKT_BUF,...",
         help="with --concurrent: also run through a PgBouncer the bench starts "

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 #: PgBouncer's own default ``pkt_buf``, for comparison in the bench.
 DEFAULT_PKT_BUF = 4096
@@ -63,9 +63,13 @@ def _entry(alias: str, database_url: str) -> tuple[str, str]:
     query = parse_qs(parts.query)
     host = query.get("host", [parts.hostname or "127.0.0.1"])[0]
     port = query.get("port", [str(parts.port or 5432)])[0]
-    user = parts.username or "postgres"
-    password = f" password={parts.password}" if parts.password else ""
-    dbname = parts.path.lstrip("/") or "postgres"
+    user = unquote(parts.username or "postgres")
+    password = ""
+    if parts.password:
+        # a libpq-style connection string: single-quoted, with ' and \ escaped
+        quoted = unquote(parts.password).replace("\\", "\\\\").replace("'", "\\'")
+        password = f" password='{quoted}'"
+    dbname = unquote(parts.path.lstrip("/")) or "postgres"
     return f"{alias} = host={host} port={port} dbname={dbname} user={user}{password}\n", user
 
 
@@ -87,29 +91,35 @@ def running(
     temporary directory, because it runs as another user when we are root.
     """
     entries = {alias: _entry(alias, url) for alias, url in databases.items()}
+    program = binary()
+    if not Path(program).exists():
+        raise RuntimeError("PgBouncer is not installed (Debian: apt-get install pgbouncer)")
     runas = _run_as()
     directory = Path(tempfile.mkdtemp(prefix="rowstream-pgbouncer-"))
-    port = _free_port()
-    settings = {**RECOMMENDED, "pkt_buf": str(pkt_buf), "default_pool_size": str(pool_size)}
-    users = sorted({user for _, user in entries.values()})
-    (directory / "users.txt").write_text("".join(f'"{user}" ""\n' for user in users))
-    (directory / "pgbouncer.ini").write_text(
-        "[databases]\n" + "".join(line for line, _ in entries.values()) + "\n[pgbouncer]\n"
-        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir = {directory}\n"
-        f"auth_type = trust\nauth_file = {directory}/users.txt\n"
-        f"logfile = {directory}/pgbouncer.log\npidfile = {directory}/pgbouncer.pid\n"
-        + "".join(f"{key} = {value}\n" for key, value in settings.items())
-    )
-    directory.chmod(0o755)  # its Unix socket is reached by us when PgBouncer is another user
-    if runas is not None:
-        for path in (directory, *directory.iterdir()):
-            os.chown(path, runas.pw_uid, -1)
-    command = [binary(), "-q", str(directory / "pgbouncer.ini")]
-    if runas is None:
-        proc = subprocess.Popen(command)
-    else:
-        proc = subprocess.Popen(command, user=runas.pw_uid, group=runas.pw_gid, extra_groups=[])
+    proc: subprocess.Popen[bytes] | None = None
     try:
+        port = _free_port()
+        settings = {**RECOMMENDED, "pkt_buf": str(pkt_buf), "default_pool_size": str(pool_size)}
+        users = sorted({user for _, user in entries.values()})
+        (directory / "users.txt").write_text("".join(f'"{user}" ""\n' for user in users))
+        ini = directory / "pgbouncer.ini"
+        ini.touch(mode=0o600)  # it holds the PostgreSQL passwords
+        ini.write_text(
+            "[databases]\n" + "".join(line for line, _ in entries.values()) + "\n[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir = {directory}\n"
+            f"auth_type = trust\nauth_file = {directory}/users.txt\n"
+            f"logfile = {directory}/pgbouncer.log\npidfile = {directory}/pgbouncer.pid\n"
+            + "".join(f"{key} = {value}\n" for key, value in settings.items())
+        )
+        directory.chmod(0o711)  # others may reach the socket inside, not list or read
+        if runas is not None:
+            for path in (directory, *directory.iterdir()):
+                os.chown(path, runas.pw_uid, -1)
+        command = [program, "-q", str(ini)]
+        if runas is None:
+            proc = subprocess.Popen(command)
+        else:
+            proc = subprocess.Popen(command, user=runas.pw_uid, group=runas.pw_gid, extra_groups=[])
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -124,14 +134,15 @@ def running(
         where = f"?host={directory}&port={port}" if unix else ""
         address = "" if unix else f"127.0.0.1:{port}"
         yield {
-            alias: f"postgresql://{user}@{address}/{alias}{where}"
+            alias: f"postgresql://{quote(user, safe='')}@{address}/{alias}{where}"
             for alias, (_, user) in entries.items()
         }
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         shutil.rmtree(directory, ignore_errors=True)

@@ -341,61 +341,61 @@ def pair() -> Iterator[Pair]:
     base = Path(tempfile.mkdtemp(prefix="rowstream-replica-"))
     base.chmod(0o755)
     primary = embedded.start(base, cleanup="delete")
-    primary_url = embedded.url(primary)
-    migrate.upgrade(primary_url)
-
-    async def fill() -> None:
-        conn = await asyncpg.connect(primary_url)
-        try:
-            await seed.seed(conn, REPLICA_ROWS)
-        finally:
-            await conn.close()
-
-    run(fill())
     standby_dir = base / "standby"
-    if os.geteuid() == 0:
-        uid = pwd.getpwnam("embedded_postgres").pw_uid
-        os.chown(base, uid, -1)
-    subprocess.run(
-        [
-            *as_postgres_user(),
-            pg_bin("pg_basebackup"),
-            "-D",
-            str(standby_dir),
-            "-R",
-            "-X",
-            "stream",
-            "-c",
-            "fast",
-            "-h",
-            str(base / "pg"),
-            "-U",
-            "postgres",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    port = free_port()
-    with (standby_dir / "postgresql.auto.conf").open("a") as f:
-        f.write("hot_standby_feedback = off\nmax_standby_streaming_delay = '1s'\n")
-    subprocess.run(
-        [
-            *as_postgres_user(),
-            pg_bin("pg_ctl"),
-            "-D",
-            str(standby_dir),
-            "-l",
-            str(base / "standby.log"),
-            "-w",
-            "start",
-            "-o",
-            f"-k {standby_dir} -h '' -p {port}",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    standby_url = f"postgresql://postgres@/postgres?host={standby_dir}&port={port}"
     try:
+        primary_url = embedded.url(primary)
+        migrate.upgrade(primary_url)
+
+        async def fill() -> None:
+            conn = await asyncpg.connect(primary_url)
+            try:
+                await seed.seed(conn, REPLICA_ROWS)
+            finally:
+                await conn.close()
+
+        run(fill())
+        if os.geteuid() == 0:
+            uid = pwd.getpwnam("embedded_postgres").pw_uid
+            os.chown(base, uid, -1)
+        subprocess.run(
+            [
+                *as_postgres_user(),
+                pg_bin("pg_basebackup"),
+                "-D",
+                str(standby_dir),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "-h",
+                str(base / "pg"),
+                "-U",
+                "postgres",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        port = free_port()
+        with (standby_dir / "postgresql.auto.conf").open("a") as f:
+            f.write("hot_standby_feedback = off\nmax_standby_streaming_delay = '1s'\n")
+        subprocess.run(
+            [
+                *as_postgres_user(),
+                pg_bin("pg_ctl"),
+                "-D",
+                str(standby_dir),
+                "-l",
+                str(base / "standby.log"),
+                "-w",
+                "start",
+                "-o",
+                f"-k {standby_dir} -h '' -p {port}",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        standby_url = f"postgresql://postgres@/postgres?host={standby_dir}&port={port}"
         assert run(execute(standby_url, "SELECT pg_is_in_recovery()")) is True
         yield Pair(primary_url, standby_url, standby_dir, base)
     finally:
@@ -467,6 +467,8 @@ def start_nginx(
             if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
                 return proc, base
         except httpx.TransportError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     proc.kill()
+    proc.wait()
     raise RuntimeError((directory / "error.log").read_text())

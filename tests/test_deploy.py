@@ -78,8 +78,8 @@ def test_the_hpa_scales_on_streams_in_flight_below_the_capacity(k8s: dict[str, A
 def test_the_compose_pgbouncer_covers_its_instances_and_relays_in_large_buffers() -> None:
     services = yaml.safe_load((DEPLOY / "compose.scale.yml").read_text())["services"]
     bouncer = services["pgbouncer"]["environment"]
-    assert bouncer["POOL_MODE"] == "transaction"
-    assert int(bouncer["PKT_BUF"]) == pooler.PKT_BUF
+    for key, value in pooler.RECOMMENDED.items():  # pool_mode, pkt_buf, pool sizes, waits
+        assert str(bouncer[key.upper()]) == value, key
     instances = [s for s in services.values() if "DATABASE_POOLER" in s.get("environment", {})]
     assert len(instances) == 2
     for instance in instances:
