@@ -198,15 +198,23 @@ def logging_config(level: str, log_format: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
-        "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "default"}},
+        "filters": {"aborts": {"()": "app.observability.ExpectedAborts"}},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "filters": ["aborts"],
+            }
+        },
         "root": {"handlers": ["default"], "level": level.upper()},
     }
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
-    from app.observability import JSONFormatter
+    from app.observability import ExpectedAborts, JSONFormatter
 
     handler = logging.StreamHandler()
+    handler.addFilter(ExpectedAborts())
     if args.command == "serve" and Settings().log_format == "json":
         handler.setFormatter(JSONFormatter())
     else:

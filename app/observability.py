@@ -211,6 +211,17 @@ class RequestLog:
         access.info(orjson.dumps({k: v for k, v in line.items() if v is not None}).decode())
 
 
+class ExpectedAborts(logging.Filter):
+    """Drop the server's "Exception in ASGI application" traceback for a stream aborted on
+    purpose (an exception marked ``expected_abort``: a client that stopped reading). Its
+    access line already says how it ended; an error-level traceback per slow client would
+    bury the real ones. Failures mid-stream (database errors) keep theirs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not getattr(exc, "expected_abort", False)
+
+
 class JSONFormatter(logging.Formatter):
     """Every other log record as one JSON object per line too (access lines pass through)."""
 

@@ -32,7 +32,14 @@ def _classify(exc: BaseException) -> str:
 
 
 class StalledClient(Exception):
-    """A chunk waited longer than the send timeout for the client to read."""
+    """A chunk waited longer than the send timeout for the client to read.
+
+    Raised to make the server drop the connection. It is an expected outcome (the access
+    line says ``timeout``), so the server's traceback for it is not logged
+    (``observability.ExpectedAborts``).
+    """
+
+    expected_abort = True
 
 
 class StreamingResponse(_StarletteStreamingResponse):

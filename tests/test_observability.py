@@ -72,3 +72,24 @@ def test_metrics_count_requests_rows_and_streams(server: Server) -> None:
     text = httpx.get(f"{server.base_url}/metrics").text
     for name in ("rowstream_stream_duration_seconds", "rowstream_rejected", "rowstream_bytes_sent"):
         assert name in text
+
+
+def test_expected_aborts_drop_only_marked_exceptions() -> None:
+    import logging
+    import sys
+
+    from app.observability import ExpectedAborts
+    from app.responses import StalledClient
+
+    def record(exc: BaseException) -> logging.LogRecord:
+        try:
+            raise exc
+        except BaseException:
+            info = sys.exc_info()
+        return logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, "x", None, info)
+
+    keep = ExpectedAborts()
+    assert keep.filter(record(StalledClient("slow"))) is False
+    assert keep.filter(record(RuntimeError("database gone"))) is True
+    plain = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, "x", None, None)
+    assert keep.filter(plain) is True

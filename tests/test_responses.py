@@ -4,6 +4,7 @@ mid-stream, HTTP/1.0 and shutdown. Each must leave nothing behind and never look
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -162,3 +163,20 @@ def test_sigterm_gives_streams_a_grace_period_then_aborts_them_honestly(db_url: 
     assert not data.endswith(b"0\r\n\r\n")
     assert busy_sessions(db_url) == []
     assert s.process.returncode is not None
+
+
+def test_a_stalled_reader_is_one_access_line_not_a_server_traceback(
+    db_url: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "server.log"
+    s = start_server(db_url, log=log, STREAM_BATCH_SIZE="10", STREAM_SEND_TIMEOUT="1")
+    try:
+        sock = raw_request(s, "/messages/stream", rcvbuf=4096)
+        time.sleep(3)  # read nothing: cut off after the 1 s send timeout
+        sock.close()
+        time.sleep(0.5)
+    finally:
+        stop_server(s)
+    text = log.read_text()
+    assert '"outcome":"timeout"' in text
+    assert "Exception in ASGI application" not in text and "StalledClient" not in text
