@@ -405,14 +405,6 @@ async def _ensure_rows(url: str, rows: int) -> None:
         await conn.close()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _database_beside(url: str, name: str) -> str:
     from urllib.parse import urlsplit, urlunsplit
 
@@ -427,7 +419,7 @@ async def _database_beside(url: str, name: str) -> str:
 
 @contextmanager
 def _server(url: str, secret: str, **extra_env: str) -> Iterator[tuple[str, int | None]]:
-    port = _free_port()
+    port = pooler.free_port()
     env = {**os.environ, "DATABASE_URL": url, "JWT_SECRET": secret, **extra_env}
     proc = subprocess.Popen(
         [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import logging.config
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -188,7 +189,7 @@ def _parser(settings_factory: Callable[[], Settings]) -> argparse.ArgumentParser
 
 
 def logging_config(level: str, log_format: str) -> dict[str, Any]:
-    """The same logging, as a ``dictConfig`` for uvicorn's worker processes."""
+    """Our logging as a ``dictConfig``: for this process and for uvicorn's worker processes."""
     formatter = (
         {"()": "app.observability.JSONFormatter"}
         if log_format == "json"
@@ -211,18 +212,12 @@ def logging_config(level: str, log_format: str) -> dict[str, Any]:
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
-    from app.observability import ExpectedAborts, JSONFormatter
-
-    handler = logging.StreamHandler()
-    handler.addFilter(ExpectedAborts())
-    if args.command == "serve" and Settings().log_format == "json":
-        handler.setFormatter(JSONFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
+    """This process's logging: the same configuration as uvicorn's workers get."""
+    log_format = Settings().log_format if args.command == "serve" else "text"
     level = getattr(args, "log_level", "info").upper()
-    root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
+    if level not in logging.getLevelNamesMapping():
+        level = "INFO"
+    logging.config.dictConfig(logging_config(level, log_format))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

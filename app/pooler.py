@@ -51,7 +51,9 @@ def _run_as() -> pwd.struct_passwd | None:
     return pwd.getpwnam("embedded_postgres") if os.geteuid() == 0 else None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for PgBouncer, for the bench's
+    servers)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -98,7 +100,7 @@ def running(
     directory = Path(tempfile.mkdtemp(prefix="rowstream-pgbouncer-"))
     proc: subprocess.Popen[bytes] | None = None
     try:
-        port = _free_port()
+        port = free_port()
         settings = {**RECOMMENDED, "pkt_buf": str(pkt_buf), "default_pool_size": str(pool_size)}
         users = sorted({user for _, user in entries.values()})
         (directory / "users.txt").write_text("".join(f'"{user}" ""\n' for user in users))

@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from app import auth, embedded, migrate, seed
+from app.pooler import free_port
 
 #: Rows seeded into the test database (the same formula as production, fewer rows).
 SEED_ROWS = 100_000
@@ -102,12 +103,6 @@ def db_url(fresh_database) -> str:  # type: ignore[no-untyped-def]
 
     run(_seed())
     return url
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

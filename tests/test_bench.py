@@ -10,16 +10,22 @@ from pathlib import Path
 from app import bench
 
 
-def test_quick_bench_writes_table_json_and_plots(db_url: str, tmp_path: Path) -> None:
-    out = tmp_path / "bench"
+def _bench(db_url: str, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``rowstream bench --quiet --out OUT ARGS`` against the test database; it must succeed."""
     done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "bench", "--quick", "--quiet", "--out", str(out)],
+        [sys.executable, "-m", "app.cli", "bench", "--quiet", "--out", str(out), *args],
         env={**os.environ, "DATABASE_URL": db_url},
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_quick_bench_writes_table_json_and_plots(db_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    done = _bench(db_url, out, "--quick")
     report = json.loads((out / "results.json").read_text())
     names = [r["scenario"] for r in report["results"]]
     assert names == [
@@ -66,18 +72,12 @@ def test_concurrent_bench_spreads_over_instances_direct_and_through_its_pgbounce
     db_url: str, tmp_path: Path
 ) -> None:
     out = tmp_path / "bench"
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "app.cli", "bench", "--quiet", "--out", str(out)),
-            *("--concurrent", "3", "--instances", "2", "--rows", "2000", "--rounds", "1"),
-            *("--pgbouncer", "4096,unix:65536"),
-        ],
-        env={**os.environ, "DATABASE_URL": db_url},
-        capture_output=True,
-        text=True,
-        timeout=300,
+    _bench(
+        db_url,
+        out,
+        *("--concurrent", "3", "--instances", "2", "--rows", "2000", "--rounds", "1"),
+        *("--pgbouncer", "4096,unix:65536"),
     )
-    assert done.returncode == 0, done.stderr
     report = json.loads((out / "concurrent.json").read_text())
     assert [r["scenario"] for r in report["results"]] == [
         f"3 streams x 2,000 rows, {n}, {how}"
