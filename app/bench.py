@@ -39,7 +39,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from app import auth, database, migrate, pooler, queries, seed
+from app import auth, database, datasets, migrate, pooler, seed, sql
 from app.settings import Settings
 
 MB = 1_000_000
@@ -252,10 +252,12 @@ async def copy_reference(url: str, rows: int, kind: str = "copy") -> Sample:
             size += len(data)
 
         if kind == "csv":
-            query = queries.as_csv(queries.Selection(limit=rows))
+            described = await datasets.describe_all(conn, datasets.BUILTIN)
+            dataset = described["messages"]
+            query = sql.as_csv(dataset, sql.Selection(fields=dataset.column_names, limit=rows))
             async with conn.transaction(isolation="repeatable_read", readonly=True):
-                await conn.execute("SET LOCAL TimeZone = 'UTC'")
-                await conn.copy_from_query(query.sql, *query.args, output=sink, **queries.CSV_COPY)
+                await conn.execute("SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'")
+                await conn.copy_from_query(query.sql, *query.args, output=sink, **sql.CSV_COPY)
         else:
             await conn.copy_from_query(
                 "SELECT * FROM messages ORDER BY id LIMIT $1", rows, output=sink, format="csv"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from app import auth, bench, database, fetch, migrate, seed
+from app import auth, bench, database, datasets_cli, fetch, migrate, seed
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -76,6 +76,23 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> None:
     print(token)
 
 
+def _install_demo(settings: Settings, url: str, rows: int) -> None:
+    """``serve --demo``: the demo table, migrated and seeded, in the embedded database only.
+
+    A database given by ``DATABASE_URL`` is the user's: nothing is created there unless
+    they ask with ``rowstream migrate`` and ``rowstream seed``.
+    """
+    if settings.database_url:
+        print(
+            "DATABASE_URL is set: the demo is not installed there (run 'rowstream migrate' "
+            "and 'rowstream seed' to install it on purpose)",
+            flush=True,
+        )
+        return
+    migrate.upgrade(url)
+    print(asyncio.run(_seed(url, rows, only_if_empty=True)), flush=True)
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
@@ -83,11 +100,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 
     if settings.workers > 1 and not settings.database_url:
         raise CommandError("WORKERS > 1 needs DATABASE_URL (the embedded server is per process)")
+    declared = datasets_cli.load_config(settings)
     with database.database_url(settings) as url:
         _connect_or_explain(url)
-        migrate.upgrade(url)
-        if args.seed_if_empty:
-            print(asyncio.run(_seed(url, args.rows, only_if_empty=True)), flush=True)
+        if args.demo:
+            _install_demo(settings, url, args.rows)
+        datasets_cli.check(settings, declared, settings.database_read_url or url)
         if settings.workers > 1:
             _serve_workers(settings, args)
             return
@@ -156,11 +174,17 @@ def _parser(settings_factory: Callable[[], Settings]) -> argparse.ArgumentParser
     p = argparse.ArgumentParser(prog="rowstream", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("serve", help="migrate, then serve the API with uvicorn")
+    s = sub.add_parser("serve", help="serve the declared datasets with uvicorn")
     s.add_argument("--host", default=None, help="default: HOST (127.0.0.1)")
     s.add_argument("--port", type=int, default=None, help="default: PORT (8000)")
-    s.add_argument("--seed-if-empty", action="store_true", help="seed when the table is empty")
-    s.add_argument("--rows", type=int, default=500_000, help="rows for --seed-if-empty")
+    s.add_argument(
+        "--demo",
+        "--seed-if-empty",
+        action="store_true",
+        help="in the embedded database (no DATABASE_URL): migrate the demo table and seed "
+        "it when empty",
+    )
+    s.add_argument("--rows", type=int, default=500_000, help="rows for --demo")
     s.add_argument("--print-curl", action="store_true", help="print a curl command once up")
     s.add_argument("--log-level", default="info")
     s.add_argument(
@@ -183,6 +207,7 @@ def _parser(settings_factory: Callable[[], Settings]) -> argparse.ArgumentParser
     t.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     t.set_defaults(func=cmd_token)
 
+    datasets_cli.add_parser(sub)
     bench.add_parser(sub)
     fetch.add_parser(sub)
     return p

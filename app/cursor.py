@@ -30,13 +30,16 @@ import databases
 
 from app.database import raw_connection
 from app.encoders import Encoder
-from app.queries import Query
+from app.sql import Query
 
 R = TypeVar("R")
 
 #: Per-transaction settings: ``SET LOCAL`` ends with the transaction, so nothing leaks to
-#: the next user of a pooled (or PgBouncer-shared) connection.
-_TX_SETUP = "SET LOCAL TimeZone = 'UTC'"
+#: the next user of a pooled (or PgBouncer-shared) connection. They fix how values print,
+#: whatever the server's defaults: UTC, ISO dates, shortest exact floats.
+_TX_SETUP = (
+    "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL extra_float_digits = 1"
+)
 _CLEANUP_TIMEOUT = 5.0
 
 

@@ -1,26 +1,71 @@
-"""FastAPI dependencies and the ``Annotated`` aliases routes use: ``Db``, ``CurrentUser``."""
+"""The lifespan's typed state and the ``Annotated`` dependencies routes use to reach it.
+
+The lifespan (``main.py``) opens the resources and yields a ``State``; Starlette gives
+each request a shallow copy of it as ``request.state``. Routes never read it directly:
+they take ``Db``, ``ReadDb``, ``AppSettings``, ``Datasets``, ``Limiter``, ``Lag`` or
+``CurrentUser``.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, TypedDict, cast
 
 import databases
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
 from app import auth
+from app.capacity import StreamLimiter
+from app.catalog import Catalog
 from app.errors import Unauthorized
+from app.observability import Metrics
+from app.replica import LagMonitor
 from app.settings import Settings
 
 
+class State(TypedDict):
+    settings: Settings
+    jwt_secret: str
+    #: The primary, and where exports read (``DATABASE_READ_URL``; else the primary).
+    db: databases.Database
+    read_db: databases.Database
+    lag: LagMonitor
+    limiter: StreamLimiter
+    metrics: Metrics
+    catalog: Catalog
+
+
+def _state(request: Request) -> State:
+    return cast(State, request.state._state)
+
+
 def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+    return _state(request)["settings"]
 
 
 def get_db(request: Request) -> databases.Database:
-    db: databases.Database = request.app.state.db
-    return db
+    return _state(request)["db"]
+
+
+def get_read_db(request: Request) -> databases.Database:
+    """The database exports read from (``DATABASE_READ_URL``, else the primary)."""
+    return _state(request)["read_db"]
+
+
+def get_catalog(request: Request) -> Catalog:
+    return _state(request)["catalog"]
+
+
+def get_limiter(request: Request) -> StreamLimiter:
+    return _state(request)["limiter"]
+
+
+def get_lag(request: Request) -> LagMonitor:
+    return _state(request)["lag"]
+
+
+def get_metrics(request: Request) -> Metrics:
+    return _state(request)["metrics"]
 
 
 class _BearerOrJWT(HTTPBearer):
@@ -31,13 +76,13 @@ class _BearerOrJWT(HTTPBearer):
     """
 
     async def __call__(self, request: Request) -> auth.Principal:  # type: ignore[override]
-        state = request.app.state
-        settings: Settings = state.settings
+        state = _state(request)
+        settings = state["settings"]
         try:
             token = auth.token_from_header(request.headers.get("authorization"))
             principal = auth.verify(
                 token,
-                state.jwt_secret,
+                state["jwt_secret"],
                 algorithms=settings.jwt_algorithms,
                 audience=settings.jwt_audience,
                 issuer=settings.jwt_issuer,
@@ -56,14 +101,11 @@ current_principal = _BearerOrJWT(
     auto_error=False,
 )
 
-
-def get_read_db(request: Request) -> databases.Database:
-    """The database exports read from (``DATABASE_READ_URL``, else the primary)."""
-    db: databases.Database = request.app.state.read_db
-    return db
-
-
 Db = Annotated[databases.Database, Depends(get_db)]
 ReadDb = Annotated[databases.Database, Depends(get_read_db)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
+Datasets = Annotated[Catalog, Depends(get_catalog)]
+Limiter = Annotated[StreamLimiter, Depends(get_limiter)]
+Lag = Annotated[LagMonitor, Depends(get_lag)]
+AppMetrics = Annotated[Metrics, Depends(get_metrics)]
 CurrentUser = Annotated[auth.Principal, Depends(current_principal)]

@@ -47,6 +47,10 @@ class BadRequest(ProblemError):
     status, title = 400, "Bad Request"
 
 
+class NotFound(ProblemError):
+    status, title = 404, "Not Found"
+
+
 class Unauthorized(ProblemError):
     status, title = 401, "Unauthorized"
 

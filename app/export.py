@@ -2,7 +2,8 @@
 
 Formats that PostgreSQL can write completely (CSV, the text lines) come from ``COPY`` and
 pass through untouched; the JSON formats come from the cursor as PostgreSQL-rendered JSON
-texts that the encoder only joins; Arrow comes from the cursor as typed columns.
+texts that the encoder only joins; Arrow comes from the cursor as typed columns. Which is
+which is declared once, in ``formats.FORMATS``.
 """
 
 from __future__ import annotations
@@ -13,18 +14,22 @@ from typing import Any
 
 import asyncpg
 import databases
-from fastapi import Request
+from starlette.responses import Response
 
-from app import compression, cursor, encoders, queries
+from app import compression, cursor, encoders, sql
+from app.capacity import StreamLimiter
+from app.datasets import Dataset
 from app.errors import HTTPVersionNotSupported, TooLarge
-from app.formats import ARROW, CSV, JSON, NDJSON, TEXT
+from app.formats import CSV, JSON, NDJSON, TEXT, Format
 from app.observability import ExportStats
-from app.queries import Selection
+from app.replica import LagMonitor
 from app.responses import PrebuiltJSONResponse, StreamingResponse
 from app.settings import Settings
+from app.sql import Selection
 
 #: What each route can answer with; the first is the default.
-STREAM_FORMATS = (NDJSON, JSON, CSV, TEXT, ARROW)
+STREAM_FORMATS = (NDJSON, JSON, CSV, "application/vnd.apache.arrow.stream")
+DEMO_STREAM_FORMATS = (NDJSON, JSON, CSV, TEXT, "application/vnd.apache.arrow.stream")
 STANDARD_FORMATS = (JSON, CSV)
 
 Source = Callable[[asyncpg.Connection], AsyncGenerator[Any, None]]
@@ -40,40 +45,32 @@ def count_mode(prefer: str | None) -> str:
 
 
 async def _count_headers(
-    conn: asyncpg.Connection, selection: Selection, mode: str
+    conn: asyncpg.Connection, dataset: Dataset, selection: Selection, mode: str
 ) -> dict[str, str]:
     """Taken inside the export's snapshot, before the first row is read."""
     if mode == "exact":
-        total = await cursor.exact_count(conn, queries.count(selection))
+        total = await cursor.exact_count(conn, sql.count(dataset, selection))
         if selection.limit is not None:
             total = min(total, selection.limit)
         return {"X-Total-Count": str(total), "Preference-Applied": "count=exact"}
-    estimate = await cursor.estimated_count(conn, queries.as_columns(selection))
+    estimate = await cursor.estimated_count(conn, sql.as_columns(dataset, selection))
     return {"X-Total-Count-Estimate": str(estimate)}
 
 
-def _plan(selection: Selection, media_type: str, batch_size: int) -> tuple[Source, Any]:
-    if media_type == CSV:
-        query = queries.as_csv(selection)
-        return (
-            lambda conn: cursor.copy_chunks(conn, query, **queries.CSV_COPY),
-            encoders.Passthrough(CSV),
-        )
-    if media_type == TEXT:
-        query = queries.as_id_lines(selection)
-        return lambda conn: cursor.copy_chunks(conn, query), encoders.Passthrough(TEXT)
-    if media_type == ARROW:
-        query = queries.as_arrow(selection)
-        encoder: Any = encoders.ArrowEncoder(selection.fields)
-    else:
-        query = queries.as_json(selection)
-        encoder = encoders.JSONArrayEncoder() if media_type == JSON else encoders.NDJSONEncoder()
+def _plan(
+    dataset: Dataset, selection: Selection, fmt: Format, batch_size: int
+) -> tuple[Source, encoders.Encoder]:
+    query = fmt.query(dataset, selection)
+    columns = [(f, dataset.by_name[f].type, dataset.by_name[f].nullable) for f in selection.fields]
+    encoder = fmt.encoder(columns)
+    if fmt.source == "copy":
+        return lambda conn: cursor.copy_chunks(conn, query, **fmt.copy_options), encoder
     return lambda conn: cursor.batches(conn, query, batch_size), encoder
 
 
-def _row_counter(stats: ExportStats, media_type: str) -> Callable[[Any], None]:
+def _row_counter(stats: ExportStats, fmt: Format) -> Callable[[Any], None]:
     """Rows per batch: records from the cursor, lines from COPY (minus the CSV header)."""
-    if media_type == CSV:
+    if fmt.counter == "csv":
         state = {"in_quotes": False, "header": True}
 
         def count_csv(chunk: Any) -> None:
@@ -82,7 +79,7 @@ def _row_counter(stats: ExportStats, media_type: str) -> Callable[[Any], None]:
             state["header"] = False
 
         return count_csv
-    if media_type == TEXT:
+    if fmt.counter == "lines":
 
         def count_lines(chunk: Any) -> None:
             stats.rows += chunk.count(b"\n")
@@ -95,158 +92,130 @@ def _row_counter(stats: ExportStats, media_type: str) -> Callable[[Any], None]:
     return count_records
 
 
-async def streamed(
-    request: Request,
-    db: databases.Database,
-    settings: Settings,
-    subject: str,
-    selection: Selection,
-    media_type: str,
-    prefer: str | None,
-    accept_encoding: str | None,
-) -> StreamingResponse:
-    if request.scope.get("http_version") == "1.0":
-        # HTTP/1.0 has no chunked encoding: the body would end when the connection closes,
-        # and a stream cut short would look exactly like a complete one.
-        raise HTTPVersionNotSupported(
-            "streams need HTTP/1.1 (a truncated HTTP/1.0 body looks complete); behind "
-            "nginx set 'proxy_http_version 1.1'"
+class Export:
+    """One request's export: what to read, how to render it, and what it may use."""
+
+    def __init__(
+        self,
+        db: databases.Database,
+        settings: Settings,
+        lag: LagMonitor,
+        dataset: Dataset,
+        selection: Selection,
+        fmt: Format,
+        prefer: str | None,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.lag = lag
+        self.dataset = dataset
+        self.selection = selection
+        self.fmt = fmt
+        self.mode = count_mode(prefer)
+        self.stats = ExportStats(format=fmt.media_type, dataset=dataset.name)
+
+    async def _count(self, conn: asyncpg.Connection) -> dict[str, str]:
+        return await _count_headers(conn, self.dataset, self.selection, self.mode)
+
+    async def head(self, vary: str) -> Response:
+        """The headers a GET would get, counts included, without reading a row."""
+        await self.lag.admit(self.settings.read_max_lag_seconds)
+        async with cursor.snapshot(self.db) as conn:
+            headers = await self._count(conn)
+        headers["Vary"] = vary
+        response = Response(media_type=self.fmt.media_type, headers=headers)
+        # no Content-Length: a GET streams its body in chunks, a HEAD must not claim 0
+        response.raw_headers = [h for h in response.raw_headers if h[0] != b"content-length"]
+        return response
+
+    async def streamed(
+        self,
+        http_version: str,
+        limiter: StreamLimiter,
+        subject: str,
+        accept_encoding: str | None,
+    ) -> StreamingResponse:
+        if http_version == "1.0":
+            # HTTP/1.0 has no chunked encoding: the body would end when the connection
+            # closes, and a stream cut short would look exactly like a complete one.
+            raise HTTPVersionNotSupported(
+                "streams need HTTP/1.1 (a truncated HTTP/1.0 body looks complete); behind "
+                "nginx set 'proxy_http_version 1.1'"
+            )
+        await self.lag.admit(self.settings.read_max_lag_seconds)
+        self.stats.streamed = True
+        source, encoder = _plan(
+            self.dataset, self.selection, self.fmt, self.settings.stream_batch_size
         )
-    await request.app.state.lag.admit(settings.read_max_lag_seconds)
-    stats = ExportStats(format=media_type, streamed=True)
-    source, encoder = _plan(selection, media_type, settings.stream_batch_size)
-    before = partial(_count_headers, selection=selection, mode=count_mode(prefer))
-    headers, body, cleanup = await cursor.open_stream(
-        db,
-        source,
-        encoder,
-        before,
-        guard=request.app.state.limiter.slot(subject),
-        idle_timeout=settings.stream_idle_timeout,
-        on_batch=_row_counter(stats, media_type),
-    )
-    request.state.export = stats  # a stream from here on (refusals are not streams)
-    headers["Vary"] = "Accept, Accept-Encoding, Prefer"
-    encoding = compression.negotiate(accept_encoding)
-    if encoding:
-        body = compression.compress(body, encoding)
-        headers["Content-Encoding"] = encoding
-    return StreamingResponse(
-        body,
-        media_type=media_type,
-        headers=headers,
-        send_timeout=settings.stream_send_timeout,
-        stats=stats,
-        cleanup=cleanup,
-    )
-
-
-async def _refuse_too_large(
-    conn: asyncpg.Connection, selection: Selection, maximum: int
-) -> int | None:
-    """The exact row count when it had to be taken; raises when it exceeds ``maximum``.
-
-    Decided in the export's snapshot before any row is loaded: a buffered response holds
-    every row in memory at once, which is what the streaming endpoint is for.
-    """
-    if selection.limit is not None and selection.limit <= maximum:
-        return None
-    total = await cursor.exact_count(conn, queries.count(selection))
-    if selection.limit is not None:
-        total = min(total, selection.limit)
-    if total > maximum:
-        raise TooLarge(
-            f"this would load {total:,} rows, more than the {maximum:,} the standard endpoint "
-            "buffers (MAX_STANDARD_ROWS); use /messages/stream, which streams any number of "
-            "rows in constant memory, or narrow the request (limit=, filters)",
-            rows=total,
-            maximum=maximum,
-            stream="/messages/stream",
+        headers, body, cleanup = await cursor.open_stream(
+            self.db,
+            source,
+            encoder,
+            partial(_count_headers, dataset=self.dataset, selection=self.selection, mode=self.mode),
+            guard=limiter.slot(subject),
+            idle_timeout=self.settings.stream_idle_timeout,
+            on_batch=_row_counter(self.stats, self.fmt),
         )
-    return total
-
-
-async def buffered(
-    request: Request,
-    db: databases.Database,
-    settings: Settings,
-    selection: Selection,
-    media_type: str,
-    prefer: str | None,
-) -> PrebuiltJSONResponse:
-    await request.app.state.lag.admit(settings.read_max_lag_seconds)
-    mode = count_mode(prefer)
-    stats = ExportStats(format=media_type)
-    request.state.export = stats
-
-    async def before(conn: asyncpg.Connection) -> dict[str, str]:
-        total = await _refuse_too_large(conn, selection, settings.max_standard_rows)
-        if total is not None and mode == "exact":
-            return {"X-Total-Count": str(total), "Preference-Applied": "count=exact"}
-        return await _count_headers(conn, selection, mode)
-
-    if media_type == CSV:
-        headers, chunks = await cursor.copy_all(
-            db, queries.as_csv(selection), before, **queries.CSV_COPY
+        headers["Vary"] = "Accept, Accept-Encoding, Prefer"
+        encoding = compression.negotiate(accept_encoding)
+        if encoding:
+            body = compression.compress(body, encoding)
+            headers["Content-Encoding"] = encoding
+        return StreamingResponse(
+            body,
+            media_type=self.fmt.media_type,
+            headers=headers,
+            send_timeout=self.settings.stream_send_timeout,
+            stats=self.stats,
+            cleanup=cleanup,
         )
-        body = encoders.concatenate(chunks)
-        stats.rows = max(encoders.csv_records(body, False)[0] - 1, 0)
-    else:
-        headers, chunks = await cursor.copy_all(
-            db, queries.as_json(selection), before, **queries.JSON_LINES_COPY
-        )
-        stats.rows = sum(chunk.count(b"\n") for chunk in chunks)
-        body = encoders.json_array_from_lines(chunks)
-    headers["Vary"] = "Accept, Prefer"
-    return PrebuiltJSONResponse(body, media_type=media_type, headers=headers)
 
+    async def _refuse_too_large(self, conn: asyncpg.Connection, maximum: int) -> int | None:
+        """The exact row count when it had to be taken; raises when it exceeds ``maximum``.
 
-_ROW = {
-    "id": 1,
-    "sender_id": 7919,
-    "recipient_id": 4729,
-    "channel": "sms",
-    "body": "c4ca4238a0b923820dcc509a6f75849bc4ca4238a",
-    "created_at": "2024-01-01T00:00:01+00:00",
-    "is_read": False,
-}
-_LINE = (
-    '{"id":1,"sender_id":7919,"recipient_id":4729,"channel":"sms",'
-    '"body":"c4ca4238a0b923820dcc509a6f75849bc4ca4238a",'
-    '"created_at":"2024-01-01T00:00:01+00:00","is_read":false}'
-)
-_EXAMPLES: dict[str, dict[str, Any]] = {
-    NDJSON: {"schema": {"type": "string"}, "example": _LINE + "\n"},
-    JSON: {"schema": {"type": "array", "items": {"type": "object"}}, "example": [_ROW]},
-    CSV: {
-        "schema": {"type": "string"},
-        "example": "id,sender_id,recipient_id,channel,body,created_at,is_read\n"
-        "1,7919,4729,sms,c4ca4238a0b923820dcc509a6f75849bc4ca4238a,"
-        "2024-01-01T00:00:01+00:00,false\n",
-    },
-    TEXT: {"schema": {"type": "string"}, "example": "object_id:1 \nobject_id:2 \n"},
-    ARROW: {
-        "schema": {
-            "type": "string",
-            "format": "binary",
-            "description": "Arrow IPC stream: schema, one record batch per cursor batch, "
-            "end-of-stream marker (read with `pyarrow.ipc.open_stream`).",
-        }
-    },
-}
-_PROBLEM = {"application/problem+json": {"schema": {"type": "object"}}}
+        Decided in the export's snapshot before any row is loaded: a buffered response
+        holds every row in memory at once, which is what the streaming route is for.
+        """
+        selection = self.selection
+        if selection.limit is not None and selection.limit <= maximum:
+            return None
+        total = await cursor.exact_count(conn, sql.count(self.dataset, selection))
+        if selection.limit is not None:
+            total = min(total, selection.limit)
+        if total > maximum:
+            stream = f"/datasets/{self.dataset.name}/stream"
+            raise TooLarge(
+                f"this would load {total:,} rows, more than the {maximum:,} the standard route "
+                f"buffers (MAX_STANDARD_ROWS); use {stream}, which streams any number of "
+                "rows in constant memory, or narrow the request (limit=, filters)",
+                rows=total,
+                maximum=maximum,
+                stream=stream,
+            )
+        return total
 
+    async def buffered(self) -> PrebuiltJSONResponse:
+        await self.lag.admit(self.settings.read_max_lag_seconds)
+        maximum = self.settings.max_standard_rows
 
-def openapi_responses(media_types: tuple[str, ...]) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI ``responses`` of a data route: every media type with an example."""
-    return {
-        200: {
-            "description": "The rows, in `id` order. Headers: `X-Total-Count` "
-            "(with `Prefer: count=exact`) or `X-Total-Count-Estimate`.",
-            "content": {media: _EXAMPLES[media] for media in media_types},
-        },
-        401: {"description": "Missing, invalid or expired token", "content": _PROBLEM},
-        406: {"description": "None of the accepted formats is served", "content": _PROBLEM},
-        422: {"description": "Invalid parameter", "content": _PROBLEM},
-        503: {"description": "Database unavailable (see `Retry-After`)", "content": _PROBLEM},
-    }
+        async def before(conn: asyncpg.Connection) -> dict[str, str]:
+            total = await self._refuse_too_large(conn, maximum)
+            if total is not None and self.mode == "exact":
+                return {"X-Total-Count": str(total), "Preference-Applied": "count=exact"}
+            return await self._count(conn)
+
+        dataset, selection = self.dataset, self.selection
+        if self.fmt.media_type == CSV:
+            headers, chunks = await cursor.copy_all(
+                self.db, sql.as_csv(dataset, selection), before, **sql.CSV_COPY
+            )
+            body = encoders.concatenate(chunks)
+            self.stats.rows = max(encoders.csv_records(body, False)[0] - 1, 0)
+        else:
+            headers, chunks = await cursor.copy_all(
+                self.db, sql.as_json(dataset, selection), before, **sql.JSON_LINES_COPY
+            )
+            self.stats.rows = sum(chunk.count(b"\n") for chunk in chunks)
+            body = encoders.json_array_from_lines(chunks)
+        headers["Vary"] = "Accept, Prefer"
+        return PrebuiltJSONResponse(body, media_type=self.fmt.media_type, headers=headers)

@@ -1,14 +1,23 @@
-"""Content negotiation: which representation a request gets.
+"""Output formats, each declared once (``FORMATS``), and content negotiation.
 
-A small hand-written ``Accept`` parser (RFC 9110 §12.5.1: media ranges with ``q``
-weights; ties keep the client's order). ``?format=`` overrides the header, so a browser
-or Swagger UI can pick a format too. Anything we cannot serve is a 406 listing what we can.
+A format says what it is called (media type, ``?format=`` names, URL suffix), where its
+rows come from (a server-side cursor, or PostgreSQL's own ``COPY``), the SQL shape it
+reads (``sql.as_json``…), the encoder that turns batches into bytes and how rows are
+counted on the way. A new format is one entry here and one encoder.
+
+Negotiation: a small hand-written ``Accept`` parser (RFC 9110 §12.5.1: media ranges with
+``q`` weights; ties keep the client's order). ``?format=`` and a URL suffix override the
+header, so a browser or a tool that picks the format from the name gets one too.
+Anything we cannot serve is a 406 listing what we can.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
+from app import encoders, sql
 from app.errors import ProblemError
 
 NDJSON = "application/x-ndjson"
@@ -17,18 +26,96 @@ CSV = "text/csv"
 TEXT = "text/plain"
 ARROW = "application/vnd.apache.arrow.stream"
 
-#: ``?format=`` shorthands, and other names clients use for a type we serve.
-ALIASES = {
-    "ndjson": NDJSON,
-    "jsonl": NDJSON,
-    "application/jsonl": NDJSON,
-    "application/jsonlines": NDJSON,
-    "application/x-jsonlines": NDJSON,
-    "json": JSON,
-    "csv": CSV,
-    "text": TEXT,
-    "arrow": ARROW,
+
+@dataclass(frozen=True)
+class Format:
+    media_type: str
+    #: ``?format=`` shorthand, also the URL suffix (``/datasets/x.csv``) and file extension.
+    name: str
+    #: Other names clients use for it (in ``Accept`` or ``?format=``).
+    aliases: tuple[str, ...]
+    #: ``cursor``: batches of records; ``copy``: PostgreSQL's COPY output as it is.
+    source: Literal["cursor", "copy"]
+    #: The SQL shape of a row.
+    query: Callable[[Any, sql.Selection], sql.Query]
+    #: How batches become bytes: a factory taking the typed columns of the selection.
+    encoder: Callable[[Sequence[tuple[str, Any, bool]]], encoders.Encoder]
+    #: How rows are counted as batches go by: records, lines, or CSV records.
+    counter: Literal["records", "lines", "csv"]
+    copy_options: dict[str, Any] = field(default_factory=dict)
+    #: The OpenAPI ``schema`` of the body (JSON formats get the dataset's row schema).
+    body_schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+    description: str = ""
+
+
+FORMATS: dict[str, Format] = {
+    f.media_type: f
+    for f in (
+        Format(
+            NDJSON,
+            "ndjson",
+            ("jsonl", "application/jsonl", "application/jsonlines", "application/x-jsonlines"),
+            "cursor",
+            sql.as_json,
+            lambda columns: encoders.NDJSONEncoder(),
+            "records",
+            description="one JSON object per line",
+        ),
+        Format(
+            JSON,
+            "json",
+            (),
+            "cursor",
+            sql.as_json,
+            lambda columns: encoders.JSONArrayEncoder(),
+            "records",
+            description="one JSON array (a truncated one is never valid JSON)",
+        ),
+        Format(
+            CSV,
+            "csv",
+            (),
+            "copy",
+            sql.as_csv,
+            lambda columns: encoders.Passthrough(),
+            "csv",
+            copy_options=sql.CSV_COPY,
+            description="a header line, then RFC 4180 CSV (PostgreSQL's COPY)",
+        ),
+        Format(
+            TEXT,
+            "text",
+            (),
+            "copy",
+            sql.as_key_lines,
+            lambda columns: encoders.Passthrough(),
+            "lines",
+            description="the original comparison's `object_id:{key} ` lines",
+        ),
+        Format(
+            ARROW,
+            "arrow",
+            ("arrows",),
+            "cursor",
+            sql.as_arrow,
+            encoders.ArrowEncoder,
+            "records",
+            body_schema={
+                "type": "string",
+                "format": "binary",
+                "description": "Arrow IPC stream: schema, one record batch per cursor batch, "
+                "end-of-stream marker (read with `pyarrow.ipc.open_stream`).",
+            },
+            description="Arrow IPC stream, typed columns",
+        ),
+    )
 }
+
+#: URL suffixes of the stream route (``/datasets/orders.csv``): the names tools expect.
+SUFFIXES = {"ndjson": NDJSON, "jsonl": NDJSON, "json": JSON, "csv": CSV, "arrows": ARROW}
+
+#: ``?format=`` shorthands, and other names clients use for a type we serve.
+ALIASES = {name: f.media_type for f in FORMATS.values() for name in (f.name, *f.aliases)}
 
 
 class NotAcceptable(ProblemError):
@@ -64,6 +151,11 @@ def _matches(media_range: str, media: str) -> bool:
         return True
     kind, _, sub = media_range.partition("/")
     return sub == "*" and media.startswith(kind + "/")
+
+
+def names(supported: Sequence[str]) -> list[str]:
+    """Every ``?format=`` value that selects one of ``supported``."""
+    return sorted({*supported, *(a for a, m in ALIASES.items() if m in supported)})
 
 
 def negotiate(accept: str | None, format: str | None, supported: Sequence[str]) -> str:

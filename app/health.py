@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from starlette.responses import JSONResponse, Response
 
 from app.database import describe, pool_stats, raw_connection
-from app.deps import Db
+from app.deps import AppMetrics, AppSettings, Datasets, Db, Lag, ReadDb
 from app.errors import ProblemError, problem_response
 
 router = APIRouter(tags=["health"])
@@ -18,38 +18,34 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(request: Request) -> Response:
+async def metrics(metrics: AppMetrics) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST
 
-    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/readyz", summary="The database is reachable and its schema is at head")
-async def readyz(request: Request, db: Db) -> Response:
-    head: str = request.app.state.schema_head
+@router.get("/readyz", summary="The database answers and every declared dataset is readable")
+async def readyz(
+    db: Db, read_db: ReadDb, settings: AppSettings, catalog: Datasets, lag_monitor: Lag
+) -> Response:
     pool = pool_stats(db)  # before we take a connection ourselves
     try:
         async with raw_connection(db, acquire_timeout=2.0) as conn:
-            current = await conn.fetchval("SELECT version_num FROM alembic_version")
+            await conn.fetchval("SELECT 1")
     except ProblemError as exc:
         return problem_response(503, exc.detail, headers={"Retry-After": "1"})
-    except Exception as exc:  # undefined table, timeout, connection lost mid-query…
+    except Exception as exc:  # timeout, connection lost mid-query…
         return problem_response(
             503, f"database not ready: {describe(exc)}", headers={"Retry-After": "1"}
         )
-    if current != head:
-        return problem_response(
-            503,
-            f"schema at {current}, expected {head}: run 'rowstream migrate'",
-            headers={"Retry-After": "5"},
-        )
-    body = {"status": "ready", "schema": current, "pool": pool}
-    read_db = request.app.state.read_db
-    if read_db is not db or request.app.state.settings.read_max_lag_seconds is not None:
-        settings = request.app.state.settings
+    unreadable = await catalog.check_readable(read_db)
+    if unreadable is not None:
+        return problem_response(503, unreadable, headers={"Retry-After": "5"})
+    body = {"status": "ready", "datasets": len(catalog.names), "pool": pool}
+    if read_db is not db or settings.read_max_lag_seconds is not None:
         try:
-            lag = await request.app.state.lag.lag()
-            await request.app.state.lag.admit(settings.read_max_lag_seconds)
+            lag = await lag_monitor.lag()
+            await lag_monitor.admit(settings.read_max_lag_seconds)
         except ProblemError as exc:
             return problem_response(503, f"read side: {exc.detail}", headers=exc.headers)
         except Exception as exc:

@@ -10,11 +10,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
 
-from app import __version__, database, errors, health, messages, migrate
+from app import __version__, database, datasets, errors, health, openapi, routes
 from app.capacity import StreamLimiter
+from app.catalog import Catalog
+from app.deps import State
 from app.observability import Metrics, RequestLog
 from app.replica import LagMonitor
 from app.settings import Settings
@@ -22,51 +24,60 @@ from app.settings import Settings
 logger = logging.getLogger(__name__)
 
 DESCRIPTION = """
-Serve the `messages` table over HTTP two ways, for comparison:
+Serve the tables, views and saved queries declared in `datasets.toml` over HTTP, each two
+ways:
 
-* **standard** — `GET /messages` (alias `/standard`): every row loaded, then sent as one
-  JSON array;
-* **streaming** — `GET /messages/stream` (alias `/chunked`): rows read from a server-side
-  cursor in batches and sent as NDJSON while the query runs.
+* **standard**: `GET /datasets/{name}`: every row loaded, then sent as one response;
+* **streaming**: `GET /datasets/{name}/stream` (and `/datasets/{name}.ndjson`, `.csv`,
+  `.json`, `.arrows`): rows read from a server-side cursor (or `COPY`) in batches and
+  sent while the query runs.
 
-Every data route needs `Authorization: Bearer <JWT>` (`/healthz`, `/readyz`, `/metrics` and
-these docs do not); mint a token
-with `rowstream token --sub you` and paste it into **Authorize**. Errors are
-`application/problem+json` (RFC 9457).
+`GET /datasets` lists them, with their columns, key and filters. Every data route needs
+`Authorization: Bearer <JWT>` (`/healthz`, `/readyz`, `/metrics` and these docs do not);
+mint a token with `rowstream token --sub you` and paste it into **Authorize**. Errors
+are `application/problem+json` (RFC 9457).
 """
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app for ``settings``; the datasets file is read (and checked) here."""
     settings = settings or Settings()
+    catalog = Catalog(datasets.load(settings.resolved_datasets_file()))
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         with database.database_url(settings) as url:
-            app.state.jwt_secret = settings.resolved_jwt_secret()
-            app.state.schema_head = migrate.head()
+            jwt_secret = settings.resolved_jwt_secret()
             db = database.create(settings, url)
             await db.connect()
-            app.state.db = db
             read_url = settings.database_read_url or url
             read_db = db if read_url == url else database.create(settings, read_url)
             if read_db is not db:
                 await read_db.connect()
-            app.state.read_db = read_db
-            app.state.lag = LagMonitor(read_db)
+            lag = LagMonitor(read_db)
             logger.info("database pool open on %s", database.safe_location(url))
             limiter = StreamLimiter(
                 settings.stream_capacity,
                 settings.stream_per_subject,
                 settings.stream_admission_wait,
             )
-            app.state.limiter = limiter
-            app.state.metrics = Metrics(
+            metrics = Metrics(
                 active_streams=lambda: limiter.active,
                 pool_in_use=lambda: database.pool_stats(db)["in_use"],
-                read_lag=lambda: app.state.lag.last,
+                read_lag=lambda: lag.last,
             )
             try:
-                yield
+                await catalog.load(read_db, at_start=True)
+                yield State(
+                    settings=settings,
+                    jwt_secret=jwt_secret,
+                    db=db,
+                    read_db=read_db,
+                    lag=lag,
+                    limiter=limiter,
+                    metrics=metrics,
+                    catalog=catalog,
+                )
             finally:
                 if read_db is not db:
                     await database.close(read_db)
@@ -79,9 +90,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
-    app.state.settings = settings
     errors.install(app)
     app.add_middleware(RequestLog)
     app.include_router(health.router)
-    app.include_router(messages.router)
+    data = APIRouter()
+    for name, declared in catalog.config.datasets.items():
+        routes.add_dataset(data, name, declared.description)
+    if "messages" in catalog.config.datasets:
+        routes.add_demo_routes(data)
+    app.include_router(routes.router)
+    app.include_router(data)
+    openapi.install(app, lambda: catalog.loaded)
     return app

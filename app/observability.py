@@ -35,6 +35,8 @@ class ExportStats:
     """What an export did; kept in the request state for the log line and the metrics."""
 
     format: str
+    #: The dataset's name (from the configuration, never from the request).
+    dataset: str | None = None
     rows: int = 0
     #: complete | client gone | timeout | database error | recovery conflict | error
     outcome: str | None = None
@@ -56,7 +58,12 @@ class Metrics:
             ["route", "status"],
             registry=r,
         )
-        self.rows = Counter("rowstream_rows_sent", "Rows sent, by format", ["format"], registry=r)
+        self.rows = Counter(
+            "rowstream_rows_sent",
+            "Rows sent, by format and dataset",
+            ["format", "dataset"],
+            registry=r,
+        )
         self.bytes = Counter(
             "rowstream_bytes_sent", "Response body bytes sent, by route", ["route"], registry=r
         )
@@ -176,9 +183,7 @@ class RequestLog:
             outcome = "error"
         else:
             outcome = "client gone"
-        metrics: Metrics | None = getattr(scope.get("app"), "state", None) and getattr(
-            scope["app"].state, "metrics", None
-        )
+        metrics: Metrics | None = state.get("metrics")  # the lifespan's state
         if metrics is not None:
             metrics.requests.labels(route, str(status or 499)).inc()
             metrics.bytes.labels(route).inc(sent)
@@ -187,7 +192,7 @@ class RequestLog:
             if status in (429, 503):
                 metrics.rejected.labels(str(status)).inc()
             if export is not None:
-                metrics.rows.labels(export.format).inc(export.rows)
+                metrics.rows.labels(export.format, export.dataset or "").inc(export.rows)
                 if export.streamed:
                     metrics.streams_ended.labels(outcome).inc()
                     metrics.stream_duration.labels(outcome).observe(duration)
@@ -201,6 +206,7 @@ class RequestLog:
             "route": route,
             "status": status or None,
             "subject": state.get("subject"),
+            "dataset": export.dataset if export else None,
             "format": export.format if export else None,
             "rows": export.rows if export else None,
             "bytes": sent,

@@ -1,150 +1,204 @@
-"""Query parameters of the data routes, validated into a ``queries.Selection``.
+"""A data route's query string, validated against its dataset into a ``sql.Selection``.
 
-Bounds match the column types (``integer``, ``bigint``), so no value can make PostgreSQL
-fail with an overflow after the request was accepted: out-of-range input is a 422.
+The parameters are read by hand rather than declared in the route's signature because
+they depend on the dataset: ``fields``, ``limit``, ``after``, ``format``, a saved query's
+parameters, and ``column__op`` for each filterable column (``sql.OPERATORS``). Every
+value is parsed by its column's type (``pgtypes.parse_value``); anything unknown or
+malformed is a 422 naming the parameter and what is allowed, never silently ignored.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated, Literal
+import json
+from collections.abc import Iterable, Mapping
 
-from fastapi import Depends, Query
+from app import pgtypes
+from app.datasets import Dataset
+from app.errors import BadRequest, ProblemError
+from app.sql import OPERATORS, Condition, Selection
 
-from app.errors import ProblemError
-from app.queries import COLUMNS, InvalidFields, Selection, parse_fields
-
-INT4 = 2**31 - 1
 INT8 = 2**63 - 1
+#: Longest value a filter takes, and most values in one ``__in``.
+MAX_VALUE_LENGTH = 4096
+MAX_IN_VALUES = 1000
 
 
 class UnprocessableContent(ProblemError):
     status, title = 422, "Unprocessable Content"
 
 
-_NAME = "|".join(COLUMNS)
-#: ``fields``: column names, comma-separated (spaces allowed around them).
-FIELDS_PATTERN = rf"^\s*({_NAME})\s*(,\s*({_NAME})\s*)*$"
-#: RFC 3339 date-time; the offset may be left out (then UTC).
-DATETIME_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})?$"
+#: Parameters every data route takes besides filters and a saved query's parameters.
+COMMON = ("fields", "limit", "after", "format")
+
+#: The demo routes' historical names (``/messages``, ``/standard``…) and what they mean.
+LEGACY_NAMES = {
+    "after_id": "id__gt",
+    "min_id": "id__gte",
+    "created_after": "created_at__gt",
+    "created_before": "created_at__lt",
+}
 
 
-def _instant(name: str, value: str | None) -> datetime | None:
-    """Parse an RFC 3339 timestamp (without an offset: UTC). Numbers are not timestamps."""
-    if value is None:
-        return None
-    text = value.strip().replace("z", "Z").replace("t", "T")
-    if "." in text:  # Python takes at most 6 fractional digits
-        head, _, rest = text.partition(".")
-        digits = rest.rstrip("Z").split("+")[0].split("-")[0]
-        text = head + "." + digits[:6] + rest[len(digits) :]
+def _invalid(name: str, message: str) -> UnprocessableContent:
+    return UnprocessableContent(f"{name}: {message}", field=name)
+
+
+def parse_fields(dataset: Dataset, raw: str) -> tuple[str, ...]:
+    """``"id,channel"`` → ``("id", "channel")``, checked against the exposed columns."""
+    names = [name.strip() for name in raw.split(",")]
+    unknown = [name for name in names if name not in dataset.by_name]
+    if unknown or not names:
+        shown = ", ".join(repr(n[:40]) for n in unknown) or "nothing"
+        raise _invalid(
+            "fields", f"unknown field(s) {shown}; choose from: {', '.join(dataset.column_names)}"
+        )
+    return tuple(dict.fromkeys(names))  # a column named twice is sent once
+
+
+def parse_limit(raw: str) -> int:
     try:
-        parsed = datetime.fromisoformat(text)
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed.astimezone(UTC)  # out of range in UTC (year 0 or 10000) fails here
-    except (ValueError, OverflowError):
-        raise UnprocessableContent(
-            f"{name}: not an RFC 3339 date-time between years 1 and 9999 (UTC)", field=name
-        ) from None
+        limit = int(raw)
+    except ValueError:
+        raise _invalid("limit", "not an integer") from None
+    if not 0 < limit <= INT8:
+        raise _invalid("limit", f"must be between 1 and {INT8}")
+    return limit
 
 
-def _datetime_query(description: str) -> object:
-    return Query(
-        description=description,
-        pattern=DATETIME_PATTERN,
-        json_schema_extra={"format": "date-time"},
-        examples=["2024-01-01T00:10:00Z"],
+def parse_after(dataset: Dataset, raw: str) -> tuple[str, ...]:
+    """``after=[500]`` or ``after=["2024-01-02","sms"]``: the key of the last row received."""
+    if not dataset.key:
+        raise BadRequest(
+            f"after: dataset {dataset.name!r} has no key, so its rows have no order to resume "
+            "in (declare 'key' for it)",
+            field="after",
+        )
+    try:
+        values = json.loads(raw)
+    except ValueError:
+        values = None
+    if not isinstance(values, list) or len(values) != len(dataset.key):
+        raise _invalid(
+            "after",
+            f"a JSON array of the last row's key ({', '.join(dataset.key)}), "
+            f"e.g. after=[{', '.join('…' for _ in dataset.key)}]",
+        )
+    out = []
+    for name, value in zip(dataset.key, values, strict=True):
+        if value is None or isinstance(value, dict | list):
+            raise _invalid("after", f"{name}: a key value is a string or a number")
+        text = value if isinstance(value, str) else json.dumps(value)
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        out.append(_value(dataset, name, text, "after"))
+    return tuple(out)
+
+
+def _value(dataset: Dataset, column: str, raw: str, parameter: str) -> str:
+    if len(raw) > MAX_VALUE_LENGTH:
+        raise _invalid(parameter, f"longer than {MAX_VALUE_LENGTH} characters")
+    try:
+        return pgtypes.parse_value(dataset.by_name[column].type, raw)
+    except pgtypes.InvalidValue as exc:
+        raise _invalid(parameter, str(exc)) from None
+
+
+def _condition(dataset: Dataset, name: str, raw: str) -> Condition | None:
+    """``col__op=value`` as a condition, or None when ``name`` is not a filter."""
+    column, _, suffix = name.rpartition("__")
+    if suffix not in OPERATORS or column not in dataset.filters:
+        column, suffix = name, "eq"
+        if column not in dataset.filters:
+            return None
+    op = OPERATORS[suffix]
+    pgtype = dataset.by_name[column].type
+    if suffix == "isnull":
+        lowered = raw.strip().lower()
+        if lowered not in ("true", "false"):
+            raise _invalid(name, "true or false")
+        return Condition(column, suffix, lowered == "true")
+    if not pgtype.comparable:
+        raise _invalid(name, f"{pgtype.display} values cannot be compared; use {column}__isnull")
+    if op.ordered_only and not pgtype.ordered:
+        raise _invalid(name, f"{pgtype.display} has no order; use =, __ne or __in")
+    if op.text_only and pgtype.kind is not pgtypes.Kind.TEXT:
+        raise _invalid(name, "__prefix applies to text columns only")
+    if suffix == "in":
+        items = raw.split(",")
+        if len(items) > MAX_IN_VALUES:
+            raise _invalid(name, f"at most {MAX_IN_VALUES} values")
+        return Condition(column, suffix, tuple(_value(dataset, column, v, name) for v in items))
+    if suffix == "prefix":
+        if "\x00" in raw or len(raw) > MAX_VALUE_LENGTH:
+            raise _invalid(name, "not a valid prefix")
+        return Condition(column, suffix, raw)
+    return Condition(column, suffix, _value(dataset, column, raw, name))
+
+
+def _known(dataset: Dataset, legacy: bool) -> str:
+    parts = [*COMMON, *(p.name for p in dataset.params)]
+    if legacy:
+        parts += list(LEGACY_NAMES)
+    ops = "|".join(s for s in OPERATORS if s != "eq")
+    return (
+        f"this route takes {', '.join(parts)}, and filters on "
+        f"{', '.join(dataset.filters) or 'no column'} (as col=value or col__[{ops}]=value)"
     )
 
 
-def selection(
-    fields: Annotated[
-        str | None,
-        Query(
-            description=f"Comma-separated columns, in the order wanted. Default: all "
-            f"({', '.join(COLUMNS)}).",
-            examples=["id,channel,created_at"],
-            max_length=500,
-            pattern=FIELDS_PATTERN,
-        ),
-    ] = None,
-    channel: Annotated[
-        str | None, Query(max_length=100, pattern=r"^[^\x00]*$", examples=["sms"])
-    ] = None,
-    sender_id: Annotated[int | None, Query(ge=-INT4 - 1, le=INT4)] = None,
-    recipient_id: Annotated[int | None, Query(ge=-INT4 - 1, le=INT4)] = None,
-    is_read: bool | None = None,
-    created_after: Annotated[
-        str | None,
-        _datetime_query("Only rows created after this instant (RFC 3339; no offset = UTC)."),
-    ] = None,
-    created_before: Annotated[
-        str | None,
-        _datetime_query("Only rows created before this instant (RFC 3339; no offset = UTC)."),
-    ] = None,
-    after_id: Annotated[
-        int | None,
-        Query(
-            ge=-INT8 - 1,
-            le=INT8,
-            description="Resume: only rows with `id` greater than this (the last `id` you got).",
-        ),
-    ] = None,
-    min_id: Annotated[
-        int | None, Query(ge=-INT8 - 1, le=INT8, description="Only rows with `id` >= this.")
-    ] = None,
-    limit: Annotated[
-        int | None,
-        Query(gt=0, le=INT8, description="At most this many rows, in `id` order. Default: all."),
-    ] = None,
-) -> Selection:
-    try:
-        columns = parse_fields(fields)
-    except InvalidFields as exc:
-        raise UnprocessableContent(str(exc), field="fields") from None
-    return Selection(
-        fields=columns,
-        channel=channel,
-        sender_id=sender_id,
-        recipient_id=recipient_id,
-        is_read=is_read,
-        created_after=_instant("created_after", created_after),
-        created_before=_instant("created_before", created_before),
-        after_id=after_id,
-        min_id=min_id,
+def parse(
+    dataset: Dataset, items: Iterable[tuple[str, str]], *, legacy: bool = False
+) -> tuple[Selection, str | None]:
+    """The selection a query string asks for, and its ``format`` (if given)."""
+    fields = dataset.column_names
+    conditions: list[Condition] = []
+    after: tuple[str, ...] | None = None
+    limit: int | None = None
+    fmt: str | None = None
+    params: dict[str, str] = {}
+    seen: set[str] = set()
+    for raw_name, raw in items:
+        name = LEGACY_NAMES.get(raw_name, raw_name) if legacy else raw_name
+        if raw_name in seen and (name in COMMON or name in params):
+            raise _invalid(raw_name, "given more than once")
+        seen.add(raw_name)
+        if name == "fields":
+            fields = parse_fields(dataset, raw)
+        elif name == "limit":
+            limit = parse_limit(raw)
+        elif name == "after":
+            after = parse_after(dataset, raw)
+        elif name == "format":
+            fmt = raw
+        elif any(p.name == name for p in dataset.params):
+            param = next(p for p in dataset.params if p.name == name)
+            try:
+                params[name] = pgtypes.parse_value(param.type, raw)
+            except pgtypes.InvalidValue as exc:
+                raise _invalid(name, str(exc)) from None
+        else:
+            try:
+                condition = _condition(dataset, name, raw)
+            except UnprocessableContent as exc:
+                if raw_name != name:  # name the parameter the client sent
+                    raise _invalid(raw_name, exc.detail.partition(": ")[2]) from None
+                raise
+            if condition is None:
+                raise _invalid(raw_name, f"unknown parameter; {_known(dataset, legacy)}")
+            conditions.append(condition)
+    missing = [p.name for p in dataset.params if p.name not in params]
+    if missing:
+        raise _invalid(missing[0], f"required parameter of dataset {dataset.name!r} is missing")
+    selection = Selection(
+        fields=fields,
+        conditions=tuple(conditions),
+        after=after,
         limit=limit,
+        params=tuple(params[p.name] for p in dataset.params),
     )
+    return selection, fmt
 
 
-SelectionParams = Annotated[Selection, Depends(selection)]
-
-
-#: ``?format=`` values: the shorthands and the media types each route serves (a test keeps
-#: these in step with ``formats.ALIASES`` and the routes' formats).
-StreamFormatName = Literal[
-    "application/json",
-    "application/jsonl",
-    "application/jsonlines",
-    "application/vnd.apache.arrow.stream",
-    "application/x-jsonlines",
-    "application/x-ndjson",
-    "arrow",
-    "csv",
-    "json",
-    "jsonl",
-    "ndjson",
-    "text",
-    "text/csv",
-    "text/plain",
-]
-StandardFormatName = Literal["application/json", "csv", "json", "text/csv"]
-
-StreamFormat = Annotated[
-    StreamFormatName | None,
-    Query(description="Overrides `Accept`: `ndjson` (default), `json`, `csv`, `text` or `arrow`."),
-]
-StandardFormat = Annotated[
-    StandardFormatName | None,
-    Query(description="Overrides `Accept`: `json` (default) or `csv`."),
-]
+def example_params(dataset: Dataset) -> Mapping[str, str]:
+    """Nothing required: a helper for docs and tests (a saved query's parameters aside)."""
+    return {p.name: "" for p in dataset.params}

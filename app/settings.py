@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     #: named prepared statements (asyncpg's statement cache is turned off) and nothing
     #: set per session (everything per request is ``SET LOCAL`` anyway).
     database_pooler: Literal["none", "transaction"] = "none"
+    #: The datasets to serve (TOML). Default: ``datasets.toml`` in the working directory
+    #: when there is one; with none, the demo's ``messages`` table.
+    datasets_file: Path | None = None
     #: Where ``rowstream serve`` listens (``--host``/``--port`` override them).
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -81,6 +84,13 @@ class Settings(BaseSettings):
     command_timeout: float = Field(default=60.0, gt=0)
     #: Seconds to wait for a free pooled connection before answering 503.
     pool_acquire_timeout: float = Field(default=5.0, gt=0)
+
+    def resolved_datasets_file(self) -> Path | None:
+        """``DATASETS_FILE``, else ``./datasets.toml`` if it exists, else None (the demo)."""
+        if self.datasets_file is not None:
+            return self.datasets_file
+        default = Path("datasets.toml")
+        return default if default.is_file() else None
 
     def resolved_jwt_secret(self) -> str:
         """The signing secret: ``JWT_SECRET``, or in development one generated once and kept.

@@ -1,0 +1,135 @@
+"""The served datasets, described once from the database and kept for the process.
+
+The declarations are read when the app is built (a bad file stops it there). The
+descriptions need the database: they are read when the service starts and, should the
+database be down then, on the first request or readiness probe once it answers, so a
+service started before its database comes up without a crash loop (``/readyz`` says 503
+meanwhile). A declaration the database contradicts (no such table, no such column, a
+key that is not unique) is a configuration error: at start it stops the service with one
+line; found later, ``/readyz`` and every data route answer 503 with that line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import databases
+
+from app import datasets, sql
+from app.database import UNREACHABLE, describe, raw_connection
+from app.datasets import ConfigError, Dataset, DatasetsFile
+from app.errors import NotFound, ServiceUnavailable
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a readiness check of the datasets is reused (each is one cheap query).
+READY_TTL_SECONDS = 5.0
+
+
+class Catalog:
+    def __init__(self, config: DatasetsFile) -> None:
+        self.config = config
+        self.names = tuple(config.datasets)
+        self._datasets: dict[str, Dataset] | None = None
+        self._error: str | None = None
+        self._lock = asyncio.Lock()
+        self._ready_at = 0.0
+        self._ready_error: str | None = None
+
+    @property
+    def loaded(self) -> dict[str, Dataset]:
+        return self._datasets or {}
+
+    async def load(self, db: databases.Database, *, at_start: bool = False) -> None:
+        """Describe every dataset. At start, an unreachable database is only logged; a
+        wrong declaration raises ``ConfigError``."""
+        async with self._lock:
+            if self._datasets is not None:
+                return
+            try:
+                async with raw_connection(db) as conn:
+                    self._datasets = await datasets.describe_all(conn, self.config)
+            except ConfigError as exc:
+                self._error = str(exc)
+                if at_start:
+                    raise
+                logger.error("datasets: %s", exc)
+            except (*UNREACHABLE, ServiceUnavailable) as exc:
+                if not at_start:
+                    raise
+                logger.warning(
+                    "database unreachable at start (%s); datasets are read once it answers",
+                    describe(exc),
+                )
+
+    async def get(self, db: databases.Database, name: str) -> Dataset:
+        """The dataset called ``name``: 404 if none is declared, 503 while unreadable."""
+        if name not in self.config.datasets:
+            raise NotFound(
+                f"no dataset {name!r}; GET /datasets lists them", datasets=list(self.names)
+            )
+        return (await self.all(db))[name]
+
+    async def all(self, db: databases.Database) -> dict[str, Dataset]:
+        if self._error is not None:
+            raise ServiceUnavailable(f"datasets misconfigured: {self._error}", retry_after=30)
+        if self._datasets is None:
+            await self.load(db)
+            if self._error is not None:
+                raise ServiceUnavailable(f"datasets misconfigured: {self._error}", retry_after=30)
+        assert self._datasets is not None
+        return self._datasets
+
+    async def estimates(self, db: databases.Database) -> dict[str, int | None]:
+        """The planner's row estimate of each dataset (a saved query's: None, as it needs
+        its parameters): one ``EXPLAIN`` each, no scan."""
+        from app import cursor
+
+        out: dict[str, int | None] = {}
+        loaded = await self.all(db)
+        async with raw_connection(db) as conn:
+            for name, dataset in loaded.items():
+                if dataset.params:
+                    out[name] = None
+                    continue
+                selection = sql.Selection(fields=dataset.column_names)
+                out[name] = await cursor.estimated_count(conn, sql.as_columns(dataset, selection))
+        return out
+
+    async def check_readable(self, db: databases.Database) -> str | None:
+        """None when every dataset answers a cheap query; else why not. Cached briefly."""
+        now = time.monotonic()
+        if now - self._ready_at < READY_TTL_SECONDS:
+            return self._ready_error
+        error: str | None = None
+        try:
+            loaded = await self.all(db)
+            async with (
+                raw_connection(db, acquire_timeout=2.0) as conn,
+                conn.transaction(readonly=True),
+            ):
+                for dataset in loaded.values():
+                    error = await _probe(conn, dataset)
+                    if error:
+                        break
+        except ServiceUnavailable as exc:
+            error = exc.detail
+        except Exception as exc:
+            error = f"database not ready: {describe(exc)}"
+        self._ready_at, self._ready_error = now, error
+        return error
+
+
+async def _probe(conn: Any, dataset: Dataset) -> str | None:
+    """Plan (not run) a one-row read of the dataset: checks it exists and is readable."""
+    if dataset.params:
+        return None  # a saved query needs its parameters; it was prepared at start
+    query = sql.select(dataset, sql.Selection(fields=dataset.column_names[:1], limit=1), "1")
+    try:
+        await conn.fetch(f"EXPLAIN {query.sql}", *query.args)
+    except Exception as exc:
+        return f"dataset {dataset.name!r} is not readable: {describe(exc)}"
+    return None

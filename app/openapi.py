@@ -1,0 +1,206 @@
+"""Each dataset's operations in the OpenAPI document: its real parameters and row schema.
+
+The data routes read their query strings by hand (``params.py``), so FastAPI cannot see
+their parameters; and the columns are known only once the catalog has been read. So the
+routes carry a marker (``x-rowstream-dataset``), and the document is completed from the
+catalog when it is first asked for: typed filter parameters, the row schema, an example
+of every format built from the column types, and real problem examples.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from app import formats, pgtypes
+from app.datasets import Dataset
+from app.sql import OPERATORS
+
+MARKER = "x-rowstream-dataset"
+
+_SAMPLES: dict[pgtypes.Kind, Any] = {
+    pgtypes.Kind.INTEGER: 1,
+    pgtypes.Kind.FLOAT: 1.5,
+    pgtypes.Kind.NUMERIC: 12.5,
+    pgtypes.Kind.BOOLEAN: False,
+    pgtypes.Kind.UUID: "0b3b8c9e-3c4a-4f7e-9a57-0d5c2d1d6f00",
+    pgtypes.Kind.DATE: "2024-01-01",
+    pgtypes.Kind.TIME: "12:00:00",
+    pgtypes.Kind.TIMESTAMP: "2024-01-01T00:00:01",
+    pgtypes.Kind.TIMESTAMPTZ: "2024-01-01T00:00:01+00:00",
+    pgtypes.Kind.BYTEA: "\\x0102",
+    pgtypes.Kind.JSON: {"a": 1},
+    pgtypes.Kind.JSONB: {"a": 1},
+    pgtypes.Kind.ARRAY: [],
+}
+
+
+def example_row(dataset: Dataset) -> dict[str, Any]:
+    return {c.name: _SAMPLES.get(c.type.kind, "text") for c in dataset.columns}
+
+
+def _csv_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _problem(status: int, title: str, detail: str) -> dict[str, Any]:
+    return {
+        "application/problem+json": {
+            "schema": {"type": "object"},
+            "example": {"type": "about:blank", "title": title, "status": status, "detail": detail},
+        }
+    }
+
+
+def responses(dataset: Dataset, media_types: tuple[str, ...]) -> dict[str, Any]:
+    """The ``responses`` of one of the dataset's data routes."""
+    row = example_row(dataset)
+    row_schema = {
+        "type": "object",
+        "properties": {c.name: pgtypes.json_schema(c.type, c.nullable) for c in dataset.columns},
+    }
+    examples: dict[str, dict[str, Any]] = {
+        formats.NDJSON: {"schema": {"type": "string"}, "example": json.dumps(row) + "\n"},
+        formats.JSON: {"schema": {"type": "array", "items": row_schema}, "example": [row]},
+        formats.CSV: {
+            "schema": {"type": "string"},
+            "example": ",".join(row) + "\n" + ",".join(map(_csv_text, row.values())) + "\n",
+        },
+        formats.TEXT: {"schema": {"type": "string"}, "example": "object_id:1 \nobject_id:2 \n"},
+        formats.ARROW: {"schema": formats.FORMATS[formats.ARROW].body_schema},
+    }
+    order = f"in key order ({', '.join(dataset.key)})" if dataset.key else "in the query's order"
+    return {
+        "200": {
+            "description": f"The rows, {order}. Headers: `X-Total-Count` (with "
+            "`Prefer: count=exact`) or `X-Total-Count-Estimate`.",
+            "content": {media: examples[media] for media in media_types},
+        },
+        "401": {
+            "description": "Missing, invalid or expired token",
+            "content": _problem(401, "Unauthorized", "missing bearer token"),
+        },
+        "404": {
+            "description": "No such dataset",
+            "content": _problem(404, "Not Found", "no dataset 'x'; GET /datasets lists them"),
+        },
+        "406": {
+            "description": "None of the accepted formats is served",
+            "content": _problem(406, "Not Acceptable", "none of the requested media types…"),
+        },
+        "422": {
+            "description": "Invalid or unknown parameter",
+            "content": _problem(
+                422, "Unprocessable Content", "limit: must be between 1 and 9223372036854775807"
+            ),
+        },
+        "503": {
+            "description": "Database unavailable or at capacity (see `Retry-After`)",
+            "content": _problem(503, "Service Unavailable", "database unavailable: timed out"),
+        },
+    }
+
+
+def _query(name: str, schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "in": "query", "schema": schema, "description": description, **extra}
+
+
+def parameters(
+    dataset: Dataset, media_types: tuple[str, ...], legacy: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """Every query parameter the dataset's route takes, typed."""
+    out = [
+        _query(
+            "fields",
+            {"type": "string", "maxLength": 10_000},
+            f"Comma-separated columns, in the order wanted. Default: all "
+            f"({', '.join(dataset.column_names)}).",
+            example=",".join(dataset.column_names[:3]),
+        ),
+        _query(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+            "At most this many rows. Default: all.",
+            example=100,
+        ),
+        _query(
+            "format",
+            {"type": "string", "enum": formats.names(media_types)},
+            "Overrides `Accept`.",
+        ),
+    ]
+    if dataset.key:
+        out.append(
+            _query(
+                "after",
+                {"type": "string"},
+                f"Resume after the last row received: its key ({', '.join(dataset.key)}) as "
+                "a JSON array.",
+            )
+        )
+    for param in dataset.params:
+        out.append(
+            _query(
+                param.name,
+                pgtypes.parameter_schema(param.type),
+                f"The saved query's parameter ({param.type.display}).",
+                required=True,
+            )
+        )
+    for name in dataset.filters:
+        pgtype = dataset.by_name[name].type
+        for op in OPERATORS.values():
+            if op.suffix != "isnull" and (
+                not pgtype.comparable
+                or (op.ordered_only and not pgtype.ordered)
+                or (op.text_only and pgtype.kind is not pgtypes.Kind.TEXT)
+            ):
+                continue
+            if op.suffix == "isnull":
+                schema: dict[str, Any] = {"type": "boolean"}
+            elif op.suffix in ("in", "prefix"):
+                schema = {"type": "string"}
+            else:
+                schema = pgtypes.parameter_schema(pgtype)
+            label = name if op.suffix == "eq" else f"{name}__{op.suffix}"
+            out.append(_query(label, schema, f"`{name}` {op.template.format(c='', v='v')}"))
+    out += [_query(n, {"type": "string"}, "Historical name (the demo's).") for n in legacy]
+    return out
+
+
+def install(app: FastAPI, datasets: Callable[[], dict[str, Dataset]]) -> None:
+    """Complete the dataset operations of ``app``'s document from ``datasets()``."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        document = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        loaded = datasets()
+        for item in document.get("paths", {}).values():
+            for operation in item.values():
+                marker = operation.pop(MARKER, None)
+                if marker is None or marker["dataset"] not in loaded:
+                    continue
+                dataset = loaded[marker["dataset"]]
+                media = tuple(marker["formats"])
+                operation["parameters"] = [
+                    *operation.get("parameters", []),
+                    *parameters(dataset, media, tuple(marker["legacy"])),
+                ]
+                operation["responses"] = responses(dataset, media)
+        if loaded:
+            app.openapi_schema = document  # complete: keep it
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]

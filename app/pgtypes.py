@@ -1,0 +1,362 @@
+"""The type map: how each PostgreSQL type becomes JSON, CSV and Arrow, and how a filter
+value of that type is read from a query string.
+
+Every rendering is SQL that PostgreSQL evaluates, so no per-row Python object is built
+for JSON or CSV. One ``Kind`` per family of types; a type we do not know travels as the
+text PostgreSQL prints for it (``inet``, ``interval``, ranges…), in every format.
+
+The contract (tested in ``tests/test_pgtypes.py`` against PostgreSQL itself):
+
+- JSON: each value parses to what ``row_to_json`` gives for it (``TimeZone`` UTC);
+- CSV: the text of that JSON value (strings unquoted, ``true``/``false``, RFC 3339
+  timestamps, arrays and json as JSON text); NULL is COPY's unquoted empty field;
+- Arrow: a typed column (see ``ARROW`` in docs and ``_arrow_type``).
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+
+class Kind(enum.Enum):
+    INTEGER = "integer"
+    FLOAT = "float"
+    NUMERIC = "numeric"
+    BOOLEAN = "boolean"
+    TEXT = "text"
+    UUID = "uuid"
+    DATE = "date"
+    TIME = "time"
+    TIMESTAMP = "timestamp"
+    TIMESTAMPTZ = "timestamptz"
+    BYTEA = "bytea"
+    JSON = "json"
+    JSONB = "jsonb"
+    ENUM = "enum"
+    ARRAY = "array"
+    OTHER = "other"
+
+
+#: PostgreSQL's internal type names (``pg_type.typname``) of each kind.
+_KINDS: dict[str, Kind] = {
+    **dict.fromkeys(("int2", "int4", "int8"), Kind.INTEGER),
+    **dict.fromkeys(("float4", "float8"), Kind.FLOAT),
+    "numeric": Kind.NUMERIC,
+    "bool": Kind.BOOLEAN,
+    **dict.fromkeys(("text", "varchar", "bpchar", "name", "citext"), Kind.TEXT),
+    "uuid": Kind.UUID,
+    "date": Kind.DATE,
+    "time": Kind.TIME,
+    "timestamp": Kind.TIMESTAMP,
+    "timestamptz": Kind.TIMESTAMPTZ,
+    "bytea": Kind.BYTEA,
+    "json": Kind.JSON,
+    "jsonb": Kind.JSONB,
+}
+
+_INT_BITS = {"int2": 16, "int4": 32, "int8": 64}
+
+#: Kinds whose values have an order a client can filter on (``__gt`` and friends).
+ORDERED = frozenset(
+    {
+        Kind.INTEGER,
+        Kind.FLOAT,
+        Kind.NUMERIC,
+        Kind.TEXT,
+        Kind.UUID,
+        Kind.DATE,
+        Kind.TIME,
+        Kind.TIMESTAMP,
+        Kind.TIMESTAMPTZ,
+        Kind.ENUM,
+    }
+)
+#: Kinds with no equality operator in PostgreSQL: only ``__isnull`` applies.
+UNCOMPARABLE = frozenset({Kind.JSON})
+
+
+@dataclass(frozen=True)
+class PgType:
+    """One column's type, as read from the catalog."""
+
+    #: ``pg_type.typname`` (of the base type, for a domain): ``int4``, ``_text``…
+    name: str
+    #: The type's SQL name without modifiers, for casts: ``integer``, ``text[]``.
+    sql: str
+    #: The type as declared, for people: ``numeric(10,2)``, ``character(3)``.
+    display: str
+    kind: Kind
+    #: ``numeric(p, s)``'s precision and scale, when declared.
+    precision: int | None = None
+    scale: int | None = None
+    #: The element type of an array.
+    element: PgType | None = None
+
+    @property
+    def ordered(self) -> bool:
+        return self.kind in ORDERED
+
+    @property
+    def comparable(self) -> bool:
+        return self.kind not in UNCOMPARABLE
+
+
+def kind_of(typname: str, typtype: str, typcategory: str) -> Kind:
+    if typcategory == "A":
+        return Kind.ARRAY
+    if typtype == "e":
+        return Kind.ENUM
+    return _KINDS.get(typname, Kind.OTHER)
+
+
+def numeric_modifier(typmod: int) -> tuple[int | None, int | None]:
+    """``numeric(p, s)``'s precision and scale from ``atttypmod`` (-1: none declared)."""
+    if typmod < 4:
+        return None, None
+    packed = typmod - 4
+    return (packed >> 16) & 0xFFFF, packed & 0xFFFF
+
+
+# --- JSON ------------------------------------------------------------------------------
+
+
+def json_sql(column: str, pgtype: PgType, nullable: bool) -> str:
+    """SQL rendering ``column`` as JSON text (never NULL: ``null`` for NULL).
+
+    Integers and booleans print as JSON already (``||`` casts them); json text may hold
+    raw line breaks between tokens (never inside a string, where JSON escapes them), which
+    would split an NDJSON line, so they become spaces; everything else goes through
+    ``to_json``, which quotes, escapes, and prints timestamps as RFC 3339.
+    """
+    if pgtype.kind in (Kind.INTEGER, Kind.BOOLEAN) or pgtype.kind is Kind.JSONB:
+        sql = f"{column}::text"
+    elif pgtype.kind is Kind.JSON:
+        sql = f"translate({column}::text, E'\\n\\r', '  ')"
+    else:
+        sql = f"to_json({column})::text"
+    return f"coalesce({sql}, 'null')" if nullable else sql
+
+
+# --- CSV -------------------------------------------------------------------------------
+
+
+def csv_sql(column: str, pgtype: PgType) -> str:
+    """SQL whose COPY (CSV) output is the text of ``column``'s JSON value.
+
+    Most types print the same in COPY as inside their JSON string (``DateStyle`` is ISO
+    in an export's transaction), so the column goes to COPY as it is, the cheapest way.
+    """
+    kind = pgtype.kind
+    if kind is Kind.BOOLEAN:
+        return f"{column}::text"  # 'true'/'false', not COPY's t/f
+    if kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ, Kind.TIME, Kind.ARRAY):
+        return f"to_json({column}) #>> '{{}}'"  # RFC 3339 'T' and offset; arrays as JSON
+    return column
+
+
+# --- Arrow -----------------------------------------------------------------------------
+
+#: How ``_arrow_type`` reaches a column's values: as they come from asyncpg, or as
+#: microseconds (or days) since the epoch computed by PostgreSQL, viewed as the type.
+_EPOCH_MICROSECONDS = "(extract(epoch FROM {c}) * 1000000)::int8"
+_EPOCH_DAYS = "({c} - DATE '1970-01-01')"
+
+
+def arrow_sql(column: str, pgtype: PgType) -> str:
+    """The SELECT expression feeding ``ArrowEncoder`` for ``column``."""
+    kind = pgtype.kind
+    if kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ, Kind.TIME):
+        return _EPOCH_MICROSECONDS.format(c=column)
+    if kind is Kind.DATE:
+        return _EPOCH_DAYS.format(c=column)
+    if arrow_is_text(pgtype):
+        return f"{column}::text"
+    return column
+
+
+def arrow_is_text(pgtype: PgType) -> bool:
+    """Whether the Arrow column carries PostgreSQL's text form of the value."""
+    kind = pgtype.kind
+    if kind is Kind.NUMERIC:
+        return pgtype.precision is None or pgtype.precision > 38
+    if kind is Kind.ARRAY:
+        element = pgtype.element
+        return element is None or element.kind not in (
+            Kind.INTEGER,
+            Kind.FLOAT,
+            Kind.BOOLEAN,
+            Kind.TEXT,
+        )
+    return kind in (Kind.UUID, Kind.JSON, Kind.JSONB, Kind.ENUM, Kind.OTHER)
+
+
+def arrow_type(pgtype: PgType) -> Any:
+    """The Arrow type of a column, and whether it arrives as epoch integers (viewed)."""
+    import pyarrow as pa
+
+    kind = pgtype.kind
+    if arrow_is_text(pgtype):
+        return pa.string()
+    if kind is Kind.INTEGER:
+        return {16: pa.int16(), 32: pa.int32(), 64: pa.int64()}[_INT_BITS[pgtype.name]]
+    if kind is Kind.FLOAT:
+        return pa.float32() if pgtype.name == "float4" else pa.float64()
+    if kind is Kind.NUMERIC:
+        return pa.decimal128(pgtype.precision or 38, pgtype.scale or 0)
+    if kind is Kind.BOOLEAN:
+        return pa.bool_()
+    if kind is Kind.TEXT:
+        return pa.string()
+    if kind is Kind.DATE:
+        return pa.date32()
+    if kind is Kind.TIME:
+        return pa.time64("us")
+    if kind is Kind.TIMESTAMP:
+        return pa.timestamp("us")
+    if kind is Kind.TIMESTAMPTZ:
+        return pa.timestamp("us", tz="UTC")
+    if kind is Kind.BYTEA:
+        return pa.binary()
+    assert kind is Kind.ARRAY and pgtype.element is not None
+    return pa.list_(arrow_type(pgtype.element))
+
+
+def arrow_via_integers(pgtype: PgType) -> Any:
+    """The integer Arrow type the values arrive as, for types sent as epoch offsets."""
+    import pyarrow as pa
+
+    if pgtype.kind is Kind.DATE:
+        return pa.int32()
+    if pgtype.kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ, Kind.TIME):
+        return pa.int64()
+    return None
+
+
+# --- Filter values ---------------------------------------------------------------------
+
+
+class InvalidValue(ValueError):
+    """A query-string value that is not a value of the column's type."""
+
+
+def parse_value(pgtype: PgType, raw: str) -> str:
+    """Check ``raw`` as a value of ``pgtype``; return the text to bind (cast in SQL).
+
+    Values are bound as text and cast to the column's type by PostgreSQL, so every type
+    can be filtered; the types checked here get a precise message (and bounds) first.
+    """
+    if "\x00" in raw:
+        raise InvalidValue("contains a NUL character")
+    kind = pgtype.kind
+    text = raw.strip()
+    try:
+        if kind is Kind.INTEGER:
+            value = int(text)
+            limit = 2 ** (_INT_BITS[pgtype.name] - 1)
+            if not -limit <= value < limit:
+                raise InvalidValue(f"out of range for {pgtype.display}")
+            return str(value)
+        if kind is Kind.FLOAT:
+            return repr(float(text)).replace("inf", "Infinity").replace("nan", "NaN")
+        if kind is Kind.NUMERIC:
+            Decimal(text)
+            return text
+        if kind is Kind.BOOLEAN:
+            lowered = text.lower()
+            if lowered in ("true", "t", "1", "yes"):
+                return "true"
+            if lowered in ("false", "f", "0", "no"):
+                return "false"
+            raise InvalidValue("not a boolean (true or false)")
+        if kind is Kind.UUID:
+            return str(uuid.UUID(text))
+        if kind is Kind.DATE:
+            return date.fromisoformat(text).isoformat()
+        if kind is Kind.TIME:
+            return time.fromisoformat(text).isoformat()
+        if kind is Kind.TIMESTAMPTZ:
+            return rfc3339(text).isoformat()
+        if kind is Kind.TIMESTAMP:
+            parsed = datetime.fromisoformat(text.replace("t", "T"))
+            if parsed.tzinfo is not None:
+                raise InvalidValue("a timestamp without time zone takes no offset")
+            return parsed.isoformat()
+    except InvalidValue:
+        raise
+    except (ValueError, OverflowError, InvalidOperation):
+        raise InvalidValue(f"not a valid {pgtype.display}") from None
+    return raw
+
+
+def rfc3339(text: str) -> datetime:
+    """An RFC 3339 date-time (without an offset: UTC), in UTC; at most 9 fractional
+    digits, of which Python keeps 6. Numbers are not timestamps."""
+    text = text.strip().replace("z", "Z").replace("t", "T")
+    if "." in text:
+        head, _, rest = text.partition(".")
+        digits = rest.rstrip("Z").split("+")[0].split("-")[0]
+        text = head + "." + digits[:6] + rest[len(digits) :]
+    if len(text) < 19 or text[10] not in "T ":
+        raise InvalidValue("not an RFC 3339 date-time (e.g. 2024-01-01T00:00:00Z)")
+    try:
+        parsed = datetime.fromisoformat(text)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)  # out of range in UTC (year 0 or 10000) fails here
+    except (ValueError, OverflowError):
+        raise InvalidValue("not an RFC 3339 date-time between years 1 and 9999 (UTC)") from None
+
+
+# --- OpenAPI ---------------------------------------------------------------------------
+
+
+def json_schema(pgtype: PgType, nullable: bool) -> dict[str, Any]:
+    """The JSON Schema of a column's value in the JSON formats."""
+    kind = pgtype.kind
+    schema: dict[str, Any]
+    if kind is Kind.INTEGER:
+        schema = {"type": "integer", "format": "int64" if pgtype.name == "int8" else "int32"}
+    elif kind in (Kind.FLOAT, Kind.NUMERIC):
+        schema = {"type": "number"}
+    elif kind is Kind.BOOLEAN:
+        schema = {"type": "boolean"}
+    elif kind is Kind.UUID:
+        schema = {"type": "string", "format": "uuid"}
+    elif kind is Kind.DATE:
+        schema = {"type": "string", "format": "date"}
+    elif kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
+        schema = {"type": "string", "format": "date-time"}
+    elif kind in (Kind.JSON, Kind.JSONB):
+        schema = {}
+    elif kind is Kind.ARRAY:
+        element = pgtype.element
+        items = json_schema(element, True) if element is not None else {}
+        schema = {"type": "array", "items": items}
+    else:
+        schema = {"type": "string"}
+    schema["description"] = pgtype.display
+    if nullable:
+        schema["nullable"] = True
+    return schema
+
+
+def parameter_schema(pgtype: PgType) -> dict[str, Any]:
+    """The OpenAPI schema of a filter parameter on a column of this type."""
+    kind = pgtype.kind
+    if kind is Kind.INTEGER:
+        bound = 2 ** (_INT_BITS[pgtype.name] - 1)
+        return {"type": "integer", "minimum": -bound, "maximum": bound - 1}
+    if kind is Kind.BOOLEAN:
+        return {"type": "boolean"}
+    if kind is Kind.TIMESTAMPTZ:
+        return {"type": "string", "format": "date-time"}
+    if kind is Kind.DATE:
+        return {"type": "string", "format": "date"}
+    if kind is Kind.UUID:
+        return {"type": "string", "format": "uuid"}
+    return {"type": "string"}

@@ -1,0 +1,227 @@
+"""The data routes: the dataset list, and for every dataset a standard (buffered) route, a
+streaming route, suffix URLs and ``HEAD``.
+
+Routes stay thin: the query string becomes a ``Selection`` (``params.py``), the format
+is negotiated (``formats.py``) and ``export.Export`` does the rest. Each dataset gets
+routes of its own (``/datasets/orders``, ``/datasets/orders/stream``), so the OpenAPI
+document shows one pair of operations per dataset, with its real parameters
+(``openapi.py``). The demo's historical URLs (``/messages``, ``/standard``,
+``/messages/stream``, ``/chunked``) are routes of the ``messages`` dataset, when it is
+declared, with their historical parameter names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from starlette.responses import Response
+
+from app import export, formats, params
+from app.deps import AppSettings, CurrentUser, Datasets, Lag, Limiter, ReadDb
+from app.export import DEMO_STREAM_FORMATS, STANDARD_FORMATS, STREAM_FORMATS, Export
+from app.openapi import MARKER
+from app.responses import PrebuiltJSONResponse, StreamingResponse
+
+AcceptHeader = Annotated[str | None, Header(include_in_schema=False)]
+AcceptEncodingHeader = Annotated[str | None, Header(include_in_schema=False)]
+PreferHeader = Annotated[
+    str | None,
+    Header(
+        description="`count=exact`: send `X-Total-Count`, the exact number of rows this "
+        "response carries, counted in the same snapshot. Otherwise (`count=estimated`, "
+        "the default) `X-Total-Count-Estimate` from the query planner."
+    ),
+]
+
+router = APIRouter()
+
+
+@router.get("/datasets", tags=["datasets"], summary="The datasets this service serves")
+async def list_datasets(
+    request: Request, catalog: Datasets, db: ReadDb, user: CurrentUser
+) -> dict[str, Any]:
+    from app.datasets import summary
+
+    loaded = await catalog.all(db)
+    listing = []
+    estimates = await catalog.estimates(db)
+    for name, dataset in loaded.items():
+        entry = summary(dataset)
+        entry["formats"] = {"standard": list(STANDARD_FORMATS), "stream": list(STREAM_FORMATS)}
+        entry["estimated_rows"] = estimates.get(name)
+        entry["links"] = {
+            "standard": f"/datasets/{name}",
+            "stream": f"/datasets/{name}/stream",
+            **{suffix: f"/datasets/{name}.{suffix}" for suffix in ("ndjson", "csv", "arrows")},
+        }
+        listing.append(entry)
+    return {"datasets": listing}
+
+
+def _format(
+    requested: str | None, accept: str | None, supported: tuple[str, ...]
+) -> formats.Format:
+    if requested is not None:
+        media = formats.ALIASES.get(requested.lower(), requested.lower())
+        if media not in supported:
+            raise params.UnprocessableContent(
+                f"format: {requested[:40]!r} is not served here; use one of: "
+                f"{', '.join(formats.names(supported))}",
+                field="format",
+            )
+    return formats.FORMATS[formats.negotiate(accept, requested, supported)]
+
+
+Endpoint = Callable[..., Awaitable[Response]]
+
+
+def _standard(name: str, legacy: bool) -> Endpoint:
+    async def standard(
+        request: Request,
+        db: ReadDb,
+        settings: AppSettings,
+        catalog: Datasets,
+        lag: Lag,
+        user: CurrentUser,
+        accept: AcceptHeader = None,
+        prefer: PreferHeader = None,
+    ) -> Response:
+        dataset = await catalog.get(db, name)
+        selection, requested = params.parse(
+            dataset, request.query_params.multi_items(), legacy=legacy
+        )
+        fmt = _format(requested, accept, STANDARD_FORMATS)
+        job = Export(db, settings, lag, dataset, selection, fmt, prefer)
+        request.state.export = job.stats
+        if request.method == "HEAD":
+            return await job.head("Accept, Prefer")
+        return await job.buffered()
+
+    return standard
+
+
+def _stream(name: str, legacy: bool, supported: tuple[str, ...], suffix: str | None) -> Endpoint:
+    async def stream(
+        request: Request,
+        db: ReadDb,
+        settings: AppSettings,
+        catalog: Datasets,
+        lag: Lag,
+        limiter: Limiter,
+        user: CurrentUser,
+        accept: AcceptHeader = None,
+        prefer: PreferHeader = None,
+        accept_encoding: AcceptEncodingHeader = None,
+    ) -> Response:
+        dataset = await catalog.get(db, name)
+        selection, requested = params.parse(
+            dataset, request.query_params.multi_items(), legacy=legacy
+        )
+        fmt = _format(requested or suffix, accept, supported)
+        job = Export(db, settings, lag, dataset, selection, fmt, prefer)
+        if request.method == "HEAD":
+            return await job.head("Accept, Accept-Encoding, Prefer")
+        response = await job.streamed(
+            request.scope.get("http_version", "1.1"), limiter, user.subject, accept_encoding
+        )
+        request.state.export = job.stats  # a stream from here on (refusals are not streams)
+        return response
+
+    return stream
+
+
+def add_dataset(router: APIRouter, name: str, description: str | None) -> None:
+    """``/datasets/{name}``, ``/datasets/{name}/stream`` and ``/datasets/{name}.{suffix}``."""
+    tag = f"dataset: {name}"
+    detail = f"\n\n{description}" if description else ""
+    pairs: list[tuple[str, Endpoint, str, tuple[str, ...], type[Response]]] = [
+        (
+            f"/datasets/{name}",
+            _standard(name, legacy=False),
+            f"{name}: loaded, then sent in one response (standard)",
+            STANDARD_FORMATS,
+            PrebuiltJSONResponse,
+        ),
+        (
+            f"/datasets/{name}/stream",
+            _stream(name, False, STREAM_FORMATS, None),
+            f"{name}: streamed while the query runs",
+            STREAM_FORMATS,
+            StreamingResponse,
+        ),
+    ]
+    for path, endpoint, summary, media, response_class in pairs:
+        _add(router, path, endpoint, summary + detail, tag, name, media, (), response_class)
+    for suffix, media_type in formats.SUFFIXES.items():
+        router.add_api_route(
+            f"/datasets/{name}.{suffix}",
+            _stream(name, False, STREAM_FORMATS, media_type),
+            methods=["GET", "HEAD"],
+            include_in_schema=False,
+        )
+
+
+def add_demo_routes(router: APIRouter) -> None:
+    """The demo's historical URLs, as routes of the ``messages`` dataset."""
+    legacy = tuple(params.LEGACY_NAMES)
+    standard = _standard("messages", legacy=True)
+    stream = _stream("messages", True, DEMO_STREAM_FORMATS, None)
+    for path, endpoint, summary, media, response_class in (
+        (
+            "/messages",
+            standard,
+            "Messages, loaded then sent (standard)",
+            STANDARD_FORMATS,
+            PrebuiltJSONResponse,
+        ),
+        ("/standard", standard, "Alias of /messages", STANDARD_FORMATS, PrebuiltJSONResponse),
+        (
+            "/messages/stream",
+            stream,
+            "Messages, streamed from a server-side cursor",
+            DEMO_STREAM_FORMATS,
+            StreamingResponse,
+        ),
+        ("/chunked", stream, "Alias of /messages/stream", DEMO_STREAM_FORMATS, StreamingResponse),
+    ):
+        _add(
+            router,
+            path,
+            endpoint,
+            summary,
+            "messages (demo)",
+            "messages",
+            media,
+            legacy,
+            response_class,
+        )
+
+
+def _add(
+    router: APIRouter,
+    path: str,
+    endpoint: Endpoint,
+    summary: str,
+    tag: str,
+    name: str,
+    media: tuple[str, ...],
+    legacy: tuple[str, ...],
+    response_class: type[Response],
+) -> None:
+    marker = {"dataset": name, "formats": list(media), "legacy": list(legacy)}
+    router.add_api_route(
+        path,
+        endpoint,
+        methods=["GET"],
+        summary=summary,
+        tags=[tag],
+        response_class=response_class,
+        openapi_extra={MARKER: marker},
+        operation_id=f"{name}_{path.strip('/').replace('/', '_').replace('.', '_')}",
+    )
+    router.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+
+
+__all__ = ["add_dataset", "add_demo_routes", "export", "router"]
