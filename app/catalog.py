@@ -25,18 +25,16 @@ from app.errors import NotFound, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
-#: Seconds a readiness check of the datasets is reused (each is one cheap query).
-READY_TTL_SECONDS = 5.0
-
 
 class Catalog:
-    def __init__(self, config: DatasetsFile) -> None:
+    def __init__(self, config: DatasetsFile, ready_cache_seconds: float = 5.0) -> None:
         self.config = config
+        self.ready_cache_seconds = ready_cache_seconds
         self.names = tuple(config.datasets)
         self._datasets: dict[str, Dataset] | None = None
         self._error: str | None = None
         self._lock = asyncio.Lock()
-        self._ready_at = 0.0
+        self._ready_at = float("-inf")
         self._ready_error: str | None = None
 
     @property
@@ -102,7 +100,7 @@ class Catalog:
     async def check_readable(self, db: databases.Database) -> str | None:
         """None when every dataset answers a cheap query; else why not. Cached briefly."""
         now = time.monotonic()
-        if now - self._ready_at < READY_TTL_SECONDS:
+        if now - self._ready_at < self.ready_cache_seconds:
             return self._ready_error
         error: str | None = None
         try:

@@ -158,7 +158,7 @@ class Dataset:
 # --- Reading the catalog ---------------------------------------------------------------
 
 _RELATION = """
-SELECT c.oid, c.relkind, has_table_privilege(c.oid, 'SELECT') AS readable
+SELECT c.oid, c.relkind::text, has_table_privilege(c.oid, 'SELECT') AS readable
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = $1 AND c.relname = $2
 """
@@ -177,7 +177,7 @@ GROUP BY i.indexrelid, i.indisprimary ORDER BY i.indisprimary DESC
 """
 #: A type (a domain's base type for a domain), and its array element's.
 _TYPES = """
-SELECT t.oid, b.typname, format_type(b.oid, NULL) AS sql, b.typtype, b.typcategory,
+SELECT t.oid, b.typname, format_type(b.oid, NULL) AS sql, b.typtype::text, b.typcategory::text,
        b.typelem, format_type(t.oid, m.typmod) AS display, m.typmod
 FROM unnest($1::oid[], $2::int4[]) AS m(oid, typmod)
 JOIN pg_type t ON t.oid = m.oid

@@ -37,7 +37,7 @@ def check(settings: Settings, config: DatasetsFile, url: str) -> dict[str, Datas
     try:
         return asyncio.run(_describe(url, config))
     except ConfigError as exc:
-        if config is BUILTIN:
+        if config is BUILTIN and "no table or view" in str(exc):
             raise ConfigError(
                 "no datasets.toml here, and this database has no demo table 'messages': run "
                 "'rowstream datasets init' to declare your tables (or set DATASETS_FILE); "

@@ -42,7 +42,9 @@ are `application/problem+json` (RFC 9457).
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app for ``settings``; the datasets file is read (and checked) here."""
     settings = settings or Settings()
-    catalog = Catalog(datasets.load(settings.resolved_datasets_file()))
+    catalog = Catalog(
+        datasets.load(settings.resolved_datasets_file()), settings.readiness_cache_seconds
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:

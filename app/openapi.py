@@ -10,6 +10,7 @@ of every format built from the column types, and real problem examples.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ from fastapi.openapi.utils import get_openapi
 
 from app import formats, pgtypes
 from app.datasets import Dataset
+from app.params import LEGACY_NAMES
 from app.sql import OPERATORS
 
 MARKER = "x-rowstream-dataset"
@@ -118,7 +120,7 @@ def parameters(
     out = [
         _query(
             "fields",
-            {"type": "string", "maxLength": 10_000},
+            {"type": "string", "pattern": _fields_pattern(dataset)},
             f"Comma-separated columns, in the order wanted. Default: all "
             f"({', '.join(dataset.column_names)}).",
             example=",".join(dataset.column_names[:3]),
@@ -139,7 +141,7 @@ def parameters(
         out.append(
             _query(
                 "after",
-                {"type": "string"},
+                _after_schema(dataset),
                 f"Resume after the last row received: its key ({', '.join(dataset.key)}) as "
                 "a JSON array.",
             )
@@ -164,14 +166,39 @@ def parameters(
                 continue
             if op.suffix == "isnull":
                 schema: dict[str, Any] = {"type": "boolean"}
-            elif op.suffix in ("in", "prefix"):
-                schema = {"type": "string"}
+            elif op.suffix == "in":
+                schema = pgtypes.list_schema(pgtype)
+            elif op.suffix == "prefix":
+                schema = {"type": "string", "pattern": r"^[^\x00]*$", "maxLength": 4096}
             else:
                 schema = pgtypes.parameter_schema(pgtype)
             label = name if op.suffix == "eq" else f"{name}__{op.suffix}"
             out.append(_query(label, schema, f"`{name}` {op.template.format(c='', v='v')}"))
-    out += [_query(n, {"type": "string"}, "Historical name (the demo's).") for n in legacy]
+    for name in legacy:
+        column = LEGACY_NAMES[name].rpartition("__")[0]
+        if column in dataset.by_name:
+            schema = pgtypes.parameter_schema(dataset.by_name[column].type)
+            out.append(_query(name, schema, f"Historical name of `{LEGACY_NAMES[name]}`."))
     return out
+
+
+def _fields_pattern(dataset: Dataset) -> str:
+    name = "|".join(re.escape(n) for n in dataset.column_names)
+    return rf"^\s*({name})\s*(,\s*({name})\s*)*$"
+
+
+def _after_schema(dataset: Dataset) -> dict[str, Any]:
+    """A JSON array of the key's values; typed where every key column's values are."""
+    items = []
+    for name in dataset.key:
+        pgtype = dataset.by_name[name].type
+        pattern = pgtypes.value_pattern(pgtype)
+        if pattern is None or pgtype.kind in (pgtypes.Kind.TEXT, pgtypes.Kind.ENUM):
+            return {"type": "string", "pattern": r"^\[.*\]$"}
+        quoted = pgtype.kind not in (pgtypes.Kind.INTEGER, pgtypes.Kind.BOOLEAN)
+        items.append(f'"{pattern}"' if quoted else pattern)
+    separator = r",\s?"
+    return {"type": "string", "pattern": "^\\[" + separator.join(items) + "\\]$"}
 
 
 def install(app: FastAPI, datasets: Callable[[], dict[str, Dataset]]) -> None:

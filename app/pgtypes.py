@@ -345,18 +345,55 @@ def json_schema(pgtype: PgType, nullable: bool) -> dict[str, Any]:
     return schema
 
 
+#: RFC 3339 date-time; the offset may be left out (then UTC).
+DATETIME_PATTERN = r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})?"
+_UUID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
+
+def value_pattern(pgtype: PgType) -> str | None:
+    """A regular expression every value of the type matches (for lists of values in
+    ``__in`` and ``after``), where one is short and exact enough to document."""
+    kind = pgtype.kind
+    if kind is Kind.INTEGER:
+        digits = {"int2": 4, "int4": 9, "int8": 18}[pgtype.name]  # never out of range
+        return rf"-?\d{{1,{digits}}}"
+    if kind is Kind.BOOLEAN:
+        return "(true|false)"
+    if kind is Kind.UUID:
+        return _UUID_PATTERN
+    if kind is Kind.TIMESTAMPTZ:
+        return DATETIME_PATTERN
+    if kind in (Kind.FLOAT, Kind.NUMERIC):
+        return r"-?\d{1,15}(\.\d{1,15})?"
+    if kind in (Kind.TEXT, Kind.ENUM):
+        return r"[^,\x00]*"
+    return None
+
+
 def parameter_schema(pgtype: PgType) -> dict[str, Any]:
     """The OpenAPI schema of a filter parameter on a column of this type."""
     kind = pgtype.kind
     if kind is Kind.INTEGER:
         bound = 2 ** (_INT_BITS[pgtype.name] - 1)
         return {"type": "integer", "minimum": -bound, "maximum": bound - 1}
+    if kind in (Kind.FLOAT, Kind.NUMERIC):
+        return {"type": "number"}
     if kind is Kind.BOOLEAN:
         return {"type": "boolean"}
     if kind is Kind.TIMESTAMPTZ:
-        return {"type": "string", "format": "date-time"}
+        return {"type": "string", "format": "date-time", "pattern": f"^{DATETIME_PATTERN}$"}
     if kind is Kind.DATE:
         return {"type": "string", "format": "date"}
     if kind is Kind.UUID:
-        return {"type": "string", "format": "uuid"}
+        return {"type": "string", "format": "uuid", "pattern": f"^{_UUID_PATTERN}$"}
+    if kind in (Kind.TEXT, Kind.ENUM):
+        return {"type": "string", "pattern": r"^[^\x00]*$", "maxLength": 4096}
     return {"type": "string"}
+
+
+def list_schema(pgtype: PgType) -> dict[str, Any]:
+    """The OpenAPI schema of ``__in``: comma-separated values of the type."""
+    pattern = value_pattern(pgtype)
+    if pattern is None:
+        return {"type": "string", "minLength": 1}
+    return {"type": "string", "pattern": f"^{pattern}(,{pattern})*$", "maxLength": 100_000}

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     #: The datasets to serve (TOML). Default: ``datasets.toml`` in the working directory
     #: when there is one; with none, the demo's ``messages`` table.
     datasets_file: Path | None = None
+    #: Seconds ``/readyz`` reuses its check that every dataset is readable.
+    readiness_cache_seconds: float = Field(default=5.0, ge=0)
     #: Where ``rowstream serve`` listens (``--host``/``--port`` override them).
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

@@ -105,6 +105,38 @@ def db_url(fresh_database) -> str:  # type: ignore[no-untyped-def]
     return url
 
 
+@pytest.fixture(scope="session")
+def zoo_url(fresh_database) -> str:  # type: ignore[no-untyped-def]
+    """A database of the user's own (not the demo's): tests/zoo.py's tables and view."""
+    from tests import zoo
+
+    url: str = fresh_database("rowstream_zoo")
+
+    async def build() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(zoo.SCHEMA)
+        finally:
+            await conn.close()
+
+    run(build())
+    return url
+
+
+@pytest.fixture(scope="session")
+def zoo_server(zoo_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server for tests/zoo.py's datasets (``DATASETS_FILE``)."""
+    from tests import zoo
+
+    path = tmp_path_factory.mktemp("zoo") / "datasets.toml"
+    path.write_text(zoo.DATASETS)
+    s = start_server(zoo_url, DATASETS_FILE=str(path))
+    try:
+        yield s
+    finally:
+        stop_server(s)
+
+
 @dataclass
 class Server:
     base_url: str

@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from app import encoders
+from app import encoders, pgtypes
 
 
 def _rows(*texts: str) -> list[tuple[str]]:
@@ -38,10 +38,23 @@ def test_json_array_encoder_makes_one_valid_array_and_only_when_complete() -> No
     assert json.loads(empty.start() + empty.end()) == []
 
 
+def _type(name: str) -> pgtypes.PgType:
+    kinds = {
+        "id": ("int8", pgtypes.Kind.INTEGER),
+        "channel": ("text", pgtypes.Kind.TEXT),
+        "created_at": ("timestamptz", pgtypes.Kind.TIMESTAMPTZ),
+        "is_read": ("bool", pgtypes.Kind.BOOLEAN),
+    }
+    typname, kind = kinds[name]
+    return pgtypes.PgType(typname, typname, typname, kind)
+
+
 def test_arrow_encoder_writes_a_stream_pyarrow_reads_back() -> None:
-    e = encoders.ArrowEncoder(("id", "channel", "created_at", "is_read"))
+    e = encoders.ArrowEncoder(
+        [(name, _type(name), False) for name in ("id", "channel", "created_at", "is_read")]
+    )
     when = datetime(2024, 1, 1, 0, 0, 1, 250, tzinfo=UTC)
-    micros = int(when.timestamp()) * 1_000_000 + 250  # as queries.as_arrow sends it
+    micros = int(when.timestamp()) * 1_000_000 + 250  # as sql.as_arrow sends it
     data = (
         e.start()
         + e.batch([(1, "sms", micros, False), (2, "push", micros, True)])
@@ -53,12 +66,12 @@ def test_arrow_encoder_writes_a_stream_pyarrow_reads_back() -> None:
     assert table.column_names == ["id", "channel", "created_at", "is_read"]
     assert table.to_pylist()[2] == {"id": 3, "channel": "é✓", "created_at": when, "is_read": False}
     assert str(table.schema.field("created_at").type) == "timestamp[us, tz=UTC]"
-    empty = encoders.ArrowEncoder(("id",))
+    empty = encoders.ArrowEncoder([("id", _type("id"), False)])
     assert pa.ipc.open_stream(empty.start() + empty.end()).read_all().num_rows == 0
 
 
 def test_passthrough_returns_bytes() -> None:
-    e = encoders.Passthrough("text/csv")
+    e = encoders.Passthrough()
     assert e.batch(bytearray(b"a,b\n")) == b"a,b\n"
     assert isinstance(e.batch(bytearray(b"x")), bytes)
 

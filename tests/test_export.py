@@ -170,7 +170,7 @@ def test_fields_injection_attempts_are_422(
         {"after_id": 2**63},
         {"is_read": "maybe"},
         {"created_after": "yesterday"},
-        {"channel": "x" * 101},
+        {"channel": "x" * 5000},
         {"limit": 0},
         {"channel": "a\x00b"},
         {"created_after": "9999-12-31T23:59:59-10:00"},

@@ -48,14 +48,10 @@ def test_unservable_requests_are_406_listing_what_is_served(
     assert "application/json" in caught.value.detail
 
 
-def test_format_parameter_names_match_what_each_route_serves() -> None:
-    from typing import get_args
-
-    from app import export, params
-
-    def names(media_types: tuple[str, ...]) -> set[str]:
-        aliases = {a for a, m in formats.ALIASES.items() if m in media_types}
-        return aliases | set(media_types)
-
-    assert set(get_args(params.StreamFormatName)) == names(export.STREAM_FORMATS)
-    assert set(get_args(params.StandardFormatName)) == names(export.STANDARD_FORMATS)
+def test_every_format_is_declared_once_with_its_names() -> None:
+    assert set(formats.FORMATS) == set(ALL)
+    for media, fmt in formats.FORMATS.items():
+        assert formats.ALIASES[fmt.name] == media
+        assert all(formats.ALIASES[a] == media for a in fmt.aliases)
+    assert set(formats.SUFFIXES.values()) <= set(ALL)
+    assert formats.names((JSON, CSV)) == ["application/json", "csv", "json", "text/csv"]

@@ -1,6 +1,7 @@
+import asyncpg
 import httpx
 
-from tests.conftest import free_port, start_server, stop_server
+from tests.conftest import free_port, run, start_server, stop_server
 
 
 def test_healthz_needs_no_token(client: httpx.Client) -> None:
@@ -9,11 +10,11 @@ def test_healthz_needs_no_token(client: httpx.Client) -> None:
     assert response.json() == {"status": "ok"}
 
 
-def test_readyz_reports_schema_head_and_pool(client: httpx.Client) -> None:
+def test_readyz_reports_datasets_and_pool(client: httpx.Client) -> None:
     response = client.get("/readyz")
     assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "ready" and body["schema"] == "0002"
+    assert body["status"] == "ready" and body["datasets"] == 1
     assert set(body["pool"]) == {"size", "idle", "in_use"}
 
 
@@ -35,15 +36,30 @@ def test_readyz_is_503_when_the_database_is_unreachable() -> None:
         stop_server(server)
 
 
-def test_readyz_is_503_when_the_schema_is_behind(fresh_database) -> None:  # type: ignore[no-untyped-def]
-    url = fresh_database("rowstream_unmigrated")
-    server = start_server(url, bare=True)
+def test_readyz_is_503_naming_a_dataset_that_became_unreadable(fresh_database, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    url = fresh_database("rowstream_vanishing")
+    run(_execute(url, "CREATE TABLE t (id int PRIMARY KEY)"))
+    (tmp_path / "datasets.toml").write_text('[datasets.t]\ntable = "t"\n')
+    server = start_server(
+        url, DATASETS_FILE=str(tmp_path / "datasets.toml"), READINESS_CACHE_SECONDS="0"
+    )
     try:
+        assert httpx.get(f"{server.base_url}/readyz", timeout=10).status_code == 200
+        run(_execute(url, "DROP TABLE t"))
         response = httpx.get(f"{server.base_url}/readyz", timeout=10)
         assert response.status_code == 503
-        assert "database not ready" in response.json()["detail"]
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "dataset 't' is not readable" in response.json()["detail"]
     finally:
         stop_server(server)
+
+
+async def _execute(url: str, statement: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
 
 
 def test_docs_work_offline_every_asset_is_local_and_answers(client: httpx.Client) -> None:

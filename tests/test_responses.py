@@ -87,7 +87,7 @@ def _stream_backend_pids(database_url: str) -> list[int]:
             rows = await conn.fetch(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
                 "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%' "
-                "AND query LIKE 'SELECT%FROM messages%'"
+                'AND query LIKE \'SELECT%FROM "public"."messages"%\''
             )
             return [r["pid"] for r in rows]
         finally:

@@ -1,0 +1,402 @@
+"""Any declared dataset over a real server: every type in every format equals what
+PostgreSQL itself returns; odd identifiers, composite keys, views and saved queries;
+resume, filters, HEAD, suffix URLs, the dataset list and the OpenAPI document."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import httpx
+import pyarrow as pa
+import pytest
+
+from tests.conftest import Server, run
+from tests.zoo import ZOO_COLUMNS, ZOO_ROWS
+
+STREAM_FORMATS = ["ndjson", "json", "csv", "arrow"]
+
+
+def _get(server: Server, path: str, **kw: Any) -> httpx.Response:
+    headers = {**server.headers(), **kw.pop("headers", {})}
+    response = httpx.get(server.base_url + path, headers=headers, timeout=30, **kw)
+    assert response.status_code == 200, response.text
+    return response
+
+
+async def _fetch(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("SET TimeZone = 'UTC'")
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+def _json(text: str) -> Any:
+    return json.loads(text, parse_float=Decimal)
+
+
+def theirs_json(url: str, relation: str, order: str) -> list[dict[str, Any]]:
+    """``row_to_json`` of every row, as PostgreSQL renders it, parsed."""
+    rows = run(_fetch(url, f"SELECT row_to_json(z)::text FROM {relation} z ORDER BY {order}"))
+    return [_json(r[0]) for r in rows]
+
+
+def _csv_cells(body: bytes) -> tuple[list[str], list[list[str | None]]]:
+    """CSV records, with COPY's unquoted empty field read as None (NULL) and ``""`` as ''."""
+    text = body.decode()
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader)
+    records: list[list[str | None]] = []
+    for line in _records(text)[1:]:
+        fields = next(csv.reader(io.StringIO(line)))
+        raw = _raw_fields(line)
+        records.append([None if r == "" else f for f, r in zip(fields, raw, strict=True)])
+    return header, records
+
+
+def _records(text: str) -> list[str]:
+    out, current, quoted = [], [], False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        if ch == "\n" and not quoted:
+            out.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    return out
+
+
+def _raw_fields(line: str) -> list[str]:
+    out, current, quoted = [], [], False
+    for ch in line:
+        if ch == '"':
+            quoted = not quoted
+        if ch == "," and not quoted:
+            out.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    out.append("".join(current))
+    return out
+
+
+def csv_text(value: Any) -> str | None:
+    """The text of a JSON value, as the CSV format carries it."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict | list):
+        return "json"  # compared parsed, see below
+    return str(value)
+
+
+def rows_of(fmt: str, body: bytes) -> list[dict[str, Any]]:
+    if fmt == "ndjson":
+        assert body.endswith(b"\n")
+        return [_json(line) for line in body.decode().split("\n")[:-1]]
+    if fmt == "json":
+        return list(_json(body.decode()))
+    raise AssertionError(fmt)
+
+
+# --- every type, every format ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "fmt"), [("/stream", "ndjson"), ("/stream", "json"), ("", "json")]
+)
+def test_every_type_in_json_equals_row_to_json(
+    zoo_server: Server, zoo_url: str, path: str, fmt: str
+) -> None:
+    body = _get(zoo_server, f"/datasets/zoo{path}", params={"format": fmt}).content
+    assert rows_of(fmt, body) == theirs_json(zoo_url, "zoo", "id")
+
+
+@pytest.mark.parametrize("path", ["/datasets/zoo/stream", "/datasets/zoo"])
+def test_every_type_in_csv_is_the_text_of_its_json_value(
+    zoo_server: Server, zoo_url: str, path: str
+) -> None:
+    header, records = _csv_cells(_get(zoo_server, path, params={"format": "csv"}).content)
+    assert header == list(ZOO_COLUMNS)
+    expected = theirs_json(zoo_url, "zoo", "id")
+    assert len(records) == len(expected) == ZOO_ROWS
+    for record, row in zip(records, expected, strict=True):
+        for name, cell in zip(header, record, strict=True):
+            value = row[name]
+            if isinstance(value, dict | list):
+                assert cell is not None and _json(cell) == value, name
+            else:
+                assert cell == csv_text(value), (name, cell, value)
+
+
+def test_every_type_in_arrow_is_typed_and_equal(zoo_server: Server, zoo_url: str) -> None:
+    body = _get(zoo_server, "/datasets/zoo/stream", params={"format": "arrow"}).content
+    table = pa.ipc.open_stream(body).read_all()
+    types = {f.name: f.type for f in table.schema}
+    assert types["i2"] == pa.int16() and types["i4"] == pa.int32() and types["i8"] == pa.int64()
+    assert types["n52"] == pa.decimal128(5, 2) and types["n"] == pa.string()
+    assert types["r"] == pa.float32() and types["d"] == pa.float64()
+    assert types["dt"] == pa.date32() and types["tm"] == pa.time64("us")
+    assert types["ts"] == pa.timestamp("us") and types["tstz"] == pa.timestamp("us", tz="UTC")
+    assert types["by"] == pa.binary() and types["ia"] == pa.list_(pa.int32())
+    assert types["ta"] == pa.list_(pa.string()) and types["ip"] == pa.string()
+    text = {"n", "u", "iv", "j", "jb", "m", "ip"}
+    columns = ", ".join(f"{c}::text AS {c}" if c in text else c for c in ZOO_COLUMNS)
+    expected = [dict(r) for r in run(_fetch(zoo_url, f"SELECT {columns} FROM zoo ORDER BY id"))]
+    got = table.to_pylist()
+    assert len(got) == len(expected)
+    for ours, theirs in zip(got, expected, strict=True):
+        for name in ZOO_COLUMNS:
+            a, b = ours[name], theirs[name]
+            if isinstance(b, float) and b != b:
+                assert a != a, name  # NaN
+            else:
+                assert a == b, (name, a, b)
+
+
+def test_nulls_in_every_format(zoo_server: Server) -> None:
+    params = {"id": "1"}
+    line = _get(zoo_server, "/datasets/zoo/stream", params=params).text
+    assert json.loads(line) == {c: (1 if c == "id" else None) for c in ZOO_COLUMNS}
+    body = _get(zoo_server, "/datasets/zoo.csv", params=params).text
+    assert body.splitlines()[1] == "1" + "," * (len(ZOO_COLUMNS) - 1)
+    table = pa.ipc.open_stream(_get(zoo_server, "/datasets/zoo.arrows", params=params).content)
+    row = table.read_all().to_pylist()[0]
+    assert all(v is None for k, v in row.items() if k != "id")
+
+
+# --- odd identifiers, composite keys, resume ------------------------------------------
+
+
+def test_odd_identifiers_and_a_composite_key(zoo_server: Server, zoo_url: str) -> None:
+    body = _get(zoo_server, "/datasets/order_items/stream").content
+    ours = rows_of("ndjson", body)
+    assert ours == theirs_json(zoo_url, '"Order Items"', '"Order", "select"')
+    assert list(ours[0]) == ["Order", "select", "línea ✓", 'a"b']
+    header = _get(zoo_server, "/datasets/order_items.csv", params={"limit": 1}).text
+    assert header.splitlines()[0] == 'Order,select,línea ✓,"a""b"'
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "csv"])
+@pytest.mark.parametrize("cut", [1, 9, 10, 11, 257, 399])
+def test_resume_after_any_row_equals_the_uninterrupted_export(
+    zoo_server: Server, fmt: str, cut: int
+) -> None:
+    whole = _get(zoo_server, "/datasets/order_items/stream", params={"format": fmt}).content
+    lines = whole.decode().splitlines(keepends=True)
+    head, body = (lines[:1], lines[1:]) if fmt == "csv" else ([], lines)
+    last = body[cut - 1]
+    if fmt == "csv":
+        order, day = last.split(",")[:2]
+        key = [int(order), day]
+    else:
+        row = json.loads(last)
+        key = [row["Order"], row["select"]]
+    rest = _get(
+        zoo_server,
+        "/datasets/order_items/stream",
+        params={"format": fmt, "after": json.dumps(key)},
+    ).content.decode()
+    rest_lines = rest.splitlines(keepends=True)[len(head) :]
+    assert "".join(head + body[:cut] + rest_lines) == whole.decode()
+
+
+def test_resume_uses_the_key_index(zoo_url: str) -> None:
+    """The service's own SQL for ``after=`` on a composite key is an index range scan."""
+    from app import datasets, sql
+
+    async def plan() -> str:
+        conn = await asyncpg.connect(zoo_url)
+        try:
+            config = datasets.DatasetsFile.model_validate(
+                {"datasets": {"o": {"table": "Order Items"}}}
+            )
+            dataset = (await datasets.describe_all(conn, config))["o"]
+            selection = sql.Selection(fields=dataset.column_names, after=("20", "2024-01-05"))
+            query = sql.as_json(dataset, selection)
+            await conn.execute("SET enable_seqscan = off")  # a 400-row table: force the choice
+            rows = await conn.fetch(f"EXPLAIN {query.sql}", *query.args)
+            return "\n".join(r[0] for r in rows)
+        finally:
+            await conn.close()
+
+    text = run(plan())
+    assert "Index" in text and "Order Items_pkey" in text
+    assert "Sort" not in text
+
+
+# --- views and saved queries ------------------------------------------------------------
+
+
+def test_a_view_with_a_declared_key(zoo_server: Server, zoo_url: str) -> None:
+    rows = rows_of("ndjson", _get(zoo_server, "/datasets/events_view/stream").content)
+    assert rows == theirs_json(zoo_url, "events_view", "n")
+    resumed = _get(zoo_server, "/datasets/events_view/stream", params={"after": "[500]"}).text
+    assert [json.loads(line)["n"] for line in resumed.splitlines()] == list(range(502, 601, 2))
+
+
+def test_a_saved_query_with_a_parameter(zoo_server: Server, zoo_url: str) -> None:
+    got = rows_of(
+        "ndjson", _get(zoo_server, "/datasets/daily/stream", params={"since": "2024-01-15"}).content
+    )
+    expected = run(
+        _fetch(
+            zoo_url,
+            "SELECT day::text, channel, count(*)::int AS n FROM events WHERE day >= '2024-01-15' "
+            "GROUP BY 1, 2 ORDER BY 1, 2",
+        )
+    )
+    assert [(r["day"], r["channel"], r["n"], r["s"]) for r in got] == [
+        (r["day"], r["channel"], r["n"], ":not_a_param") for r in expected
+    ]
+    after = json.dumps([got[3]["day"], got[3]["channel"]])
+    rest = _get(
+        zoo_server, "/datasets/daily/stream", params={"since": "2024-01-15", "after": after}
+    )
+    assert rows_of("ndjson", rest.content) == got[4:]
+
+
+def test_a_saved_query_needs_its_parameter(zoo_server: Server) -> None:
+    r = httpx.get(f"{zoo_server.base_url}/datasets/daily/stream", headers=zoo_server.headers())
+    assert r.status_code == 422 and "since" in r.json()["detail"]
+    r = httpx.get(
+        f"{zoo_server.base_url}/datasets/daily/stream",
+        params={"since": "'; DROP TABLE events; --"},
+        headers=zoo_server.headers(),
+    )
+    assert r.status_code == 422 and "since" in r.json()["detail"]
+
+
+def test_a_query_without_a_key_streams_but_cannot_resume(zoo_server: Server) -> None:
+    rows = rows_of("ndjson", _get(zoo_server, "/datasets/unordered/stream").content)
+    assert sorted(r["n"] for r in rows) == list(range(1, 11))
+    r = httpx.get(
+        f"{zoo_server.base_url}/datasets/unordered/stream",
+        params={"after": "[3]"},
+        headers=zoo_server.headers(),
+    )
+    assert r.status_code == 400
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "no key" in r.json()["detail"]
+
+
+# --- routes -----------------------------------------------------------------------------
+
+
+def test_the_dataset_list_describes_each_dataset(zoo_server: Server) -> None:
+    listing = _get(zoo_server, "/datasets").json()["datasets"]
+    by_name = {d["name"]: d for d in listing}
+    assert list(by_name) == ["zoo", "order_items", "events_view", "daily", "unordered"]
+    zoo = by_name["zoo"]
+    assert zoo["key"] == ["id"] and zoo["description"] == "Every supported type"
+    assert {"name": "n52", "type": "numeric(5,2)", "nullable": True} in zoo["columns"]
+    assert {"name": "id", "type": "integer", "nullable": False} in zoo["columns"]
+    assert zoo["estimated_rows"] == ZOO_ROWS
+    assert zoo["links"]["stream"] == "/datasets/zoo/stream"
+    assert by_name["daily"]["params"] == [{"name": "since", "type": "date"}]
+    assert by_name["order_items"]["key"] == ["Order", "select"]
+
+
+@pytest.mark.parametrize(
+    ("suffix", "media"),
+    [
+        ("ndjson", "application/x-ndjson"),
+        ("json", "application/json"),
+        ("csv", "text/csv"),
+        ("arrows", "application/vnd.apache.arrow.stream"),
+    ],
+)
+def test_suffix_urls_stream_the_same_as_format(zoo_server: Server, suffix: str, media: str) -> None:
+    by_suffix = _get(zoo_server, f"/datasets/zoo.{suffix}", params={"limit": 50})
+    fmt = {"arrows": "arrow"}.get(suffix, suffix)
+    by_format = _get(zoo_server, "/datasets/zoo/stream", params={"limit": 50, "format": fmt})
+    assert by_suffix.headers["content-type"].split(";")[0] == media
+    assert by_suffix.content == by_format.content
+
+
+@pytest.mark.parametrize("path", ["/datasets/zoo", "/datasets/zoo/stream", "/datasets/zoo.csv"])
+def test_head_answers_headers_without_a_body(zoo_server: Server, path: str) -> None:
+    r = httpx.head(
+        zoo_server.base_url + path,
+        headers={**zoo_server.headers(), "Prefer": "count=exact"},
+        params={"b": "true"},
+    )
+    assert r.status_code == 200
+    assert r.content == b""
+    assert r.headers["x-total-count"] == str((ZOO_ROWS - 2) // 2 + 1)  # even ids ≥ 4, and row 2
+    assert "content-length" not in r.headers or path == "/datasets/zoo"
+    get = _get(zoo_server, path, params={"b": "true"})
+    assert get.headers["content-type"] == r.headers["content-type"]
+
+
+def test_unknown_dataset_is_a_404_problem(zoo_server: Server) -> None:
+    for path in ("/datasets/nope", "/datasets/nope/stream", "/datasets/messages"):
+        r = httpx.get(zoo_server.base_url + path, headers=zoo_server.headers())
+        assert r.status_code == 404
+        assert r.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"table": "orders"}, "table"),
+        ({"idd": "1"}, "idd"),
+        ({"id__like": "1"}, "id__like"),
+        ({"fields": "id,nope"}, "fields"),
+        ({"i2": "40000"}, "i2"),
+        ({"u": "not-a-uuid"}, "u"),
+        ({"tstz__gt": "yesterday"}, "tstz__gt"),
+        ({"j": "{}"}, "j"),
+        ({"b__gt": "true"}, "b__gt"),
+        ({"i4__prefix": "1"}, "i4__prefix"),
+        ({"after": "[1, 2]"}, "after"),
+        ({"after": "nope"}, "after"),
+        ({"limit": "1", "format": "xml"}, "format"),
+        ({"format": "text"}, "format"),
+    ],
+)
+def test_bad_parameters_are_422_naming_the_parameter(
+    zoo_server: Server, params: dict[str, str], named: str
+) -> None:
+    r = httpx.get(
+        f"{zoo_server.base_url}/datasets/zoo/stream", params=params, headers=zoo_server.headers()
+    )
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["detail"].startswith(f"{named}:")
+
+
+def test_a_value_postgres_rejects_is_a_4xx(zoo_server: Server) -> None:
+    r = httpx.get(
+        f"{zoo_server.base_url}/datasets/zoo/stream",
+        params={"ip": "not-an-address"},
+        headers=zoo_server.headers(),
+    )
+    assert r.status_code == 422, r.text
+
+
+def test_openapi_has_each_datasets_typed_parameters_and_row_schema(zoo_server: Server) -> None:
+    spec = httpx.get(zoo_server.base_url + "/openapi.json").json()
+    operation = spec["paths"]["/datasets/zoo/stream"]["get"]
+    assert operation["tags"] == ["dataset: zoo"]
+    parameters = {p["name"]: p for p in operation["parameters"]}
+    assert parameters["i2"]["schema"] == {"type": "integer", "minimum": -32768, "maximum": 32767}
+    assert parameters["tstz__gte"]["schema"]["format"] == "date-time"
+    assert "t__prefix" in parameters and "i4__prefix" not in parameters
+    assert "j__isnull" in parameters and "j" not in parameters
+    assert parameters["limit"]["example"] == 100
+    standard = spec["paths"]["/datasets/zoo"]["get"]
+    row = standard["responses"]["200"]["content"]["application/json"]["schema"]["items"]
+    assert row["properties"]["ia"]["type"] == "array"
+    assert standard["responses"]["422"]["content"]["application/problem+json"]["example"]
+    assert "/datasets/daily" in spec["paths"] and "/messages" not in spec["paths"]
