@@ -105,14 +105,17 @@ def load(path: Path | None) -> DatasetsFile:
         where = ""
         if len(loc) >= 2 and loc[0] == "datasets":
             where = f"dataset {loc[1]!r}"
+            if loc[2:] == ["[key]"]:
+                raise ConfigError(
+                    f"{path}: {where}: a dataset name may hold only letters, digits, '_' and "
+                    "'-' (it is a URL path segment)"
+                )
             if len(loc) > 2:
                 where += f", key {loc[2]!r}"
             where += ": "
         elif loc:
             where = f"key {loc[0]!r}: "
         message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "string_pattern_mismatch" and len(loc) == 2:
-            message = "a dataset name may hold only letters, digits, '_' and '-'"
         raise ConfigError(f"{path}: {where}{message}") from None
 
 

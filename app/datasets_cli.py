@@ -24,7 +24,8 @@ def load_config(settings: Settings) -> DatasetsFile:
 
 
 async def _describe(url: str, config: DatasetsFile) -> dict[str, Dataset]:
-    conn = await asyncpg.connect(url)
+    # no named statements: the URL may point at PgBouncer in transaction mode
+    conn = await asyncpg.connect(url, statement_cache_size=0)
     try:
         return await datasets.describe_all(conn, config)
     finally:

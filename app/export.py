@@ -16,7 +16,7 @@ import asyncpg
 import databases
 from starlette.responses import Response
 
-from app import compression, cursor, encoders, sql
+from app import compression, cursor, encoders, records, sql
 from app.capacity import StreamLimiter
 from app.datasets import Dataset
 from app.errors import HTTPVersionNotSupported, TooLarge
@@ -74,7 +74,7 @@ def _row_counter(stats: ExportStats, fmt: Format) -> Callable[[Any], None]:
         state = {"in_quotes": False, "header": True}
 
         def count_csv(chunk: Any) -> None:
-            ended, state["in_quotes"] = encoders.csv_records(chunk, state["in_quotes"])
+            ended, state["in_quotes"] = records.csv_records(chunk, state["in_quotes"])
             stats.rows += ended - (1 if state["header"] else 0)
             state["header"] = False
 
@@ -210,7 +210,7 @@ class Export:
                 self.db, sql.as_csv(dataset, selection), before, **sql.CSV_COPY
             )
             body = encoders.concatenate(chunks)
-            self.stats.rows = max(encoders.csv_records(body, False)[0] - 1, 0)
+            self.stats.rows = max(records.csv_records(body, False)[0] - 1, 0)
         else:
             headers, chunks = await cursor.copy_all(
                 self.db, sql.as_json(dataset, selection), before, **sql.JSON_LINES_COPY

@@ -4,9 +4,13 @@ The client asks for ``Prefer: count=exact`` and compares the rows it received wi
 ``X-Total-Count``: a download that ends early, or a server that drops the connection
 (truncated chunked body), is reported and exits non-zero, keeping what was received.
 With ``--resume`` and an existing NDJSON or CSV file it drops a partial last line,
-reads the last ``id`` and asks for ``after_id=<id>``, so the joined file equals an
-uninterrupted download byte for byte (rows come in ``id`` order; the resumed part is
-read in a new snapshot, so rows changed in between show their new state).
+learns the dataset's key from ``GET /datasets``, reads the key of the last row and asks
+for ``after=[…]``, so the joined file equals an uninterrupted download byte for byte
+(rows come in key order; the resumed part is read in a new snapshot, so rows changed in
+between show their new state).
+
+The client is a separate program: it shares only ``records.py`` (pure functions) with
+the server, not its web or database stack.
 """
 
 from __future__ import annotations
@@ -23,11 +27,23 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from app.encoders import csv_records, last_records
-from app.formats import ALIASES, ARROW, CSV, JSON, NDJSON, TEXT
-from app.settings import Settings
+from app.records import csv_records, last_records
 
-#: Formats whose files can be resumed: one row per line, ``id`` readable from the line.
+NDJSON = "application/x-ndjson"
+JSON = "application/json"
+CSV = "text/csv"
+TEXT = "text/plain"
+ARROW = "application/vnd.apache.arrow.stream"
+ALIASES = {
+    "ndjson": NDJSON,
+    "jsonl": NDJSON,
+    "json": JSON,
+    "csv": CSV,
+    "text": TEXT,
+    "arrow": ARROW,
+}
+
+#: Formats whose files can be resumed: one row per line, the key readable from the line.
 RESUMABLE = (NDJSON, CSV)
 
 
@@ -52,8 +68,10 @@ def _with_params(url: str, **params: Any) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def _resume_point(path: Path, media: str) -> tuple[int | None, int, bytes | None]:
-    """Truncate ``path`` after its last complete record; return (last id, rows, header)."""
+def _resume_point(
+    path: Path, media: str, key: list[str]
+) -> tuple[list[Any] | None, int, bytes | None]:
+    """Truncate ``path`` after its last complete record; return (its key, rows, header)."""
     data = path.read_bytes()
     start, end, records = last_records(data, csv=media == CSV)
     with path.open("r+b") as f:
@@ -61,20 +79,47 @@ def _resume_point(path: Path, media: str) -> tuple[int | None, int, bytes | None
     if not records:
         return None, 0, None
     last = data[start:end]
+    wanted = ", ".join(key)
     if media == NDJSON:
         row = json.loads(last)
-        if not isinstance(row, dict) or "id" not in row:
-            raise FetchError("cannot resume: the rows have no 'id' (add it to fields=)")
-        return int(row["id"]), records, None
+        if not isinstance(row, dict) or any(k not in row for k in key):
+            raise FetchError(f"cannot resume: the rows lack the key ({wanted}); add it to fields=")
+        return [row[k] for k in key], records, None
     header_end = data.index(b"\n") + 1
     header = data[:header_end]
     names = next(csv.reader(io.StringIO(header.decode())))
-    if "id" not in names:
-        raise FetchError("cannot resume: the CSV has no 'id' column (add it to fields=)")
+    if any(k not in names for k in key):
+        raise FetchError(f"cannot resume: the CSV lacks the key ({wanted}); add it to fields=")
     if records == 1:  # only the header
         return None, 0, header
     row = next(csv.reader(io.StringIO(last.decode())))
-    return int(row[names.index("id")]), records - 1, header
+    return [row[names.index(k)] for k in key], records - 1, header
+
+
+def dataset_key(url: str, headers: dict[str, str]) -> list[str]:
+    """The key of the dataset ``url`` exports, from ``GET /datasets`` on the same server
+    (the demo's historical routes export ``messages``)."""
+    parts = urlsplit(url)
+    path = parts.path
+    if path in ("/messages", "/messages/stream", "/standard", "/chunked"):
+        name = "messages"
+    elif path.startswith("/datasets/"):
+        name = path.removeprefix("/datasets/").split("/")[0].split(".")[0]
+    else:
+        raise FetchError(f"cannot resume: {path} is not a dataset's route")
+    listing = urlunsplit(parts._replace(path="/datasets", query=""))
+    try:
+        response = httpx.get(listing, headers=headers, timeout=30)
+    except httpx.HTTPError as exc:
+        raise FetchError(f"cannot resume: GET /datasets failed ({type(exc).__name__})") from None
+    if response.status_code != 200:
+        raise FetchError(_problem(response))
+    for dataset in response.json().get("datasets", []):
+        if dataset.get("name") == name:
+            if not dataset.get("key"):
+                raise FetchError(f"cannot resume: dataset {name!r} has no key")
+            return list(dataset["key"])
+    raise FetchError(f"cannot resume: the server lists no dataset {name!r}")
 
 
 def fetch(
@@ -98,23 +143,23 @@ def fetch(
     )
 
     media = _media_type(fmt, url)
-    after_id = None
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    after: list[Any] | None = None
     kept_rows = 0
     header: bytes | None = None
     mode = "wb"
     if resume and output.exists():
         if media not in RESUMABLE:
             raise FetchError(f"--resume works for NDJSON and CSV, not {media}")
-        after_id, kept_rows, header = _resume_point(output, media)
+        after, kept_rows, header = _resume_point(output, media, dataset_key(url, auth))
         mode = "ab"
     limit = dict(parse_qsl(urlsplit(url).query)).get("limit")
     remaining = int(limit) - kept_rows if limit else None
     if remaining is not None and remaining <= 0:
         return kept_rows
-    request_url = _with_params(url, after_id=after_id, limit=remaining)
-    headers = {"Accept": media, "Prefer": "count=exact"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
+    resume_from = json.dumps(after, ensure_ascii=False) if after is not None else None
+    request_url = _with_params(url, after=resume_from, limit=remaining)
+    headers = {"Accept": media, "Prefer": "count=exact", **auth}
 
     line_format = media in (NDJSON, CSV, TEXT)
     expected: int | None = None
@@ -191,7 +236,7 @@ def _problem(response: httpx.Response) -> str:
         return f"HTTP {response.status_code}: {response.text[:200]}"
 
 
-def run(args: argparse.Namespace, settings: Settings) -> None:
+def run(args: argparse.Namespace, settings: Any) -> None:
     token = args.token or os.environ.get("ROWSTREAM_TOKEN")
     try:
         rows = fetch(

@@ -84,6 +84,15 @@ def responses(dataset: Dataset, media_types: tuple[str, ...]) -> dict[str, Any]:
             "`Prefer: count=exact`) or `X-Total-Count-Estimate`.",
             "content": {media: examples[media] for media in media_types},
         },
+        "400": {
+            "description": "Malformed request (e.g. a request line too long for the server), "
+            "or `after=` on a dataset without a key",
+            "content": {
+                **_problem(400, "Bad Request", "after: dataset 'x' has no key…"),
+                # what uvicorn answers for a request it cannot parse
+                "text/plain": {"schema": {"type": "string"}},
+            },
+        },
         "401": {
             "description": "Missing, invalid or expired token",
             "content": _problem(401, "Unauthorized", "missing bearer token"),

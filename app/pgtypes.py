@@ -345,8 +345,13 @@ def json_schema(pgtype: PgType, nullable: bool) -> dict[str, Any]:
     return schema
 
 
-#: RFC 3339 date-time; the offset may be left out (then UTC).
-DATETIME_PATTERN = r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})?"
+#: RFC 3339 date-times that are always valid and in range (days up to 28, offsets under
+#: 14 h), the offset optional (then UTC): what the OpenAPI document promises will be
+#: accepted. The parser accepts every valid date-time besides.
+DATETIME_PATTERN = (
+    r"[1-9]\d{3}-(0[1-9]|1[0-2])-(0[1-9]|1\d|2[0-8])[Tt]([01]\d|2[0-3]):[0-5]\d:[0-5]\d"
+    r"(\.\d{1,9})?([Zz]|[+-](0\d|1[0-3]):[0-5]\d)?"
+)
 _UUID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
 
@@ -356,7 +361,7 @@ def value_pattern(pgtype: PgType) -> str | None:
     kind = pgtype.kind
     if kind is Kind.INTEGER:
         digits = {"int2": 4, "int4": 9, "int8": 18}[pgtype.name]  # never out of range
-        return rf"-?\d{{1,{digits}}}"
+        return rf"-?(0|[1-9]\d{{0,{digits - 1}}})"  # also a JSON number (for after=)
     if kind is Kind.BOOLEAN:
         return "(true|false)"
     if kind is Kind.UUID:
@@ -381,7 +386,8 @@ def parameter_schema(pgtype: PgType) -> dict[str, Any]:
     if kind is Kind.BOOLEAN:
         return {"type": "boolean"}
     if kind is Kind.TIMESTAMPTZ:
-        return {"type": "string", "format": "date-time", "pattern": f"^{DATETIME_PATTERN}$"}
+        # RFC 3339, the offset optional (then UTC): a pattern, as format date-time needs one
+        return {"type": "string", "pattern": f"^{DATETIME_PATTERN}$"}
     if kind is Kind.DATE:
         return {"type": "string", "format": "date"}
     if kind is Kind.UUID:

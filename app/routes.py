@@ -38,7 +38,15 @@ PreferHeader = Annotated[
 router = APIRouter()
 
 
-@router.get("/datasets", tags=["datasets"], summary="The datasets this service serves")
+@router.get(
+    "/datasets",
+    tags=["datasets"],
+    summary="The datasets this service serves",
+    responses={
+        401: {"description": "Missing, invalid or expired token"},
+        503: {"description": "Database unavailable, or a dataset misconfigured"},
+    },
+)
 async def list_datasets(
     request: Request, catalog: Datasets, db: ReadDb, user: CurrentUser
 ) -> dict[str, Any]:

@@ -127,7 +127,7 @@ def test_filters_combine_with_projection_in_every_format(
     assert parse(media, r.content) == want(media, ids, ["created_at", "id", "channel"])
 
 
-def test_id_filters_use_the_index(client: httpx.Client, server: Server) -> None:
+def test_sender_id_filter_selects_exactly_its_rows(client: httpx.Client, server: Server) -> None:
     r = _get(client, server, "/messages/stream", params={"sender_id": 7919})
     rows = parse("application/x-ndjson", r.content)
     assert rows and all(row["sender_id"] == 7919 for row in rows)

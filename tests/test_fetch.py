@@ -113,14 +113,30 @@ def test_resume_of_a_complete_file_with_limit_fetches_nothing_more(
     assert out.read_bytes() == before
 
 
-def test_resume_needs_ids_and_drops_a_partial_last_record(tmp_path: Path) -> None:
+def test_resume_needs_the_key_and_drops_a_partial_last_record(tmp_path: Path) -> None:
     from app.fetch import FetchError, _resume_point
 
     no_id = tmp_path / "x.ndjson"
     no_id.write_bytes(b'{"channel":"sms"}\n{"chan')
-    with pytest.raises(FetchError, match="no 'id'"):
-        _resume_point(no_id, "application/x-ndjson")
+    with pytest.raises(FetchError, match=r"lack the key \(id\)"):
+        _resume_point(no_id, "application/x-ndjson", ["id"])
     quoted = tmp_path / "x.csv"
     quoted.write_bytes(b'id,body\n7,"multi\nline"\n8,"cut')
-    assert _resume_point(quoted, "text/csv") == (7, 1, b"id,body\n")
+    assert _resume_point(quoted, "text/csv", ["id"]) == (["7"], 1, b"id,body\n")
     assert quoted.read_bytes() == b'id,body\n7,"multi\nline"\n'
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "csv"])
+def test_resume_of_any_dataset_uses_its_key_from_the_dataset_list(
+    zoo_server: Server, tmp_path: Path, fmt: str
+) -> None:
+    """A composite key with odd names: the resumed file equals a whole download."""
+    url = f"{zoo_server.base_url}/datasets/order_items/stream"
+    whole = httpx.get(url, params={"format": fmt}, headers=zoo_server.headers(), timeout=30)
+    out = tmp_path / f"items.{fmt}"
+    out.write_bytes(whole.content[: len(whole.content) * 2 // 3])  # cut mid-record
+    done = rowstream_fetch(
+        url, "-o", str(out), "--format", fmt, "--resume", token=zoo_server.token()
+    )
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes() == whole.content
