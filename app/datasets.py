@@ -109,7 +109,7 @@ def load(path: Path | None) -> DatasetsFile:
                 raise ConfigError(
                     f"{path}: {where}: a dataset name may hold only letters, digits, '_' and "
                     "'-' (it is a URL path segment)"
-                )
+                ) from None
             if len(loc) > 2:
                 where += f", key {loc[2]!r}"
             where += ": "
