@@ -20,5 +20,6 @@ USER rowstream
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2); sys.exit(0)"
-# DATABASE_URL and JWT_SECRET must be provided. `serve` migrates, then runs uvicorn.
+# DATABASE_URL and JWT_SECRET must be provided, and a datasets.toml (mounted at
+# /srv/datasets.toml, or DATASETS_FILE): `serve` reads the database, never changes it.
 CMD ["python", "-m", "app.cli", "serve", "--graceful-timeout", "20"]

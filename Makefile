@@ -5,17 +5,26 @@ BIN    := $(VENV)/bin
 
 .PHONY: install tools run test lint typecheck check bench lock clean
 
-# The environment is rebuilt when the lock file or pyproject.toml change.
+# The environment is rebuilt when a lock file or pyproject.toml change. `run` needs only
+# the runtime lock; tests, lint and the bench install the development lock on top.
+$(VENV)/.runtime: requirements-runtime.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-runtime.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
-	touch $@
+	touch $@ $(VENV)/.runtime
 
 install: $(VENV)/.installed
 
-run: install
-	$(BIN)/rowstream serve --seed-if-empty --print-curl
+# With no DATABASE_URL: the embedded PostgreSQL, the demo migrated and seeded. With one:
+# its datasets (datasets.toml), nothing created there.
+run: $(VENV)/.runtime
+	$(BIN)/rowstream serve --demo --print-curl
 
 # Programs the tests drive besides Python: nginx (reverse proxy) and pgbouncer (pooler).
 # Installed with apt when missing and we are root (as CI is); elsewhere, install them.

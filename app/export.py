@@ -153,7 +153,7 @@ class Export:
             encoder,
             partial(_count_headers, dataset=self.dataset, selection=self.selection, mode=self.mode),
             guard=limiter.slot(subject),
-            idle_timeout=self.settings.stream_idle_timeout,
+            idle_timeout=self.settings.stream_idle_timeout_seconds,
             on_batch=_row_counter(self.stats, self.fmt),
         )
         headers["Vary"] = "Accept, Accept-Encoding, Prefer"
@@ -165,7 +165,7 @@ class Export:
             body,
             media_type=self.fmt.media_type,
             headers=headers,
-            send_timeout=self.settings.stream_send_timeout,
+            send_timeout=self.settings.stream_send_timeout_seconds,
             stats=self.stats,
             cleanup=cleanup,
         )

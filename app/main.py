@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limiter = StreamLimiter(
                 settings.stream_capacity,
                 settings.stream_per_subject,
-                settings.stream_admission_wait,
+                settings.stream_admission_wait_seconds,
             )
             metrics = Metrics(
                 active_streams=lambda: limiter.active,
@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
-    errors.install(app)
+    errors.install(app, database.UNREACHABLE, database.describe)
     app.add_middleware(RequestLog)
     app.include_router(health.router)
     data = APIRouter()

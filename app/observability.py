@@ -243,3 +243,26 @@ class JSONFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()
+
+
+def logging_config(level: str, log_format: str) -> dict[str, Any]:
+    """Our logging as a ``dictConfig``: for this process and for uvicorn's worker processes."""
+    formatter = (
+        {"()": "app.observability.JSONFormatter"}
+        if log_format == "json"
+        else {"format": "%(levelname)s %(name)s: %(message)s"}
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": formatter},
+        "filters": {"aborts": {"()": "app.observability.ExpectedAborts"}},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "filters": ["aborts"],
+            }
+        },
+        "root": {"handlers": ["default"], "level": level.upper()},
+    }

@@ -11,7 +11,7 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Secrets shorter than this are refused outside development (RFC 7518 §3.2: an HS256
@@ -20,7 +20,8 @@ MIN_SECRET_BYTES = 32
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    #: Time settings name their unit (``*_SECONDS``); the names they had before still work.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
 
     #: ``postgresql://…``; unset means "start the embedded PostgreSQL under ``data_dir``".
     database_url: str | None = None
@@ -69,12 +70,24 @@ class Settings(BaseSettings):
     #: Streams one token subject may run at once (429 beyond it).
     stream_per_subject: int = Field(default=8, ge=1)
     #: Seconds a new stream waits for capacity before it is refused with 503.
-    stream_admission_wait: float = Field(default=0.5, ge=0)
+    stream_admission_wait_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        validation_alias=AliasChoices("stream_admission_wait_seconds", "stream_admission_wait"),
+    )
     #: Seconds one chunk may wait for a client that stopped reading before the stream is
     #: aborted (its connection and transaction freed).
-    stream_send_timeout: float = Field(default=30.0, gt=0)
+    stream_send_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias=AliasChoices("stream_send_timeout_seconds", "stream_send_timeout"),
+    )
     #: Database backstop on stream transactions (``idle_in_transaction_session_timeout``).
-    stream_idle_timeout: float = Field(default=60.0, gt=0)
+    stream_idle_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        validation_alias=AliasChoices("stream_idle_timeout_seconds", "stream_idle_timeout"),
+    )
     #: The standard (buffered) endpoint refuses results larger than this, before loading.
     max_standard_rows: int = Field(default=1_000_000, ge=1)
 
@@ -83,9 +96,17 @@ class Settings(BaseSettings):
     pool_max_size: int = Field(default=20, ge=1)
     #: Seconds a single statement (one cursor fetch) may take before asyncpg gives up:
     #: a database that stops answering cannot hang a request forever.
-    command_timeout: float = Field(default=60.0, gt=0)
+    command_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        validation_alias=AliasChoices("command_timeout_seconds", "command_timeout"),
+    )
     #: Seconds to wait for a free pooled connection before answering 503.
-    pool_acquire_timeout: float = Field(default=5.0, gt=0)
+    pool_acquire_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        validation_alias=AliasChoices("pool_acquire_timeout_seconds", "pool_acquire_timeout"),
+    )
 
     def resolved_datasets_file(self) -> Path | None:
         """``DATASETS_FILE``, else ``./datasets.toml`` if it exists, else None (the demo)."""
