@@ -145,6 +145,22 @@ def json_sql(column: str, pgtype: PgType, nullable: bool) -> str:
 # --- CSV -------------------------------------------------------------------------------
 
 
+#: RFC 3339 from COPY's own text of a timestamp: ``2024-01-01 00:00:01+00`` (``TimeZone``
+#: UTC, ``DateStyle`` ISO) becomes ``2024-01-01T00:00:01+00:00``, what ``to_json`` prints,
+#: at a third of ``to_json``'s cost. Years before 1 (``… BC``) and ±infinity print
+#: differently, so they take ``to_json``: the guard is two integer comparisons.
+_RFC3339 = {
+    "timestamptz": (
+        "CASE WHEN {c} >= '0001-01-01 00:00:00+00' AND {c} < 'infinity' "
+        "THEN replace({c}::text, ' ', 'T') || ':00' ELSE to_json({c}) #>> '{{}}' END"
+    ),
+    "timestamp": (
+        "CASE WHEN {c} >= '0001-01-01 00:00:00' AND {c} < 'infinity' "
+        "THEN replace({c}::text, ' ', 'T') ELSE to_json({c}) #>> '{{}}' END"
+    ),
+}
+
+
 def csv_sql(column: str, pgtype: PgType) -> str:
     """SQL whose COPY (CSV) output is the text of ``column``'s JSON value.
 
@@ -154,8 +170,10 @@ def csv_sql(column: str, pgtype: PgType) -> str:
     kind = pgtype.kind
     if kind is Kind.BOOLEAN:
         return f"{column}::text"  # 'true'/'false', not COPY's t/f
-    if kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ, Kind.TIME, Kind.ARRAY):
-        return f"to_json({column}) #>> '{{}}'"  # RFC 3339 'T' and offset; arrays as JSON
+    if kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
+        return _RFC3339[pgtype.name].format(c=column)
+    if kind is Kind.ARRAY:
+        return f"to_json({column})::text"  # JSON arrays, not PostgreSQL's {…}
     return column
 
 

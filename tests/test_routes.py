@@ -15,7 +15,7 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from tests.conftest import Server, run
+from tests.support import Server, run
 from tests.zoo import ZOO_COLUMNS, ZOO_ROWS
 
 STREAM_FORMATS = ["ndjson", "json", "csv", "arrow"]
@@ -137,6 +137,22 @@ def test_every_type_in_csv_is_the_text_of_its_json_value(
                 assert cell is not None and _json(cell) == value, name
             else:
                 assert cell == csv_text(value), (name, cell, value)
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "csv"])
+def test_timestamps_json_prints_unlike_copy_are_still_exact(
+    zoo_server: Server, zoo_url: str, fmt: str
+) -> None:
+    """BC, infinite and five-digit-year values take ``to_json``'s way in CSV too."""
+    body = _get(zoo_server, "/datasets/stamps/stream", params={"format": fmt}).content
+    expected = theirs_json(zoo_url, "stamps", "id")
+    if fmt == "ndjson":
+        assert rows_of(fmt, body) == expected
+        return
+    header, records = _csv_cells(body)
+    assert [dict(zip(header, r, strict=True)) for r in records] == [
+        {k: csv_text(v) for k, v in row.items()} for row in expected
+    ]
 
 
 def test_every_type_in_arrow_is_typed_and_equal(zoo_server: Server, zoo_url: str) -> None:
@@ -296,7 +312,7 @@ def test_a_query_without_a_key_streams_but_cannot_resume(zoo_server: Server) -> 
 def test_the_dataset_list_describes_each_dataset(zoo_server: Server) -> None:
     listing = _get(zoo_server, "/datasets").json()["datasets"]
     by_name = {d["name"]: d for d in listing}
-    assert list(by_name) == ["zoo", "order_items", "events_view", "daily", "unordered"]
+    assert list(by_name) == ["zoo", "stamps", "order_items", "events_view", "daily", "unordered"]
     zoo = by_name["zoo"]
     assert zoo["key"] == ["id"] and zoo["description"] == "Every supported type"
     assert {"name": "n52", "type": "numeric(5,2)", "nullable": True} in zoo["columns"]

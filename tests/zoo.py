@@ -74,6 +74,15 @@ SELECT i,
        ('10.0.' || (i % 256) || '.1')::inet
 FROM generate_series(3, {rows}) AS i;
 
+-- timestamps COPY prints unlike JSON: before year 1, infinite, beyond 9999
+CREATE TABLE stamps (id int PRIMARY KEY, ts timestamp, tstz timestamptz, dt date);
+INSERT INTO stamps VALUES
+    (1, '0044-03-15 12:00:00 BC', '0044-03-15 12:00:00+00 BC', '0044-03-15 BC'),
+    (2, 'infinity', '-infinity', 'infinity'),
+    (3, '12345-06-07 08:09:10.5', '12345-06-07 08:09:10.5+00', '12345-06-07'),
+    (4, '0001-01-01 00:00:00', '0001-01-01 00:00:00+00', '0001-01-01'),
+    (5, '2024-02-29 23:59:59.999999', '2024-02-29 23:59:59.999999+00', '2024-02-29');
+
 CREATE TABLE "Order Items" (
     "Order"   integer NOT NULL,
     "select"  date    NOT NULL,
@@ -127,6 +136,9 @@ DATASETS = """
 [datasets.zoo]
 table = "zoo"
 description = "Every supported type"
+
+[datasets.stamps]
+table = "stamps"
 
 [datasets.order_items]
 table = "Order Items"
