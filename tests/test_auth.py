@@ -9,7 +9,7 @@ import pytest
 from jose import jwt
 
 from app import auth
-from tests.conftest import JWT_SECRET, Server
+from tests.support import JWT_SECRET, Server
 
 SECRET = "s" * 40
 

@@ -9,7 +9,7 @@ import pytest
 
 from app.capacity import StreamLimiter, TooManyRequests
 from app.errors import ServiceUnavailable
-from tests.conftest import (
+from tests.support import (
     Server,
     busy_sessions,
     metric,
@@ -44,17 +44,35 @@ async def test_limiter_bounds_streams_and_subjects() -> None:
 
 @pytest.mark.anyio
 async def test_a_waiting_stream_gets_a_slot_freed_within_the_admission_wait() -> None:
+    """A full limiter makes a newcomer wait, not fail: when the holder leaves before
+    ``admission_wait`` runs out, the waiter gets the freed slot, and nothing is counted as
+    rejected."""
     limiter = StreamLimiter(capacity=1, per_subject=5, admission_wait=1.0)
+    events: list[str] = []
+    a_admitted, a_may_leave = asyncio.Event(), asyncio.Event()
 
     async def hold() -> None:
         async with limiter.slot("a"):
-            await asyncio.sleep(0.1)
+            events.append("a admitted")
+            a_admitted.set()
+            await a_may_leave.wait()
+        events.append("a left")
 
-    task = asyncio.create_task(hold())
-    await asyncio.sleep(0.01)
-    async with limiter.slot("b"):
-        pass
-    await task
+    async def wait_for_a_slot() -> None:
+        async with limiter.slot("b"):
+            events.append("b admitted")
+            assert limiter.active == 1
+
+    holder = asyncio.create_task(hold())
+    await a_admitted.wait()
+    waiter = asyncio.create_task(wait_for_a_slot())
+    await asyncio.sleep(0.1)  # well within b's admission wait
+    assert events == ["a admitted"] and not waiter.done()  # b waits: not admitted, not refused
+    a_may_leave.set()
+    await asyncio.gather(holder, waiter)
+    assert events == ["a admitted", "a left", "b admitted"]
+    assert not limiter.rejected
+    assert limiter.active == 0
 
 
 @pytest.fixture(scope="module")

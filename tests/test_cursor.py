@@ -4,7 +4,7 @@ client that goes away leaves nothing behind in PostgreSQL or the pool."""
 import httpx
 import pytest
 
-from tests.conftest import SEED_ROWS, TEST_BATCH, Server
+from tests.support import SEED_ROWS, TEST_BATCH, Server
 
 pytestmark = pytest.mark.anyio
 

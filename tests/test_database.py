@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from app import embedded, migrate, seed
-from tests.conftest import run, start_server, stop_server
+from tests.support import run, start_server, stop_server
 
 
 @pytest.fixture(scope="module")

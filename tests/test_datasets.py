@@ -9,7 +9,7 @@ import pytest
 
 from app import datasets
 from app.datasets import ConfigError
-from tests.conftest import run
+from tests.support import run
 
 
 def _load(tmp_path: Path, text: str) -> datasets.DatasetsFile:

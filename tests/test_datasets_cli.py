@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from tests.conftest import JWT_SECRET, run, start_server, stop_server
+from tests.support import JWT_SECRET, run, start_server, stop_server
 
 OWN = """
 CREATE TABLE "Customers" (id bigint PRIMARY KEY, name text NOT NULL, "e-mail" text);

@@ -17,7 +17,7 @@ import yaml
 from app import pooler
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import DEPLOY
+from tests.support import DEPLOY
 
 ROOT = DEPLOY.parent
 

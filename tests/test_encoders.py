@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from app import encoders, pgtypes, records
+from app import encoders, pgtypes
 
 
 def _rows(*texts: str) -> list[tuple[str]]:
@@ -94,26 +94,3 @@ def test_buffer_builders_consume_their_input() -> None:
     parts = [b"a,b\n", b"1,2\n"]
     assert encoders.concatenate(parts) == b"a,b\n1,2\n"
     assert parts == []
-
-
-def test_csv_records_ignore_newlines_inside_quoted_fields_across_chunks() -> None:
-    data = b'id,body\n1,"two\nlines"\n2,"say ""hi""\n"\n3,plain\n'
-    assert records.csv_records(data, False) == (4, False)
-    total, state = 0, False
-    for i in range(len(data)):  # split at every possible place
-        total, state = 0, False
-        for part in (data[:i], data[i:]):
-            n, state = records.csv_records(part, state)
-            total += n
-        assert total == 4 and state is False
-
-
-def test_last_records_finds_the_last_complete_record() -> None:
-    data = b'id,body\n1,"a\nb"\n2,"c"\n3,"unfinished\n'
-    start, end, count = records.last_records(data, csv=True)
-    assert data[start:end] == b'2,"c"\n' and count == 3
-    nd = b'{"id":1}\n{"id":2}\n{"id":'
-    start, end, count = records.last_records(nd, csv=False)
-    assert nd[start:end] == b'{"id":2}\n' and count == 2
-    assert records.last_records(b"no newline", csv=False) == (0, 0, 0)
-    assert records.last_records(b'"open\n', csv=True) == (0, 0, 0)

@@ -13,7 +13,7 @@ import pytest
 import zstandard
 
 from tests import expected
-from tests.conftest import SEED_ROWS, Server
+from tests.support import SEED_ROWS, Server
 
 FIELDS = list(expected.row(1))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import SEED_ROWS, Server, start_server, stop_server
+from tests.support import SEED_ROWS, Server, start_server, stop_server
 
 
 def rowstream_fetch(*args: str, token: str) -> subprocess.CompletedProcess[str]:

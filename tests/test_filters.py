@@ -10,7 +10,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import Server, run
+from tests.support import Server, run
 
 CASES: list[tuple[dict[str, str], str]] = [
     ({"i4": "5000"}, "i4 = 5000"),

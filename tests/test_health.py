@@ -1,7 +1,7 @@
 import asyncpg
 import httpx
 
-from tests.conftest import free_port, run, start_server, stop_server
+from tests.support import free_port, run, start_server, stop_server
 
 
 def test_healthz_needs_no_token(client: httpx.Client) -> None:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from jose import jwt
 
-from tests.conftest import JWT_SECRET, Server, start_server, stop_server
+from tests.support import JWT_SECRET, Server, start_server, stop_server
 
 AUD, ISS = "rowstream-api", "rowstream-tests"
 PROTECTED = ["/messages", "/messages/stream", "/standard", "/chunked"]

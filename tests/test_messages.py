@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tests import expected
-from tests.conftest import SEED_ROWS, Server
+from tests.support import SEED_ROWS, Server
 
 
 def _ndjson(text: str) -> list[dict[str, object]]:

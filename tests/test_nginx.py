@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import (
+from tests.support import (
     DEPLOY,
     SEED_ROWS,
     Server,

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Server, metric, start_server, stop_server
+from tests.support import Server, metric, start_server, stop_server
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import Server
+from tests.support import Server
 
 
 def test_api_conforms_to_its_openapi_document(server: Server, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from app import pooler
-from tests.conftest import Server, raw_request, reset, start_server, stop_server
+from tests.support import Server, raw_request, reset, start_server, stop_server
 
 ROWS = 20_000
 

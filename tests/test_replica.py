@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import (
+from tests.support import (
     REPLICA_ROWS,
     Pair,
     Server,

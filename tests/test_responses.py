@@ -10,7 +10,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import (
+from tests.support import (
     Server,
     busy_sessions,
     metric,

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from app import pooler
-from tests.conftest import (
+from tests.support import (
     DEPLOY,
     REPLICA_ROWS,
     Pair,
