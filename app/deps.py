@@ -1,4 +1,5 @@
-"""The lifespan's typed state and the ``Annotated`` dependencies routes use to reach it.
+"""The lifespan's typed state and the ``Annotated`` dependencies routes use to reach it
+(``async``, so FastAPI calls them inline rather than in a worker thread).
 
 The lifespan (``main.py``) opens the resources and yields a ``State``; Starlette gives
 each request a shallow copy of it as ``request.state``. Routes never read it directly:
@@ -39,32 +40,32 @@ def _state(request: Request) -> State:
     return cast(State, request.state._state)
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return _state(request)["settings"]
 
 
-def get_db(request: Request) -> databases.Database:
+async def get_db(request: Request) -> databases.Database:
     return _state(request)["db"]
 
 
-def get_read_db(request: Request) -> databases.Database:
+async def get_read_db(request: Request) -> databases.Database:
     """The database exports read from (``DATABASE_READ_URL``, else the primary)."""
     return _state(request)["read_db"]
 
 
-def get_catalog(request: Request) -> Catalog:
+async def get_catalog(request: Request) -> Catalog:
     return _state(request)["catalog"]
 
 
-def get_limiter(request: Request) -> StreamLimiter:
+async def get_limiter(request: Request) -> StreamLimiter:
     return _state(request)["limiter"]
 
 
-def get_lag(request: Request) -> LagMonitor:
+async def get_lag(request: Request) -> LagMonitor:
     return _state(request)["lag"]
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return _state(request)["metrics"]
 
 

@@ -8,6 +8,8 @@ which is declared once, in ``formats.FORMATS``.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncGenerator, Callable
 from functools import partial
 from typing import Any
@@ -33,6 +35,8 @@ DEMO_STREAM_FORMATS = (NDJSON, JSON, CSV, TEXT, "application/vnd.apache.arrow.st
 STANDARD_FORMATS = (JSON, CSV)
 
 Source = Callable[[asyncpg.Connection], AsyncGenerator[Any, None]]
+
+logger = logging.getLogger(__name__)
 
 
 def count_mode(prefer: str | None) -> str:
@@ -219,3 +223,38 @@ class Export:
             body = encoders.json_array_from_lines(chunks)
         headers["Vary"] = "Accept, Prefer"
         return PrebuiltJSONResponse(body, media_type=self.fmt.media_type, headers=headers)
+
+
+async def warm_up(db: databases.Database, datasets: dict[str, Dataset], batch_size: int) -> None:
+    """Run the first row of every table dataset through every streamed format, at start.
+
+    The first export of a fresh process otherwise pays for what only the first one needs:
+    importing pyarrow, asyncpg's first statements on the pooled connection, PostgreSQL
+    reading the catalog into its caches (measured: 45 ms to the first NDJSON byte, 200 ms
+    to the first Arrow byte, against 5 ms warm). The connection stays in the pool for the
+    first request. Views and saved queries are left out (their first row may cost a full
+    evaluation); a failure here (a value Arrow cannot hold) only means a colder start.
+    """
+    from app.formats import FORMATS
+
+    for dataset in datasets.values():
+        if dataset.kind != "table":
+            continue
+        selection = Selection(fields=dataset.column_names, limit=1)
+        for media_type in STREAM_FORMATS:
+            source, encoder = _plan(dataset, selection, FORMATS[media_type], batch_size)
+            count = partial(_count_headers, dataset=dataset, selection=selection, mode="")
+            try:
+                async with asyncio.timeout(WARM_UP_SECONDS):
+                    _, body, cleanup = await cursor.open_stream(db, source, encoder, count)
+                    try:
+                        async for _ in body:
+                            pass
+                    finally:
+                        await cleanup()
+            except Exception as exc:
+                logger.debug("warm-up of %s as %s: %s", dataset.name, media_type, exc)
+
+
+#: Seconds one warm-up export may take.
+WARM_UP_SECONDS = 2.0

@@ -10,10 +10,10 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from app import __version__, database, datasets, errors, health, openapi, routes
+from app import __version__, database, datasets, errors, export, health, openapi, routes
 from app.capacity import StreamLimiter
 from app.catalog import Catalog
 from app.deps import State
@@ -70,6 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             try:
                 await catalog.load(read_db, at_start=True)
+                if catalog.loaded:
+                    await export.warm_up(read_db, catalog.loaded, settings.stream_batch_size)
                 yield State(
                     settings=settings,
                     jwt_secret=jwt_secret,
@@ -94,13 +96,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app, database.UNREACHABLE, database.describe)
     app.add_middleware(RequestLog)
-    app.include_router(health.router)
-    data = APIRouter()
+    # Routes go straight onto the app's router: FastAPI builds an included router's routes
+    # lazily, on the first request that reaches them (measured: +30 ms on the first export).
+    app.router.routes.extend(health.router.routes)
+    app.router.routes.extend(routes.router.routes)
     for name, declared in catalog.config.datasets.items():
-        routes.add_dataset(data, name, declared.description)
+        routes.add_dataset(app.router, name, declared.description)
     if "messages" in catalog.config.datasets:
-        routes.add_demo_routes(data)
-    app.include_router(routes.router)
-    app.include_router(data)
+        routes.add_demo_routes(app.router)
     openapi.install(app, lambda: catalog.loaded)
+    _prepare_routes(app)
     return app
+
+
+def _prepare_routes(app: FastAPI) -> None:
+    """Do now what FastAPI does on each route's first request: it reads the endpoint's
+    source lines for its error context (``inspect.getsourcelines``, measured at 15 ms).
+    A private function, so only where it exists."""
+    from fastapi import routing
+
+    extract = getattr(routing, "_extract_endpoint_context", None)
+    if extract is None:
+        return
+    for route in app.router.routes:
+        if isinstance(route, routing.APIRoute):
+            extract(route.endpoint)
