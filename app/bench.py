@@ -713,6 +713,12 @@ def run_concurrent(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> None:
+    if args.datasets:
+        from app import bench_datasets
+
+        args.command = " ".join(["rowstream", *sys.argv[1:]])
+        bench_datasets.run(args, settings)
+        return
     if args.concurrent:
         run_concurrent(args, settings)
         return
@@ -814,5 +820,19 @@ def add_parser(sub: Any) -> None:
         dest="formats",
         action="store_false",
         help="only the standard/streaming/text comparison, no other formats",
+    )
+    b.add_argument(
+        "--datasets",
+        action="store_true",
+        help="instead: the dataset path (fresh server per round) against plain COPY "
+        "(app/bench_datasets.py); with --big: 5,000,000 rows",
+    )
+    b.add_argument("--datasets-rows", type=int, default=500_000, help="with --datasets")
+    b.add_argument("--wide", action="store_true", help="with --datasets: add a 20-column table")
+    b.add_argument("--database-url", help="with --datasets: any PostgreSQL (default: embedded)")
+    b.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="with --datasets: also measure the server of the checkout in DIR on messages",
     )
     b.set_defaults(func=run)

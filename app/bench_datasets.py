@@ -1,0 +1,261 @@
+"""``rowstream bench --datasets``: a declared dataset through the generic path, against
+PostgreSQL's plain ``COPY`` of the same table measured in the same round.
+
+Each round starts a fresh server process (so the first stream's first byte is that of a
+fresh process, and memory is measured from its idle level), then streams the whole
+dataset as NDJSON, CSV and Arrow, and takes two references on a direct connection:
+``COPY (SELECT * FROM t ORDER BY key) TO STDOUT (FORMAT csv)`` (plain) and the very
+``COPY`` statement the CSV format runs. ``--wide`` adds a 20-column table of mixed types;
+``--baseline DIR`` also measures the server of another checkout (e.g. the build before
+datasets existed) on ``messages`` in the same rounds, to compare the two paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from app import auth, bench, database, datasets, migrate, pooler, seed, sql
+from app.settings import Settings
+
+#: The 20-column table of ``--wide``: every common type, row i a pure function of i.
+WIDE_SQL = """
+CREATE TABLE IF NOT EXISTS bench_wide (
+    id bigint PRIMARY KEY, i4 integer NOT NULL, i8 bigint, i2 smallint, amount numeric(12,2),
+    ratio double precision, score real, flag boolean NOT NULL, label text NOT NULL,
+    code varchar(40), ref uuid, day date, at timestamptz NOT NULL, local timestamp,
+    attrs jsonb, tags integer[], note text, big numeric, seen boolean, updated timestamptz
+)
+"""
+WIDE_SEED = """
+INSERT INTO bench_wide
+SELECT i, (i * 7919) % 100000, i * 1000003, (i % 30000)::smallint, (i % 100000) / 100.0,
+       i / 7.0, (i % 1000) / 3.0, i % 2 = 0, 'label ' || (i % 1000), 'c' || (i % 97),
+       md5(i::text)::uuid, date '2020-01-01' + (i % 2000)::int,
+       timestamptz '2024-01-01 00:00+00' + i * interval '1 second',
+       timestamp '2024-01-01' + i * interval '1 minute',
+       jsonb_build_object('i', i % 100, 'k', 'v'), ARRAY[i % 10, i % 7],
+       CASE WHEN i % 5 = 0 THEN NULL ELSE repeat('n', (i % 40)::int) END,
+       (i::numeric * 1.0001), CASE WHEN i % 3 = 0 THEN NULL ELSE i % 3 = 1 END,
+       timestamptz '2024-06-01 00:00+00' + (i % 86400) * interval '1 second'
+FROM generate_series(1::bigint, $1::bigint) AS i
+"""
+
+STREAMS = {"ndjson": "application/x-ndjson", "csv": "text/csv", "arrow": ""}
+
+
+async def _prepare(url: str, rows: int, wide: bool) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        if await seed.count(conn) < rows:
+            await seed.seed(conn, rows)
+        if wide:
+            await conn.execute(WIDE_SQL)
+            if await conn.fetchval("SELECT count(*) FROM bench_wide") != rows:
+                await conn.execute("TRUNCATE bench_wide")
+                await conn.execute(WIDE_SEED, rows)
+                await conn.execute("VACUUM (ANALYZE) bench_wide")
+    finally:
+        await conn.close()
+
+
+async def _reference(url: str, name: str, rows: int, own: bool) -> bench.Sample:
+    """Plain ``COPY (SELECT * … ORDER BY key)``, or (``own``) the CSV format's statement."""
+    conn = await asyncpg.connect(url)
+    try:
+        dataset = (await datasets.describe_all(conn, _declared([name])))[name]
+        size, started = 0, time.perf_counter()
+
+        async def sink(data: bytes) -> None:
+            nonlocal size
+            size += len(data)
+
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            await conn.execute("SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'")
+            if own:
+                query = sql.as_csv(dataset, sql.Selection(dataset.column_names, limit=rows))
+                await conn.copy_from_query(query.sql, *query.args, output=sink, **sql.CSV_COPY)
+            else:
+                order = ", ".join(map(sql.ident, dataset.key))
+                await conn.copy_from_query(
+                    f"SELECT * FROM {dataset.source} ORDER BY {order} LIMIT $1",
+                    rows,
+                    output=sink,
+                    format="csv",
+                )
+        return bench.Sample(0.0, 0.0, time.perf_counter() - started, size, rows)
+    finally:
+        await conn.close()
+
+
+def _declared(names: list[str]) -> datasets.DatasetsFile:
+    tables = {"messages": "messages", "wide": "bench_wide"}
+    return datasets.DatasetsFile.model_validate(
+        {"datasets": {n: {"table": tables[n]} for n in names}}
+    )
+
+
+@contextlib.contextmanager
+def _fresh_server(url: str, secret: str, cwd: Path | None, **env: str) -> Iterator[tuple[str, int]]:
+    """A server process started for this round, answering ``/healthz`` (nothing warmed)."""
+    port = pooler.free_port()
+    environment = {**os.environ, "DATABASE_URL": url, "JWT_SECRET": secret, **env}
+    if cwd is not None:
+        environment["PYTHONPATH"] = str(cwd)
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--log-level", "warning"],
+        env=environment,
+        cwd=cwd,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError("a bench server exited during start-up")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("a bench server did not start in 120 s")
+            time.sleep(0.05)
+        time.sleep(0.5)  # let start-up finish (warm-up) as a supervisor's first probe would
+        yield base, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _scenario(label: str, path: str, fmt: str, rows: int) -> bench.Scenario:
+    """The format travels in ``Accept``, which both builds understand."""
+    accept = STREAMS[fmt] or "application/vnd.apache.arrow.stream"
+    count = b"" if fmt == "arrow" else b"\n"
+    return bench.Scenario(
+        label, path, rows, (("Accept", accept),), count, extra_lines=1 if fmt == "csv" else 0
+    )
+
+
+async def _round(
+    url: str, secret: str, names: list[str], rows: int, files: Path, baseline: Path | None
+) -> dict[str, bench.Sample]:
+    token = auth.issue(secret, "bench", 3600)
+    headers = {"Authorization": f"Bearer {token}", "Accept-Encoding": "identity"}
+    out: dict[str, bench.Sample] = {}
+    builds: list[tuple[str, Path | None, str]] = [("", None, "/datasets/{name}/stream")]
+    if baseline is not None:
+        builds.append(("baseline ", baseline, "/messages/stream"))
+    for prefix, cwd, template in builds:
+        env = {"DATASETS_FILE": str(files)} if cwd is None else {}
+        with _fresh_server(url, secret, cwd, **env) as (base, pid):
+            probe = bench.ServerProbe(pid)
+            async with httpx.AsyncClient(base_url=base, headers=headers, timeout=900) as client:
+                for name in names if cwd is None else ["messages"]:
+                    for fmt in STREAMS:
+                        label = f"{prefix}{name} {fmt}"
+                        path = template.format(name=name)
+                        sc = _scenario(label, path, fmt, rows)
+                        sample = await bench.fetch(client, probe, sc, False)
+                        if sample.rows != rows:
+                            raise RuntimeError(f"{label}: {sample.rows} rows, expected {rows}")
+                        out[label] = sample
+    for name in names:
+        out[f"{name} plain COPY csv"] = await _reference(url, name, rows, own=False)
+        out[f"{name} COPY of the csv format"] = await _reference(url, name, rows, own=True)
+    return out
+
+
+def run(args: argparse.Namespace, settings: Settings) -> None:
+    names = ["messages", *(["wide"] if args.wide else [])]
+    rows = 5_000_000 if args.big else args.datasets_rows
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = (out / "datasets.toml").resolve()
+    files.write_text(
+        "".join(
+            f'[datasets.{n}]\ntable = "{t}"\n\n'
+            for n, t in [("messages", "messages"), ("wide", "bench_wide")]
+            if n in names
+        )
+    )
+    secret = os.urandom(24).hex()
+    if args.database_url:
+        settings = settings.model_copy(update={"database_url": args.database_url})
+    baseline = Path(args.baseline).resolve() if args.baseline else None
+    rounds: list[dict[str, bench.Sample]] = []
+    with database.database_url(settings) as url:
+        migrate.upgrade(url)  # the bench's own tables: asked for by running the bench
+        asyncio.run(_prepare(url, rows, args.wide))
+        for number in range(args.rounds + 1):
+            measured = asyncio.run(_round(url, secret, names, rows, files, baseline))
+            if number:  # the first round warms PostgreSQL's caches
+                rounds.append(measured)
+            if not args.quiet:
+                print(
+                    f"round {number}: "
+                    + ", ".join(f"{k} {v.total_s:.2f}s" for k, v in measured.items()),
+                    flush=True,
+                )
+    report = summarise(rounds, names, baseline is not None)
+    report.update(rows=rows, rounds=len(rounds), machine=bench.machine(), command=args.command)
+    (out / "datasets.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps(report["figures"], indent=1))
+
+
+def summarise(
+    rounds: list[dict[str, bench.Sample]], names: list[str], baseline: bool
+) -> dict[str, Any]:
+    """Medians over rounds of each figure, ratios taken within each round."""
+
+    def median(values: list[float]) -> float:
+        return round(statistics.median(values), 4)
+
+    figures: dict[str, Any] = {}
+    for name in names:
+        plain = [r[f"{name} plain COPY csv"].total_s for r in rounds]
+        own = [r[f"{name} COPY of the csv format"].total_s for r in rounds]
+        figures[f"{name} plain COPY csv s"] = median(plain)
+        figures[f"{name} csv statement x plain COPY"] = median(
+            [o / p for o, p in zip(own, plain, strict=True)]
+        )
+        for fmt in STREAMS:
+            samples = [r[f"{name} {fmt}"] for r in rounds]
+            figures[f"{name} {fmt} s"] = median([s.total_s for s in samples])
+            figures[f"{name} {fmt} x plain COPY"] = median(
+                [s.total_s / p for s, p in zip(samples, plain, strict=True)]
+            )
+            figures[f"{name} {fmt} peak MiB above idle"] = median(
+                [s.peak_mib or 0.0 for s in samples]
+            )
+        first = [r[f"{name} ndjson"].first_byte_s * 1000 for r in rounds]
+        figures[
+            f"{name} ndjson first byte ms" + (" (fresh process)" if name == names[0] else "")
+        ] = median(first)
+    if baseline:
+        for fmt in STREAMS:
+            figures[f"messages {fmt} x baseline build"] = median(
+                [
+                    r[f"messages {fmt}"].total_s / r[f"baseline messages {fmt}"].total_s
+                    for r in rounds
+                ]
+            )
+        figures["baseline first byte ms (fresh process)"] = median(
+            [r["baseline messages ndjson"].first_byte_s * 1000 for r in rounds]
+        )
+    return {"figures": figures}
