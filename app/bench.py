@@ -420,30 +420,42 @@ async def _database_beside(url: str, name: str) -> str:
 
 
 @contextmanager
-def _server(url: str, secret: str, **extra_env: str) -> Iterator[tuple[str, int | None]]:
+def _server(
+    url: str,
+    secret: str,
+    *,
+    cwd: Path | None = None,
+    ready: str = "/readyz",
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[tuple[str, int | None]]:
+    """``rowstream serve`` on a free port, once ``ready`` answers 200; ``cwd``: the
+    checkout to run it from (another build), else this one."""
     port = pooler.free_port()
-    env = {**os.environ, "DATABASE_URL": url, "JWT_SECRET": secret, **extra_env}
+    env = {**os.environ, "DATABASE_URL": url, "JWT_SECRET": secret, **(extra_env or {})}
+    if cwd is not None:
+        env["PYTHONPATH"] = str(cwd)
     proc = subprocess.Popen(
         [
             *(sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1"),
             *("--port", str(port), "--log-level", "warning"),
         ],
         env=env,
+        cwd=cwd,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while True:
             if proc.poll() is not None:
                 raise RuntimeError("the server exited during start-up")
             try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{base}{ready}", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("the server did not become ready in 60 s")
-            time.sleep(0.1)
+                raise RuntimeError("the server did not become ready in 120 s")
+            time.sleep(0.05)
         yield base, proc.pid
     finally:
         proc.terminate()
@@ -665,7 +677,9 @@ def run_concurrent(args: argparse.Namespace, settings: Settings) -> None:
                         servers = [
                             (base, ServerProbe(pid))
                             for base, pid in (
-                                stack.enter_context(_server(server_url, secret, **server_env))
+                                stack.enter_context(
+                                    _server(server_url, secret, extra_env=server_env)
+                                )
                                 for _ in range(instances)
                             )
                         ]

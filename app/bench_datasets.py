@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from app import auth, bench, database, datasets, migrate, pooler, seed, sql
+from app import auth, bench, database, datasets, migrate, seed, sql
 from app.settings import Settings
 
 #: The 20-column table of ``--wide``: every common type, row i a pure function of i.
@@ -108,39 +108,12 @@ def _declared(names: list[str]) -> datasets.DatasetsFile:
 
 @contextlib.contextmanager
 def _fresh_server(url: str, secret: str, cwd: Path | None, **env: str) -> Iterator[tuple[str, int]]:
-    """A server process started for this round, answering ``/healthz`` (nothing warmed)."""
-    port = pooler.free_port()
-    environment = {**os.environ, "DATABASE_URL": url, "JWT_SECRET": secret, **env}
-    if cwd is not None:
-        environment["PYTHONPATH"] = str(cwd)
-    import subprocess
-    import sys
-
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--log-level", "warning"],
-        env=environment,
-        cwd=cwd,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError("a bench server exited during start-up")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("a bench server did not start in 120 s")
-            time.sleep(0.05)
-        time.sleep(0.5)  # let start-up finish (warm-up) as a supervisor's first probe would
-        yield base, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    """A server process started for this round, answering ``/healthz`` (no request that
+    would warm it), given the half second a supervisor's first probe would give it."""
+    with bench._server(url, secret, cwd=cwd, ready="/healthz", extra_env=env) as (base, pid):
+        time.sleep(0.5)
+        assert pid is not None
+        yield base, pid
 
 
 def _scenario(label: str, path: str, fmt: str, rows: int) -> bench.Scenario:

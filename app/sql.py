@@ -15,6 +15,7 @@ columns; see ``pgtypes.py`` for each type.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -166,28 +167,25 @@ def as_columns(dataset: Dataset, selection: Selection) -> Query:
     return select(dataset, selection, ", ".join(map(ident, selection.fields)))
 
 
-def as_csv(dataset: Dataset, selection: Selection) -> Query:
-    """For ``COPY (…) TO STDOUT (FORMAT csv, HEADER)``: the header names the columns."""
+def _columns(dataset: Dataset, selection: Selection, render: Callable[[str, Any], str]) -> Query:
+    """The selected columns, each rendered by ``render(quoted name, type)`` and named."""
     return select(
         dataset,
         selection,
         ", ".join(
-            f"{pgtypes.csv_sql(ident(f), dataset.by_name[f].type)} AS {ident(f)}"
-            for f in selection.fields
+            f"{render(ident(f), dataset.by_name[f].type)} AS {ident(f)}" for f in selection.fields
         ),
     )
+
+
+def as_csv(dataset: Dataset, selection: Selection) -> Query:
+    """For ``COPY (…) TO STDOUT (FORMAT csv, HEADER)``: the header names the columns."""
+    return _columns(dataset, selection, pgtypes.csv_sql)
 
 
 def as_arrow(dataset: Dataset, selection: Selection) -> Query:
     """The selected columns, typed for ``encoders.ArrowEncoder`` (see ``pgtypes``)."""
-    return select(
-        dataset,
-        selection,
-        ", ".join(
-            f"{pgtypes.arrow_sql(ident(f), dataset.by_name[f].type)} AS {ident(f)}"
-            for f in selection.fields
-        ),
-    )
+    return _columns(dataset, selection, pgtypes.arrow_sql)
 
 
 def as_key_lines(dataset: Dataset, selection: Selection) -> Query:
