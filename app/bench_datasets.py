@@ -27,6 +27,7 @@ import asyncpg
 import httpx
 
 from app import auth, bench, database, datasets, migrate, seed, sql
+from app.bench_report import Sample, machine
 from app.settings import Settings
 
 #: The 20-column table of ``--wide``: every common type, row i a pure function of i.
@@ -70,7 +71,7 @@ async def _prepare(url: str, rows: int, wide: bool) -> None:
         await conn.close()
 
 
-async def _reference(url: str, name: str, rows: int, own: bool) -> bench.Sample:
+async def _reference(url: str, name: str, rows: int, own: bool) -> Sample:
     """Plain ``COPY (SELECT * … ORDER BY key)``, or (``own``) the CSV format's statement."""
     conn = await asyncpg.connect(url)
     try:
@@ -94,7 +95,7 @@ async def _reference(url: str, name: str, rows: int, own: bool) -> bench.Sample:
                     output=sink,
                     format="csv",
                 )
-        return bench.Sample(0.0, 0.0, time.perf_counter() - started, size, rows)
+        return Sample(0.0, 0.0, time.perf_counter() - started, size, rows)
     finally:
         await conn.close()
 
@@ -127,10 +128,10 @@ def _scenario(label: str, path: str, fmt: str, rows: int) -> bench.Scenario:
 
 async def _round(
     url: str, secret: str, names: list[str], rows: int, files: Path, baseline: Path | None
-) -> dict[str, bench.Sample]:
+) -> dict[str, Sample]:
     token = auth.issue(secret, "bench", 3600)
     headers = {"Authorization": f"Bearer {token}", "Accept-Encoding": "identity"}
-    out: dict[str, bench.Sample] = {}
+    out: dict[str, Sample] = {}
     builds: list[tuple[str, Path | None, str]] = [("", None, "/datasets/{name}/stream")]
     if baseline is not None:
         builds.append(("baseline ", baseline, "/messages/stream"))
@@ -171,7 +172,7 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
     if args.database_url:
         settings = settings.model_copy(update={"database_url": args.database_url})
     baseline = Path(args.baseline).resolve() if args.baseline else None
-    rounds: list[dict[str, bench.Sample]] = []
+    rounds: list[dict[str, Sample]] = []
     with database.database_url(settings) as url:
         migrate.upgrade(url)  # the bench's own tables: asked for by running the bench
         asyncio.run(_prepare(url, rows, args.wide))
@@ -186,14 +187,12 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
                     flush=True,
                 )
     report = summarise(rounds, names, baseline is not None)
-    report.update(rows=rows, rounds=len(rounds), machine=bench.machine(), command=args.command)
+    report.update(rows=rows, rounds=len(rounds), machine=machine(), command=args.command)
     (out / "datasets.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report["figures"], indent=1))
 
 
-def summarise(
-    rounds: list[dict[str, bench.Sample]], names: list[str], baseline: bool
-) -> dict[str, Any]:
+def summarise(rounds: list[dict[str, Sample]], names: list[str], baseline: bool) -> dict[str, Any]:
     """Medians over rounds of each figure, ratios taken within each round."""
 
     def median(values: list[float]) -> float:
