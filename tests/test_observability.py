@@ -51,6 +51,7 @@ def test_each_request_is_one_json_line_with_what_happened(logged: tuple[Server, 
     mine = next(line for line in lines if line["request_id"] == "req-42")
     assert mine["route"] == "/chunked" and mine["status"] == 200
     assert mine["subject"] == "auditor" and mine["format"] == "text/csv"
+    assert mine["dataset"] == "messages"
     assert mine["rows"] == 250 and mine["outcome"] == "complete"
     assert int(str(mine["bytes"])) == len(r.content)
     assert float(str(mine["duration_ms"])) > 0 and "first_byte_ms" in mine
@@ -59,11 +60,10 @@ def test_each_request_is_one_json_line_with_what_happened(logged: tuple[Server, 
 
 
 def test_metrics_count_requests_rows_and_streams(server: Server) -> None:
-    before = metric(server, "rowstream_rows_sent_total", format="application/x-ndjson")
+    labels = {"format": "application/x-ndjson", "dataset": "messages"}
+    before = metric(server, "rowstream_rows_sent_total", **labels)
     httpx.get(f"{server.base_url}/chunked", params={"limit": 123}, headers=server.headers())
-    assert (
-        metric(server, "rowstream_rows_sent_total", format="application/x-ndjson") == before + 123
-    )
+    assert metric(server, "rowstream_rows_sent_total", **labels) == before + 123
     assert metric(server, "rowstream_requests_total", route="/chunked", status="200") >= 1
     assert metric(server, "rowstream_streams_ended_total", outcome="complete") >= 1
     assert metric(server, "rowstream_time_to_first_byte_seconds_count", route="/chunked") >= 1
