@@ -37,7 +37,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from app import auth, database, datasets, migrate, pooler, seed, sql
+from app import auth, cursor, database, datasets, migrate, pooler, seed, sql
 from app.bench_report import (
     PICTURED,
     REFERENCE_NAMES,
@@ -244,7 +244,7 @@ async def copy_reference(url: str, rows: int, kind: str = "copy") -> Sample:
             dataset = described["messages"]
             query = sql.as_csv(dataset, sql.Selection(fields=dataset.column_names, limit=rows))
             async with conn.transaction(isolation="repeatable_read", readonly=True):
-                await conn.execute("SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'")
+                await conn.execute(cursor.TRANSACTION_SETTINGS)
                 await conn.copy_from_query(query.sql, *query.args, output=sink, **sql.CSV_COPY)
         else:
             await conn.copy_from_query(

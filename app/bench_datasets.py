@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from app import auth, bench, database, datasets, migrate, seed, sql
+from app import auth, bench, cursor, database, datasets, migrate, seed, sql
 from app.bench_report import Sample, machine
 from app.settings import Settings
 
@@ -52,6 +52,9 @@ SELECT i, (i * 7919) % 100000, i * 1000003, (i % 30000)::smallint, (i % 100000) 
        timestamptz '2024-06-01 00:00+00' + (i % 86400) * interval '1 second'
 FROM generate_series(1::bigint, $1::bigint) AS i
 """
+
+#: The bench's datasets and their tables.
+TABLES = {"messages": "messages", "wide": "bench_wide"}
 
 STREAMS = {"ndjson": "application/x-ndjson", "csv": "text/csv", "arrow": ""}
 
@@ -83,7 +86,7 @@ async def _reference(url: str, name: str, rows: int, own: bool) -> Sample:
             size += len(data)
 
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            await conn.execute("SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'")
+            await conn.execute(cursor.TRANSACTION_SETTINGS)
             if own:
                 query = sql.as_csv(dataset, sql.Selection(dataset.column_names, limit=rows))
                 await conn.copy_from_query(query.sql, *query.args, output=sink, **sql.CSV_COPY)
@@ -101,9 +104,8 @@ async def _reference(url: str, name: str, rows: int, own: bool) -> Sample:
 
 
 def _declared(names: list[str]) -> datasets.DatasetsFile:
-    tables = {"messages": "messages", "wide": "bench_wide"}
     return datasets.DatasetsFile.model_validate(
-        {"datasets": {n: {"table": tables[n]} for n in names}}
+        {"datasets": {n: {"table": TABLES[n]} for n in names}}
     )
 
 
@@ -161,13 +163,7 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     files = (out / "datasets.toml").resolve()
-    files.write_text(
-        "".join(
-            f'[datasets.{n}]\ntable = "{t}"\n\n'
-            for n, t in [("messages", "messages"), ("wide", "bench_wide")]
-            if n in names
-        )
-    )
+    files.write_text("".join(f'[datasets.{n}]\ntable = "{TABLES[n]}"\n\n' for n in names))
     secret = os.urandom(24).hex()
     if args.database_url:
         settings = settings.model_copy(update={"database_url": args.database_url})

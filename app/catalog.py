@@ -18,7 +18,7 @@ from typing import Any
 
 import databases
 
-from app import datasets, sql
+from app import cursor, datasets, sql
 from app.database import UNREACHABLE, describe, raw_connection
 from app.datasets import ConfigError, Dataset, DatasetsFile
 from app.errors import NotFound, ServiceUnavailable
@@ -72,20 +72,16 @@ class Catalog:
         return (await self.all(db))[name]
 
     async def all(self, db: databases.Database) -> dict[str, Dataset]:
+        if self._datasets is None and self._error is None:
+            await self.load(db)
         if self._error is not None:
             raise ServiceUnavailable(f"datasets misconfigured: {self._error}", retry_after=30)
-        if self._datasets is None:
-            await self.load(db)
-            if self._error is not None:
-                raise ServiceUnavailable(f"datasets misconfigured: {self._error}", retry_after=30)
         assert self._datasets is not None
         return self._datasets
 
     async def estimates(self, db: databases.Database) -> dict[str, int | None]:
         """The planner's row estimate of each dataset (a saved query's: None, as it needs
         its parameters): one ``EXPLAIN`` each, no scan."""
-        from app import cursor
-
         out: dict[str, int | None] = {}
         loaded = await self.all(db)
         async with raw_connection(db) as conn:

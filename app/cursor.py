@@ -37,7 +37,7 @@ R = TypeVar("R")
 #: Per-transaction settings: ``SET LOCAL`` ends with the transaction, so nothing leaks to
 #: the next user of a pooled (or PgBouncer-shared) connection. They fix how values print,
 #: whatever the server's defaults: UTC, ISO dates, shortest exact floats.
-_TX_SETUP = (
+TRANSACTION_SETTINGS = (
     "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL extra_float_digits = 1"
 )
 _CLEANUP_TIMEOUT = 5.0
@@ -56,7 +56,7 @@ async def snapshot(
         tx = conn.transaction(isolation="repeatable_read", readonly=True)
         await tx.start()
         try:
-            setup = _TX_SETUP
+            setup = TRANSACTION_SETTINGS
             if idle_timeout is not None:
                 milliseconds = int(idle_timeout * 1000)
                 setup += f"; SET LOCAL idle_in_transaction_session_timeout = {milliseconds}"

@@ -188,16 +188,34 @@ JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oi
 """
 
 
+#: The oids of a saved query's parameter types, named as in the file, in order.
+_PARAM_TYPES = (
+    "SELECT name::regtype::oid FROM unnest($1::text[]) WITH ORDINALITY AS u(name, n) ORDER BY n"
+)
+
+
 async def _types(conn: asyncpg.Connection, wanted: list[tuple[int, int]]) -> list[PgType]:
+    """The ``PgType`` of each (type oid, typmod): one query, and one more for the element
+    types of all the arrays among them."""
     rows = await conn.fetch(_TYPES, [o for o, _ in wanted], [m for _, m in wanted])
     found = {(r["oid"], r["typmod"]): r for r in rows}
+    kinds = {
+        key: pgtypes.kind_of(r["typname"], r["typtype"], r["typcategory"])
+        for key, r in found.items()
+    }
+    arrays = sorted(
+        {found[k]["typelem"] for k, kind in kinds.items() if kind is pgtypes.Kind.ARRAY}
+    )
+    elements = (
+        dict(zip(arrays, await _types(conn, [(e, -1) for e in arrays]), strict=True))
+        if arrays
+        else {}
+    )
     out: list[PgType] = []
     for oid, typmod in wanted:
         r = found[(oid, typmod)]
-        kind = pgtypes.kind_of(r["typname"], r["typtype"], r["typcategory"])
-        element = None
-        if kind is pgtypes.Kind.ARRAY:
-            element = (await _types(conn, [(r["typelem"], -1)]))[0]
+        kind = kinds[(oid, typmod)]
+        element = elements.get(r["typelem"]) if kind is pgtypes.Kind.ARRAY else None
         precision, scale = (None, None)
         if kind is pgtypes.Kind.NUMERIC:
             precision, scale = pgtypes.numeric_modifier(typmod)
@@ -282,13 +300,8 @@ async def _query(
     except ConfigError as exc:
         raise ConfigError(f"dataset {name!r}, key 'query': {exc}") from None
     try:
-        param_types = await _types(
-            conn,
-            [
-                (await conn.fetchval("SELECT $1::regtype::oid", type_name), -1)
-                for type_name in config.params.values()
-            ],
-        )
+        param_oids = await conn.fetch(_PARAM_TYPES, list(config.params.values()))
+        param_types = await _types(conn, [(r[0], -1) for r in param_oids])
         statement = await conn.prepare(sql)
     except asyncpg.PostgresError as exc:
         raise ConfigError(f"dataset {name!r}, key 'query': {exc}") from None

@@ -167,11 +167,7 @@ def parameters(
     for name in dataset.filters:
         pgtype = dataset.by_name[name].type
         for op in OPERATORS.values():
-            if op.suffix != "isnull" and (
-                not pgtype.comparable
-                or (op.ordered_only and not pgtype.ordered)
-                or (op.text_only and pgtype.kind is not pgtypes.Kind.TEXT)
-            ):
+            if op.refusal(name, pgtype) is not None:
                 continue
             if op.suffix == "isnull":
                 schema: dict[str, Any] = {"type": "boolean"}

@@ -10,7 +10,7 @@ malformed is a 422 naming the parameter and what is allowed, never silently igno
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from app import pgtypes
 from app.datasets import Dataset
@@ -117,12 +117,9 @@ def _condition(dataset: Dataset, name: str, raw: str) -> Condition | None:
         if lowered not in ("true", "false"):
             raise _invalid(name, "true or false")
         return Condition(column, suffix, lowered == "true")
-    if not pgtype.comparable:
-        raise _invalid(name, f"{pgtype.display} values cannot be compared; use {column}__isnull")
-    if op.ordered_only and not pgtype.ordered:
-        raise _invalid(name, f"{pgtype.display} has no order; use =, __ne or __in")
-    if op.text_only and pgtype.kind is not pgtypes.Kind.TEXT:
-        raise _invalid(name, "__prefix applies to text columns only")
+    refusal = op.refusal(column, pgtype)
+    if refusal is not None:
+        raise _invalid(name, refusal)
     if suffix == "in":
         items = raw.split(",")
         if len(items) > MAX_IN_VALUES:
@@ -157,6 +154,7 @@ def parse(
     fmt: str | None = None
     params: dict[str, str] = {}
     seen: set[str] = set()
+    declared = {p.name: p for p in dataset.params}
     for raw_name, raw in items:
         name = LEGACY_NAMES.get(raw_name, raw_name) if legacy else raw_name
         if raw_name in seen and (name in COMMON or name in params):
@@ -170,8 +168,8 @@ def parse(
             after = parse_after(dataset, raw)
         elif name == "format":
             fmt = raw
-        elif any(p.name == name for p in dataset.params):
-            param = next(p for p in dataset.params if p.name == name)
+        elif name in declared:
+            param = declared[name]
             try:
                 params[name] = pgtypes.parse_value(param.type, raw)
             except pgtypes.InvalidValue as exc:
@@ -197,8 +195,3 @@ def parse(
         params=tuple(params[p.name] for p in dataset.params),
     )
     return selection, fmt
-
-
-def example_params(dataset: Dataset) -> Mapping[str, str]:
-    """Nothing required: a helper for docs and tests (a saved query's parameters aside)."""
-    return {p.name: "" for p in dataset.params}

@@ -133,7 +133,7 @@ def json_sql(column: str, pgtype: PgType, nullable: bool) -> str:
     would split an NDJSON line, so they become spaces; everything else goes through
     ``to_json``, which quotes, escapes, and prints timestamps as RFC 3339.
     """
-    if pgtype.kind in (Kind.INTEGER, Kind.BOOLEAN) or pgtype.kind is Kind.JSONB:
+    if pgtype.kind in (Kind.INTEGER, Kind.BOOLEAN, Kind.JSONB):
         sql = f"{column}::text"
     elif pgtype.kind is Kind.JSON:
         sql = f"translate({column}::text, E'\\n\\r', '  ')"

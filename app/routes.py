@@ -15,14 +15,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
+import databases
 from fastapi import APIRouter, Header, Request
 from starlette.responses import Response
 
-from app import export, formats, params
+from app import datasets, export, formats, params
+from app.catalog import Catalog
 from app.deps import AppSettings, CurrentUser, Datasets, Lag, Limiter, ReadDb
 from app.export import DEMO_STREAM_FORMATS, STANDARD_FORMATS, STREAM_FORMATS, Export
 from app.openapi import MARKER
+from app.replica import LagMonitor
 from app.responses import PrebuiltJSONResponse, StreamingResponse
+from app.settings import Settings
 
 AcceptHeader = Annotated[str | None, Header(include_in_schema=False)]
 AcceptEncodingHeader = Annotated[str | None, Header(include_in_schema=False)]
@@ -50,13 +54,11 @@ router = APIRouter()
 async def list_datasets(
     request: Request, catalog: Datasets, db: ReadDb, user: CurrentUser
 ) -> dict[str, Any]:
-    from app.datasets import summary
-
     loaded = await catalog.all(db)
     listing = []
     estimates = await catalog.estimates(db)
     for name, dataset in loaded.items():
-        entry = summary(dataset)
+        entry = datasets.summary(dataset)
         entry["formats"] = {"standard": list(STANDARD_FORMATS), "stream": list(STREAM_FORMATS)}
         entry["estimated_rows"] = estimates.get(name)
         entry["links"] = {
@@ -85,6 +87,27 @@ def _format(
 Endpoint = Callable[..., Awaitable[Response]]
 
 
+async def _export(
+    request: Request,
+    name: str,
+    *,
+    legacy: bool,
+    supported: tuple[str, ...],
+    fixed_format: str | None,
+    db: databases.Database,
+    settings: Settings,
+    catalog: Catalog,
+    lag: LagMonitor,
+    accept: str | None,
+    prefer: str | None,
+) -> Export:
+    """What both routes do first: the dataset, its selection, the format, the export."""
+    dataset = await catalog.get(db, name)
+    selection, requested = params.parse(dataset, request.query_params.multi_items(), legacy=legacy)
+    fmt = _format(requested or fixed_format, accept, supported)
+    return Export(db, settings, lag, dataset, selection, fmt, prefer)
+
+
 def _standard(name: str, legacy: bool) -> Endpoint:
     async def standard(
         request: Request,
@@ -96,12 +119,19 @@ def _standard(name: str, legacy: bool) -> Endpoint:
         accept: AcceptHeader = None,
         prefer: PreferHeader = None,
     ) -> Response:
-        dataset = await catalog.get(db, name)
-        selection, requested = params.parse(
-            dataset, request.query_params.multi_items(), legacy=legacy
+        job = await _export(
+            request,
+            name,
+            legacy=legacy,
+            supported=STANDARD_FORMATS,
+            fixed_format=None,
+            db=db,
+            settings=settings,
+            catalog=catalog,
+            lag=lag,
+            accept=accept,
+            prefer=prefer,
         )
-        fmt = _format(requested, accept, STANDARD_FORMATS)
-        job = Export(db, settings, lag, dataset, selection, fmt, prefer)
         request.state.export = job.stats
         if request.method == "HEAD":
             return await job.head("Accept, Prefer")
@@ -123,12 +153,19 @@ def _stream(name: str, legacy: bool, supported: tuple[str, ...], suffix: str | N
         prefer: PreferHeader = None,
         accept_encoding: AcceptEncodingHeader = None,
     ) -> Response:
-        dataset = await catalog.get(db, name)
-        selection, requested = params.parse(
-            dataset, request.query_params.multi_items(), legacy=legacy
+        job = await _export(
+            request,
+            name,
+            legacy=legacy,
+            supported=supported,
+            fixed_format=suffix,
+            db=db,
+            settings=settings,
+            catalog=catalog,
+            lag=lag,
+            accept=accept,
+            prefer=prefer,
         )
-        fmt = _format(requested or suffix, accept, supported)
-        job = Export(db, settings, lag, dataset, selection, fmt, prefer)
         if request.method == "HEAD":
             return await job.head("Accept, Accept-Encoding, Prefer")
         response = await job.streamed(

@@ -46,6 +46,19 @@ class Operator:
     ordered_only: bool = False
     text_only: bool = False
 
+    def refusal(self, column: str, pgtype: pgtypes.PgType) -> str | None:
+        """Why this operator does not apply to ``column`` of ``pgtype``; None if it does.
+        (The query-string parser says it, the OpenAPI document leaves such parameters out.)"""
+        if self.suffix == "isnull":
+            return None
+        if not pgtype.comparable:
+            return f"{pgtype.display} values cannot be compared; use {column}__isnull"
+        if self.ordered_only and not pgtype.ordered:
+            return f"{pgtype.display} has no order; use =, __ne or __in"
+        if self.text_only and pgtype.kind is not pgtypes.Kind.TEXT:
+            return f"__{self.suffix} applies to text columns only"
+        return None
+
 
 #: The filter operators, declared once: the parser, the SQL and the docs read this table.
 OPERATORS: dict[str, Operator] = {

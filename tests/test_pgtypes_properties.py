@@ -13,7 +13,7 @@ far-future dates, odd arrays and json), the service's renderings must keep
 No server, no HTTP: the SQL builder's own statements run on one connection against a real
 database, so hundreds of examples take seconds. Each example inserts one row and reads it
 back inside a transaction that is rolled back, with the export's own settings
-(``cursor._TX_SETUP``: UTC, ISO dates, float digits), which is what makes the renderings
+(``cursor.TRANSACTION_SETTINGS``: UTC, ISO dates, float digits), which is what makes the renderings
 deterministic in the first place.
 """
 
@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 
 from app import datasets, sql
-from app.cursor import _TX_SETUP
+from app.cursor import TRANSACTION_SETTINGS
 from app.pgtypes import Kind
 from tests.support import run
 
@@ -338,7 +338,7 @@ async def _render(props: Props, row: Row) -> Rendered:
     tx = conn.transaction()
     await tx.start()
     try:
-        await conn.execute(_TX_SETUP)
+        await conn.execute(TRANSACTION_SETTINGS)
         await conn.execute(_INSERT, 1, *(row[c.name] for c in COLUMNS))
         theirs = await conn.fetchval(_ROW_TO_JSON, 1)
         query = sql.as_json(dataset, selection)
@@ -455,6 +455,13 @@ SETTINGS = settings(
 )
 
 
+def fixed_examples(test: Callable[..., None]) -> Callable[..., None]:
+    """The hand-picked rows every property runs on, besides the generated ones."""
+    for row in (LOWS, HIGHS, ODDS, NULLS, FIRST_AD, LAST_BC):
+        test = example(row=row)(test)
+    return test
+
+
 def test_props_columns_are_the_supported_kinds(props: Props) -> None:
     """The properties below are about the type map's own renderings: no column may fall
     back to ``Kind.OTHER`` (PostgreSQL's text), which would make them vacuous."""
@@ -464,13 +471,8 @@ def test_props_columns_are_the_supported_kinds(props: Props) -> None:
 
 
 @SETTINGS
+@fixed_examples
 @given(row=ROWS)
-@example(row=LOWS)
-@example(row=HIGHS)
-@example(row=ODDS)
-@example(row=NULLS)
-@example(row=FIRST_AD)
-@example(row=LAST_BC)
 def test_json_parses_equal_to_row_to_json(props: Props, row: Row) -> None:
     """Both ways the service reads JSON rows (a cursor for streams, COPY for the standard
     route) give one valid JSON object per row, keys in column order, each value what
@@ -487,13 +489,8 @@ def test_json_parses_equal_to_row_to_json(props: Props, row: Row) -> None:
 
 
 @SETTINGS
+@fixed_examples
 @given(row=ROWS)
-@example(row=LOWS)
-@example(row=HIGHS)
-@example(row=ODDS)
-@example(row=NULLS)
-@example(row=FIRST_AD)
-@example(row=LAST_BC)
 def test_csv_is_the_text_of_each_json_value(props: Props, row: Row) -> None:
     """Each CSV field is the text of the column's ``row_to_json`` value: a string as it
     is, a number as written, ``true``/``false``; arrays (and jsonb, as pgtypes documents:

@@ -53,32 +53,21 @@ def _csv_cells(body: bytes) -> tuple[list[str], list[list[str | None]]]:
     reader = csv.reader(io.StringIO(text))
     header = next(reader)
     records: list[list[str | None]] = []
-    for line in _records(text)[1:]:
+    for line in _split_unquoted(text, "\n")[1:-1]:  # the header; after the last newline
         fields = next(csv.reader(io.StringIO(line)))
-        raw = _raw_fields(line)
+        raw = _split_unquoted(line, ",")
         records.append([None if r == "" else f for f, r in zip(fields, raw, strict=True)])
     return header, records
 
 
-def _records(text: str) -> list[str]:
+def _split_unquoted(text: str, separator: str) -> list[str]:
+    """``text`` split at each ``separator`` outside double quotes, the quotes kept (so an
+    unquoted empty field, COPY's NULL, stays distinguishable from ``""``)."""
     out, current, quoted = [], [], False
     for ch in text:
         if ch == '"':
             quoted = not quoted
-        if ch == "\n" and not quoted:
-            out.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    return out
-
-
-def _raw_fields(line: str) -> list[str]:
-    out, current, quoted = [], [], False
-    for ch in line:
-        if ch == '"':
-            quoted = not quoted
-        if ch == "," and not quoted:
+        if ch == separator and not quoted:
             out.append("".join(current))
             current = []
         else:
