@@ -12,13 +12,13 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from tests.support import JWT_SECRET, run, start_server, stop_server
+from tests.support import JWT_SECRET, execute, run, start_server, stop_server
 
-OWN = """
-CREATE TABLE "Customers" (id bigint PRIMARY KEY, name text NOT NULL, "e-mail" text);
-INSERT INTO "Customers" SELECT i, 'c' || i, NULL FROM generate_series(1, 25) AS i;
-CREATE TABLE audit_log (at timestamptz, what text);
-"""
+OWN = (
+    'CREATE TABLE "Customers" (id bigint PRIMARY KEY, name text NOT NULL, "e-mail" text)',
+    """INSERT INTO "Customers" SELECT i, 'c' || i, NULL FROM generate_series(1, 25) AS i""",
+    "CREATE TABLE audit_log (at timestamptz, what text)",
+)
 
 
 def rowstream(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -44,17 +44,9 @@ async def _relations(url: str) -> set[str]:
         await conn.close()
 
 
-async def _execute(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 def test_a_users_database_is_read_never_changed(fresh_database, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     url = fresh_database("rowstream_own")
-    run(_execute(url, OWN))
+    run(execute(url, *OWN))
     before = run(_relations(url))
     env = {"DATABASE_URL": url}
 

@@ -1,7 +1,6 @@
-import asyncpg
 import httpx
 
-from tests.support import free_port, run, start_server, stop_server
+from tests.support import execute, free_port, run, start_server, stop_server
 
 
 def test_healthz_needs_no_token(client: httpx.Client) -> None:
@@ -38,28 +37,20 @@ def test_readyz_is_503_when_the_database_is_unreachable() -> None:
 
 def test_readyz_is_503_naming_a_dataset_that_became_unreadable(fresh_database, tmp_path) -> None:  # type: ignore[no-untyped-def]
     url = fresh_database("rowstream_vanishing")
-    run(_execute(url, "CREATE TABLE t (id int PRIMARY KEY)"))
+    run(execute(url, "CREATE TABLE t (id int PRIMARY KEY)"))
     (tmp_path / "datasets.toml").write_text('[datasets.t]\ntable = "t"\n')
     server = start_server(
         url, DATASETS_FILE=str(tmp_path / "datasets.toml"), READINESS_CACHE_SECONDS="0"
     )
     try:
         assert httpx.get(f"{server.base_url}/readyz", timeout=10).status_code == 200
-        run(_execute(url, "DROP TABLE t"))
+        run(execute(url, "DROP TABLE t"))
         response = httpx.get(f"{server.base_url}/readyz", timeout=10)
         assert response.status_code == 503
         assert response.headers["content-type"] == "application/problem+json"
         assert "dataset 't' is not readable" in response.json()["detail"]
     finally:
         stop_server(server)
-
-
-async def _execute(url: str, statement: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 def test_docs_work_offline_every_asset_is_local_and_answers(client: httpx.Client) -> None:
