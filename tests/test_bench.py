@@ -75,12 +75,14 @@ def test_concurrent_bench_spreads_over_instances_direct_and_through_its_pgbounce
     _bench(
         db_url,
         out,
-        *("--concurrent", "3", "--instances", "2", "--rows", "2000", "--rounds", "1"),
+        # enough rows that each configuration's server CPU is several of psutil's 10 ms
+        # ticks (with 2,000 rows a cheap round could read as 0.0 s)
+        *("--concurrent", "3", "--instances", "2", "--rows", "20000", "--rounds", "1"),
         *("--pgbouncer", "4096,unix:65536"),
     )
     report = json.loads((out / "concurrent.json").read_text())
     assert [r["scenario"] for r in report["results"]] == [
-        f"3 streams x 2,000 rows, {n}, {how}"
+        f"3 streams x 20,000 rows, {n}, {how}"
         for how in (
             "direct",
             "via PgBouncer, pkt_buf 4096, TCP",
