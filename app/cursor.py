@@ -174,22 +174,19 @@ async def copy_all(
     db: databases.Database,
     query: Query,
     before: Callable[[asyncpg.Connection], Awaitable[R]],
+    output: Callable[[bytes], Awaitable[None]],
     **copy_options: Any,
-) -> tuple[R, list[bytes]]:
-    """``before``'s result, then the whole ``COPY (query) TO STDOUT`` output, materialised.
+) -> R:
+    """``before``'s result, after the whole ``COPY (query) TO STDOUT`` went to ``output``.
 
     For the standard (buffered) endpoint: the same snapshot as a stream, and the rows
-    arrive as a few large buffers rather than one Python object per row.
+    arrive as a few large buffers rather than one Python object per row. An exception
+    from ``output`` (a memory budget exceeded) cancels the COPY.
     """
-    chunks: list[bytes] = []
-
-    async def collect(data: bytes) -> None:
-        chunks.append(data)
-
     async with snapshot(db) as conn:
         prepared = await before(conn)
-        await conn.copy_from_query(query.sql, *query.args, output=collect, **copy_options)
-    return prepared, chunks
+        await conn.copy_from_query(query.sql, *query.args, output=output, **copy_options)
+    return prepared
 
 
 async def exact_count(conn: asyncpg.Connection, query: Query) -> int:

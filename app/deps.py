@@ -3,7 +3,7 @@
 
 The lifespan (``main.py``) opens the resources and yields a ``State``; Starlette gives
 each request a shallow copy of it as ``request.state``. Routes never read it directly:
-they take ``Db``, ``ReadDb``, ``AppSettings``, ``Datasets``, ``Limiter``, ``Lag`` or
+they take ``Db``, ``ReadDb``, ``AppSettings``, ``Datasets``, ``Limiter``, ``Budget``, ``Lag`` or
 ``CurrentUser``.
 """
 
@@ -16,7 +16,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
 from app import auth
-from app.capacity import StreamLimiter
+from app.capacity import MemoryBudget, StreamLimiter
 from app.catalog import Catalog
 from app.errors import Unauthorized
 from app.observability import Metrics
@@ -32,6 +32,8 @@ class State(TypedDict):
     read_db: databases.Database
     lag: LagMonitor
     limiter: StreamLimiter
+    #: What the standard route's bodies may hold at once (``STANDARD_MEMORY_BUDGET_MB``).
+    budget: MemoryBudget
     metrics: Metrics
     catalog: Catalog
 
@@ -59,6 +61,10 @@ async def get_catalog(request: Request) -> Catalog:
 
 async def get_limiter(request: Request) -> StreamLimiter:
     return _state(request)["limiter"]
+
+
+async def get_budget(request: Request) -> MemoryBudget:
+    return _state(request)["budget"]
 
 
 async def get_lag(request: Request) -> LagMonitor:
@@ -107,6 +113,7 @@ ReadDb = Annotated[databases.Database, Depends(get_read_db)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 Datasets = Annotated[Catalog, Depends(get_catalog)]
 Limiter = Annotated[StreamLimiter, Depends(get_limiter)]
+Budget = Annotated[MemoryBudget, Depends(get_budget)]
 Lag = Annotated[LagMonitor, Depends(get_lag)]
 AppMetrics = Annotated[Metrics, Depends(get_metrics)]
 CurrentUser = Annotated[auth.Principal, Depends(current_principal)]

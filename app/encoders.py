@@ -12,7 +12,7 @@ bytes, so for the JSON array and Arrow a truncated download is never a valid doc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from app import pgtypes
@@ -125,37 +125,37 @@ class ArrowEncoder:
         return ARROW_EOS
 
 
-def json_array_from_lines(chunks: list[bytes]) -> bytearray:
-    """One JSON array from newline-terminated JSON texts (``COPY`` output), in one buffer.
+class BufferedBody:
+    """The standard route's body, built in one buffer as ``COPY`` delivers it.
 
-    JSON text never contains a raw newline (it is escaped as ``\\\\n``), so every ``\\\\n`` is
-    a row separator and becomes a comma. The buffer is allocated once at its final size
-    (growing it would copy it, briefly doubling it) and ``chunks`` is consumed as it is
-    copied, so the peak stays near one copy of the result plus the input.
+    ``json_array``: the input is newline-terminated JSON texts, and the body one JSON array
+    of them. JSON text never contains a raw newline (it is escaped as ``\\n``), so every
+    ``\\n`` is a row separator and becomes a comma, chunk by chunk; the last one becomes
+    the closing bracket. Otherwise (CSV) the input is kept as it is. Appending to one
+    ``bytearray`` (which grows in place) keeps the peak near one copy of the result,
+    where collecting the chunks and joining them held two. ``on_size`` is told the size
+    after each chunk (to reserve memory for it) and may raise to stop the load.
     """
-    size = sum(map(len, chunks))
-    if not size:
-        chunks.clear()
-        return bytearray(b"[]")
-    out = bytearray(size + 1)
-    out[0] = ord("[")
-    position = 1
-    chunks.reverse()
-    while chunks:
-        chunk = chunks.pop().replace(b"\n", b",")
-        out[position : position + len(chunk)] = chunk
-        position += len(chunk)
-    out[-1] = ord("]")  # over the last row's separator
-    return out
 
+    def __init__(self, json_array: bool, on_size: Callable[[int], None]) -> None:
+        self.json_array = json_array
+        self.on_size = on_size
+        self.body = bytearray(b"[" if json_array else b"")
+        self.rows = 0
 
-def concatenate(chunks: list[bytes]) -> bytearray:
-    """``COPY`` output joined into one buffer, consuming ``chunks`` (buffered CSV)."""
-    out = bytearray(sum(map(len, chunks)))
-    position = 0
-    chunks.reverse()
-    while chunks:
-        chunk = chunks.pop()
-        out[position : position + len(chunk)] = chunk
-        position += len(chunk)
-    return out
+    async def write(self, chunk: bytes) -> None:
+        self.on_size(len(self.body) + len(chunk))
+        if self.json_array:
+            self.rows += chunk.count(b"\n")
+            chunk = chunk.replace(b"\n", b",")
+        self.body += chunk
+
+    def finish(self) -> bytearray:
+        """The complete body (``[]`` for no rows); the builder is spent."""
+        body, self.body = self.body, bytearray()
+        if self.json_array:
+            if len(body) == 1:
+                body += b"]"
+            else:
+                body[-1] = ord("]")  # over the last row's separator
+        return body

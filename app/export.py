@@ -19,13 +19,13 @@ import databases
 from starlette.responses import Response
 
 from app import compression, cursor, encoders, records, sql
-from app.capacity import StreamLimiter
+from app.capacity import MemoryBudget, Reservation, StreamLimiter
 from app.datasets import Dataset
 from app.errors import HTTPVersionNotSupported, TooLarge
 from app.formats import ARROW, CSV, JSON, NDJSON, TEXT, Format
 from app.observability import ExportStats
 from app.replica import LagMonitor
-from app.responses import PrebuiltJSONResponse, StreamingResponse
+from app.responses import DeliveryLimits, PrebuiltJSONResponse, StreamingResponse
 from app.settings import Settings
 from app.sql import Selection
 
@@ -36,7 +36,22 @@ STANDARD_FORMATS = (JSON, CSV)
 
 Source = Callable[[asyncpg.Connection], AsyncGenerator[Any, None]]
 
+#: On every data response: a private export is not for shared caches (nor any cache:
+#: it is a snapshot), and its type is not to be guessed (a CSV cell is not HTML).
+NOT_STORED = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
 logger = logging.getLogger(__name__)
+
+
+def delivery_limits(settings: Settings, *, streamed: bool) -> DeliveryLimits:
+    """How slowly a client may take a response (the export's ceiling is for streams: a
+    buffered body is bounded by its size and the memory budget)."""
+    return DeliveryLimits(
+        send_timeout=settings.stream_send_timeout_seconds,
+        max_seconds=settings.stream_max_seconds if streamed else None,
+        min_bytes_per_second=settings.stream_min_bytes_per_second,
+        window_seconds=settings.stream_min_rate_window_seconds,
+    )
 
 
 def count_mode(prefer: str | None) -> str:
@@ -126,6 +141,7 @@ class Export:
         await self.lag.admit(self.settings.read_max_lag_seconds)
         async with cursor.snapshot(self.db) as conn:
             headers = await self._count(conn)
+        headers.update(NOT_STORED)
         headers["Vary"] = vary
         response = Response(media_type=self.fmt.media_type, headers=headers)
         # no Content-Length: a GET streams its body in chunks, a HEAD must not claim 0
@@ -160,6 +176,7 @@ class Export:
             idle_timeout=self.settings.stream_idle_timeout_seconds,
             on_batch=_row_counter(self.stats, self.fmt),
         )
+        headers.update(NOT_STORED)
         headers["Vary"] = "Accept, Accept-Encoding, Prefer"
         encoding = compression.negotiate(accept_encoding)
         if encoding:
@@ -169,7 +186,7 @@ class Export:
             body,
             media_type=self.fmt.media_type,
             headers=headers,
-            send_timeout=self.settings.stream_send_timeout_seconds,
+            limits=delivery_limits(self.settings, streamed=True),
             stats=self.stats,
             cleanup=cleanup,
         )
@@ -198,31 +215,60 @@ class Export:
             )
         return total
 
-    async def buffered(self) -> PrebuiltJSONResponse:
+    async def buffered(self, budget: MemoryBudget) -> PrebuiltJSONResponse:
+        """The whole result in one body, held within ``budget`` until it has been sent."""
         await self.lag.admit(self.settings.read_max_lag_seconds)
         maximum = self.settings.max_standard_rows
+        dataset, selection = self.dataset, self.selection
+        reservation: Reservation | None = None
 
         async def before(conn: asyncpg.Connection) -> dict[str, str]:
+            nonlocal reservation
             total = await self._refuse_too_large(conn, maximum)
             if total is not None and self.mode == "exact":
-                return {"X-Total-Count": str(total), "Preference-Applied": "count=exact"}
-            return await self._count(conn)
+                headers = {"X-Total-Count": str(total), "Preference-Applied": "count=exact"}
+            else:
+                headers = await self._count(conn)
+            if total is None:
+                given = headers.get("X-Total-Count") or headers.get("X-Total-Count-Estimate")
+                total = int(given or maximum)
+                total = min(total, selection.limit or maximum)
+            row_bytes = budget.row_bytes.get(dataset.name, 16.0 * (len(selection.fields) + 2))
+            reservation = budget.reserve(int(total * row_bytes))
+            return headers
 
-        dataset, selection = self.dataset, self.selection
-        if self.fmt.media_type == CSV:
-            headers, chunks = await cursor.copy_all(
-                self.db, sql.as_csv(dataset, selection), before, **sql.CSV_COPY
-            )
-            body = encoders.concatenate(chunks)
-            self.stats.rows = max(records.csv_records(body, False)[0] - 1, 0)
-        else:
-            headers, chunks = await cursor.copy_all(
-                self.db, sql.as_json(dataset, selection), before, **sql.JSON_LINES_COPY
-            )
-            self.stats.rows = sum(chunk.count(b"\n") for chunk in chunks)
-            body = encoders.json_array_from_lines(chunks)
+        def on_size(size: int) -> None:
+            if reservation is not None:
+                reservation.grow_to(size)
+
+        csv = self.fmt.media_type == CSV
+        query = sql.as_csv(dataset, selection) if csv else sql.as_json(dataset, selection)
+        copy_options = sql.CSV_COPY if csv else sql.JSON_LINES_COPY
+        builder = encoders.BufferedBody(json_array=not csv, on_size=on_size)
+        try:
+            headers = await cursor.copy_all(self.db, query, before, builder.write, **copy_options)
+            rows = builder.rows
+            body = builder.finish()
+            if csv:
+                rows = max(records.csv_records(body, False)[0] - 1, 0)
+        except BaseException:
+            if reservation is not None:
+                reservation.release()
+            raise
+        assert reservation is not None
+        reservation.settle(len(body))
+        if rows:
+            budget.row_bytes[dataset.name] = len(body) / rows
+        self.stats.rows = rows
+        headers.update(NOT_STORED)
         headers["Vary"] = "Accept, Prefer"
-        return PrebuiltJSONResponse(body, media_type=self.fmt.media_type, headers=headers)
+        return PrebuiltJSONResponse(
+            body,
+            media_type=self.fmt.media_type,
+            headers=headers,
+            limits=delivery_limits(self.settings, streamed=False),
+            release=reservation.release,
+        )
 
 
 async def warm_up(db: databases.Database, datasets: dict[str, Dataset], batch_size: int) -> None:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import anyio
 import asyncpg
 from starlette.responses import Response
 from starlette.responses import StreamingResponse as _StarletteStreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
+from app.connections import abort_connection, shutting_down
 from app.observability import ExportStats
+
+logger = logging.getLogger(__name__)
 
 
 def _from_database(exc: BaseException) -> bool:
@@ -32,14 +38,93 @@ def _classify(exc: BaseException) -> str:
 
 
 class StalledClient(Exception):
-    """A chunk waited longer than the send timeout for the client to read.
+    """A client that took a response too slowly: it stopped reading for longer than the
+    send timeout, read below the minimum rate, or the export outlived its ceiling.
 
-    Raised to make the server drop the connection. It is an expected outcome (the access
-    line says ``timeout``), so the server's traceback for it is not logged
-    (``observability.ExpectedAborts``).
+    Raised after the connection was reset, to end the response without its final chunk.
+    It is an expected outcome (the access line says which), so the server's traceback for
+    it is not logged (``observability.ExpectedAborts``).
     """
 
     expected_abort = True
+
+    def __init__(self, outcome: str, detail: str) -> None:
+        super().__init__(detail)
+        self.outcome = outcome
+
+
+@dataclass(frozen=True)
+class DeliveryLimits:
+    """How slowly a client may take a response's body (the ``STREAM_*`` settings)."""
+
+    #: Seconds one message may wait for the client to read (uvicorn has no write timeout).
+    send_timeout: float | None = None
+    #: Seconds the whole body may take.
+    max_seconds: float | None = None
+    #: Bytes per second the client must take, measured over ``window_seconds`` of which
+    #: at least half were spent waiting for it; 0 means no minimum.
+    min_bytes_per_second: int = 0
+    window_seconds: float = 30.0
+
+
+class Delivery:
+    """Sends a body's messages within ``DeliveryLimits``; cuts the connection off if not.
+
+    A cut-off connection is reset (``connections.abort_connection``): closing it would
+    wait for the unsent data, holding the descriptor and the kernel's send queue for as
+    long as the client keeps its window shut, and the client would never see an end.
+    """
+
+    def __init__(self, scope: Scope, limits: DeliveryLimits) -> None:
+        self.scope = scope
+        self.limits = limits
+        self.started = time.monotonic()
+        self._window_start = self.started
+        self._window_bytes = 0
+        self._window_waited = 0.0
+
+    async def send(self, send: Send, message: Message) -> None:
+        limits = self.limits
+        before = time.monotonic()
+        try:
+            with anyio.fail_after(limits.send_timeout):
+                await send(message)
+        except TimeoutError:
+            self._cut_off("timeout", f"client did not read for {limits.send_timeout} s")
+        now = time.monotonic()
+        if limits.max_seconds is not None and now - self.started > limits.max_seconds:
+            self._cut_off(
+                "time limit", f"the export ran past {limits.max_seconds:g} s (STREAM_MAX_SECONDS)"
+            )
+        self._window_bytes += len(message.get("body", b""))
+        self._window_waited += now - before
+        elapsed = now - self._window_start
+        if elapsed < limits.window_seconds:
+            return
+        rate = self._window_bytes / elapsed
+        if (
+            self._window_waited >= elapsed / 2
+            and limits.min_bytes_per_second
+            and rate < limits.min_bytes_per_second
+        ):
+            self._cut_off(
+                "too slow",
+                f"client read {rate:,.0f} B/s over {elapsed:.0f} s, below the minimum "
+                f"{limits.min_bytes_per_second:,} (STREAM_MIN_BYTES_PER_SECOND)",
+            )
+        self._window_start, self._window_bytes, self._window_waited = now, 0, 0.0
+
+    def _cut_off(self, outcome: str, detail: str) -> NoReturn:
+        abort_connection(self.scope)
+        client = self.scope.get("client")
+        logger.warning(
+            "response cut off (%s) for %s %s: %s",
+            outcome,
+            f"{client[0]}:{client[1]}" if client else "?",
+            self.scope.get("path"),
+            detail,
+        )
+        raise StalledClient(outcome, f"{detail}; connection reset")
 
 
 class StreamingResponse(_StarletteStreamingResponse):
@@ -49,13 +134,14 @@ class StreamingResponse(_StarletteStreamingResponse):
       away but leaves the generator suspended at its ``yield``; its ``finally`` (ROLLBACK,
       returning the connection to the pool) would only run when garbage collection gets
       to it. We close it at once, shielded from the cancellation a disconnect triggers.
-    - A chunk that cannot be written within ``send_timeout`` (a client that stopped
-      reading; uvicorn has no write timeout) aborts the stream.
+    - Each chunk is sent within ``DeliveryLimits`` (send timeout, minimum rate, the
+      export's ceiling); a client outside them has its connection reset.
     - An exception from the iterator after the headers went out propagates to the server,
       which then drops the connection without the terminating chunk: the client sees a
       truncated transfer, never a complete-looking one.
 
-    ``stats`` (if given) gets the outcome: complete, client gone, timeout or error.
+    ``stats`` (if given) gets the outcome: complete, client gone, timeout, too slow, time
+    limit, shutdown or an error's class.
     """
 
     #: Seconds the iterator's cleanup (ROLLBACK, returning the connection) may take.
@@ -66,28 +152,32 @@ class StreamingResponse(_StarletteStreamingResponse):
         content: Any,
         status_code: int = 200,
         *,
-        send_timeout: float | None = None,
+        limits: DeliveryLimits = DeliveryLimits(),
         stats: ExportStats | None = None,
         cleanup: Callable[[], Awaitable[None]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(content, status_code, **kwargs)
-        self.send_timeout = send_timeout
+        self.limits = limits
         self.stats = stats
         self.cleanup = cleanup
+        self._delivery: Delivery | None = None
 
     def _end(self, outcome: str) -> None:
         if self.stats is not None and self.stats.outcome is None:
             self.stats.outcome = outcome
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._delivery = Delivery(scope, self.limits)
         try:
             await super().__call__(scope, receive, send)
         finally:
-            # Returning without an outcome means the disconnect listener cancelled us.
-            self._end("client gone")
+            # Returning without an outcome means we were cancelled: the disconnect
+            # listener's doing, or the server's at the end of its graceful shutdown.
+            self._end("shutdown" if shutting_down(scope) else "client gone")
 
     async def stream_response(self, send: Send) -> None:
+        assert self._delivery is not None
         try:
             await send(
                 {
@@ -97,16 +187,14 @@ class StreamingResponse(_StarletteStreamingResponse):
                 }
             )
             async for chunk in self.body_iterator:
-                try:
-                    with anyio.fail_after(self.send_timeout):
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                except TimeoutError:
-                    self._end("timeout")
-                    raise StalledClient(
-                        f"client did not read for {self.send_timeout} s; stream aborted"
-                    ) from None
+                await self._delivery.send(
+                    send, {"type": "http.response.body", "body": chunk, "more_body": True}
+                )
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             self._end("complete")
+        except StalledClient as exc:
+            self._end(exc.outcome)
+            raise
         except OSError as exc:
             self._end("database error" if _from_database(exc) else "client gone")
             raise
@@ -128,29 +216,55 @@ class BufferedResponse(Response):
 
     The body is handed to the server in slices: handing it over at once makes the
     transport copy whatever the socket did not take into its own buffer, a third copy of
-    a large result. In slices, each send waits for the socket to drain. A ``bytearray``
-    body is accepted as it is (converting it to ``bytes`` would be one more full copy).
+    a large result. In slices, each send waits for the socket to drain, within the same
+    ``DeliveryLimits`` as a stream. A ``bytearray`` body is accepted as it is (converting
+    it to ``bytes`` would be one more full copy). ``release`` runs when the response is
+    over, however it ended, after the body was dropped: it returns the body's memory
+    reservation (``capacity.MemoryBudget``).
     """
 
     #: Bytes per ASGI message.
     slice_size: int = 1 << 20
 
+    def __init__(
+        self,
+        content: bytes | bytearray,
+        status_code: int = 200,
+        *,
+        limits: DeliveryLimits = DeliveryLimits(),
+        release: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(content, status_code, **kwargs)
+        self.limits = limits
+        self.release = release
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._send_body(Delivery(scope, self.limits), send)
+        finally:
+            self.body = b""
+            if self.release is not None:
+                self.release()
+        if self.background is not None:
+            await self.background()
+
+    async def _send_body(self, delivery: Delivery, send: Send) -> None:
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
-        body = memoryview(self.body)
-        end = len(body)
-        for start in range(0, end, self.slice_size):
-            stop = min(start + self.slice_size, end)
-            more = stop < end
-            await send(
-                {"type": "http.response.body", "body": bytes(body[start:stop]), "more_body": more}
-            )
+        end = len(self.body)
+        with memoryview(self.body) as body:  # released on any exit, so the body can go
+            for start in range(0, end, self.slice_size):
+                stop = min(start + self.slice_size, end)
+                message: Message = {
+                    "type": "http.response.body",
+                    "body": bytes(body[start:stop]),
+                    "more_body": stop < end,
+                }
+                await delivery.send(send, message)
         if not end:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        if self.background is not None:
-            await self.background()
 
     def render(self, content: Any) -> bytes:
         if not isinstance(content, bytes | bytearray):

@@ -82,6 +82,17 @@ class Settings(BaseSettings):
         gt=0,
         validation_alias=AliasChoices("stream_send_timeout_seconds", "stream_send_timeout"),
     )
+    #: Seconds an export may run at all, however fast its client reads. A stream holds a
+    #: slot, a pooled connection and a REPEATABLE READ snapshot, which keeps VACUUM from
+    #: removing rows deleted since it began; 30 minutes is about a billion NDJSON rows at
+    #: the measured rate. The stream ends as a visible failure: resume with ``after=``.
+    stream_max_seconds: float = Field(default=1800.0, gt=0)
+    #: A client slower than this (bytes per second, over ``STREAM_MIN_RATE_WINDOW_SECONDS``
+    #: during which it, not the database, held the export back) is cut off the same way.
+    #: 256 KiB/s is a 2 Mbit/s link; 0 turns the check off.
+    stream_min_bytes_per_second: int = Field(default=256 * 1024, ge=0)
+    #: The window the minimum rate is measured over.
+    stream_min_rate_window_seconds: float = Field(default=30.0, gt=0)
     #: Database backstop on stream transactions (``idle_in_transaction_session_timeout``).
     stream_idle_timeout_seconds: float = Field(
         default=60.0,
@@ -90,6 +101,21 @@ class Settings(BaseSettings):
     )
     #: The standard (buffered) endpoint refuses results larger than this, before loading.
     max_standard_rows: int = Field(default=1_000_000, ge=1)
+
+    #: Memory the standard (buffered) route may hold for response bodies at once, over all
+    #: its requests, in MiB. Each request reserves its estimated body before loading and
+    #: grows the reservation as rows arrive; beyond the budget it gets 503 and
+    #: ``Retry-After``, and its memory is released when its response is sent or aborted.
+    standard_memory_budget_mb: int = Field(default=512, ge=1)
+
+    #: Seconds a connection may take to send a complete request head (from its start, or
+    #: from the first byte of a later request); then it is closed (408 if it sent some).
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    #: Bytes one request head (request line and headers) may have; beyond: 431.
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    #: Connections open at once (per process); a new one beyond it gets 503 at once.
+    #: Lowered at start when the open-file limit cannot hold that many (logged).
+    max_connections: int = Field(default=1000, ge=1)
 
     #: 0: the app starts (and /readyz answers 503) while the database is down.
     pool_min_size: int = Field(default=0, ge=0)

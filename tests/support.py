@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -97,6 +98,8 @@ class Server:
     base_url: str
     process: subprocess.Popen[bytes]
     database_url: str
+    #: Where its output goes (``start_server(log=...)``), if anywhere.
+    log: Path | None = None
 
     def token(self, sub: str = "tester", ttl: int = 600) -> str:
         return auth.issue(JWT_SECRET, sub, ttl)
@@ -106,13 +109,19 @@ class Server:
 
 
 def start_server(
-    database_url: str, *, bare: bool = False, log: Path | None = None, **env: str
+    database_url: str,
+    *,
+    bare: bool = False,
+    log: Path | None = None,
+    open_files: int | None = None,
+    **env: str,
 ) -> Server:
     """Start ``rowstream serve`` in a subprocess on a free port and wait until it answers.
 
     ``bare``: run the app factory under plain uvicorn instead, skipping the CLI's
     reachability check and migration (to see how the app itself copes). ``log``: write
-    the server's output (at level info) to this file.
+    the server's output (at level info) to this file. ``open_files``: the process's
+    open-file limit, soft and hard.
     """
     port = free_port()
     environment = {
@@ -139,6 +148,7 @@ def start_server(
         env=environment,
         stdout=output,
         stderr=subprocess.STDOUT if output else None,
+        preexec_fn=None if open_files is None else partial(_limit_open_files, open_files),
     )
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -147,11 +157,17 @@ def start_server(
             raise RuntimeError(f"server exited with {process.returncode}")
         try:
             if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                return Server(base_url, process, database_url)
+                return Server(base_url, process, database_url, log)
         except httpx.TransportError:
             time.sleep(0.1)
     process.kill()
     raise RuntimeError("server did not start in 30 s")
+
+
+def _limit_open_files(limit: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
 
 def stop_server(server: Server) -> None:

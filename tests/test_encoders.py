@@ -1,7 +1,9 @@
 import json
 from datetime import UTC, datetime
 
+import anyio
 import pyarrow as pa
+import pytest
 
 from app import encoders, pgtypes
 
@@ -76,21 +78,36 @@ def test_passthrough_returns_bytes() -> None:
     assert isinstance(e.batch(bytearray(b"x")), bytes)
 
 
-def test_json_array_from_lines_is_valid_json_also_when_empty_and_keeps_unicode() -> None:
-    assert json.loads(encoders.json_array_from_lines([])) == []
-    assert json.loads(encoders.json_array_from_lines([b""])) == []
+def _build(json_array: bool, chunks: list[bytes], sizes: list[int] | None = None) -> bytes:
+    builder = encoders.BufferedBody(json_array, on_size=(sizes or []).append)
+    for chunk in chunks:
+        anyio.run(builder.write, chunk)
+    return bytes(builder.finish())
+
+
+def test_buffered_json_is_valid_json_also_when_empty_and_keeps_unicode() -> None:
+    assert json.loads(_build(True, [])) == []
+    assert json.loads(_build(True, [b""])) == []
     lines = ['{"s":"é✓"}\n'.encode(), b'{"s":"\\n"}\n{"s"', b':"a,b"}\n']
-    assert json.loads(encoders.json_array_from_lines(lines)) == [
-        {"s": "é✓"},
-        {"s": "\n"},
-        {"s": "a,b"},
-    ]
+    assert json.loads(_build(True, lines)) == [{"s": "é✓"}, {"s": "\n"}, {"s": "a,b"}]
 
 
-def test_buffer_builders_consume_their_input() -> None:
-    chunks = [b'{"a":1}\n', b'{"a":2}\n']
-    assert json.loads(encoders.json_array_from_lines(chunks)) == [{"a": 1}, {"a": 2}]
-    assert chunks == []
-    parts = [b"a,b\n", b"1,2\n"]
-    assert encoders.concatenate(parts) == b"a,b\n1,2\n"
-    assert parts == []
+def test_buffered_body_reports_its_size_before_each_chunk_and_counts_json_rows() -> None:
+    sizes: list[int] = []
+    builder = encoders.BufferedBody(True, on_size=sizes.append)
+    for chunk in (b'{"a":1}\n', b'{"a":2}\n'):
+        anyio.run(builder.write, chunk)
+    assert sizes == [9, 17] and builder.rows == 2
+    assert _build(False, [b"a,b\n", b"1,2\n"]) == b"a,b\n1,2\n"
+
+
+def test_a_refused_size_stops_the_body_before_the_chunk_is_kept() -> None:
+    def refuse(size: int) -> None:
+        if size > 10:
+            raise MemoryError(size)
+
+    builder = encoders.BufferedBody(False, on_size=refuse)
+    anyio.run(builder.write, b"12345")
+    with pytest.raises(MemoryError):
+        anyio.run(builder.write, b"678901")
+    assert builder.finish() == b"12345"

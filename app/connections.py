@@ -1,0 +1,303 @@
+"""Connection-level limits uvicorn's HTTP protocol does not have, in a small subclass of it.
+
+``rowstream serve`` is documented for direct use (``--host 0.0.0.0``), so the server itself
+must hold against clients that open connections and say nothing, send headers a byte at a
+time, or send megabytes of them. uvicorn (httptools) keeps a connection that never sends
+a complete request forever, parses any header size (quadratically: httptools grows each
+header value by concatenation) and accepts connections until ``accept()`` runs out of file
+descriptors. ``LimitedHttpProtocol`` adds, per connection:
+
+- a deadline for the request head (``HEADER_TIMEOUT_SECONDS``): from the connection's
+  start, or from the first byte of a later request on a kept-alive connection (the
+  silence between requests is uvicorn's keep-alive timeout);
+- a cap on the bytes of one request head (431, counted before the parser sees them);
+- a cap on open connections (``MAX_CONNECTIONS``): beyond it a new connection gets a 503
+  with ``Retry-After`` at once, before its request is read;
+- a way for a response to cut its connection off with a TCP reset (``abort_connection``):
+  ``close()`` would first wait for the unsent data of a stalled client, which holds the
+  descriptor and the kernel's send queue for as long as the client keeps the window shut.
+
+Refusals are written by hand (status line, a problem+json body, ``Connection: close``)
+because there is no request yet to run the app for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import resource
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import uvicorn
+from starlette.types import Scope
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+logger = logging.getLogger(__name__)
+
+#: The ASGI scope extension through which a response reaches its connection.
+CONNECTION_EXTENSION = "rowstream.connection"
+#: Seconds a refused connection may linger to read what the client still sends (closing
+#: with unread input would reset the connection before the client reads the refusal).
+REFUSAL_LINGER_SECONDS = 1.0
+#: Descriptors kept for everything but client connections: the pools' connections, the
+#: listening socket, log files, the embedded server's pipes.
+RESERVED_DESCRIPTORS = 64
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    header_timeout_seconds: float = 10.0
+    max_header_bytes: int = 64 * 1024
+    max_connections: int = 1000
+
+
+class ServerConfig(uvicorn.Config):
+    """uvicorn's ``Config`` with our limits, for ``LimitedHttpProtocol`` to read.
+
+    A module-level class, so uvicorn's worker processes (which get the configuration
+    pickled) rebuild it."""
+
+    def __init__(self, app: Any, *, limits: ConnectionLimits, **kwargs: Any) -> None:
+        super().__init__(app, http=LimitedHttpProtocol, **kwargs)
+        self.limits = limits
+
+
+def _connection(scope: Scope) -> LimitedHttpProtocol | None:
+    found = (scope.get("extensions") or {}).get(CONNECTION_EXTENSION)
+    return found if isinstance(found, LimitedHttpProtocol) else None
+
+
+def abort_connection(scope: Scope) -> bool:
+    """Reset this request's connection at once (unsent data dropped); False if the server
+    offers no way to (then the caller's exception makes it ``close()``)."""
+    connection = _connection(scope)
+    if connection is None:
+        return False
+    connection.abort()
+    return True
+
+
+def shutting_down(scope: Scope) -> bool:
+    """Whether the server has begun its shutdown (so a cancelled response was cut by it)."""
+    connection = _connection(scope)
+    return connection is not None and connection.shutting_down
+
+
+class LimitedHttpProtocol(HttpToolsProtocol):
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limits: ConnectionLimits = getattr(config, "limits", ConnectionLimits())
+        self._head_timer: asyncio.TimerHandle | None = None
+        #: Bytes of the current request head seen so far; None once the head is complete.
+        self._head_bytes: int | None = 0
+        self._refused = False
+        #: Set when the server begins its shutdown.
+        self.shutting_down = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            _log_refusal(len(self.connections) - 1, self.limits.max_connections)
+            self._refuse(
+                503,
+                f"the server has {self.limits.max_connections} connections open, its limit "
+                "(MAX_CONNECTIONS); retry shortly",
+                retry_after=1,
+            )
+            return
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # read and dropped: the refusal has been written
+        if self._head_bytes is None:
+            super().data_received(data)
+            return
+        room = self.limits.max_header_bytes - self._head_bytes
+        if len(data) <= room:
+            self._head_bytes += len(data)
+            super().data_received(data)
+            return
+        # Feed what fits; if the head did not end within it, refuse the rest unparsed.
+        self._head_bytes += room
+        super().data_received(data[:room])
+        if self.transport.is_closing():
+            return  # the parser refused it (400)
+        if self._head_bytes is not None and self._head_bytes >= self.limits.max_header_bytes:
+            self._refuse(
+                431, f"the request's headers exceed {self.limits.max_header_bytes:,} bytes"
+            )
+            return
+        self.data_received(data[room:])  # the head ended: the rest is body or a next request
+
+    def eof_received(self) -> None:
+        if self._refused:
+            self.transport.close()
+
+    # parser callbacks
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope["extensions"] = {CONNECTION_EXTENSION: self}  # type: ignore[dict-item]
+        self._arm_head_timer()
+
+    def on_headers_complete(self) -> None:
+        self._head_bytes = None
+        self._disarm_head_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._head_bytes = 0  # what follows is the next request's head
+
+    def shutdown(self) -> None:
+        self.shutting_down = True
+        super().shutdown()
+
+    # our own
+    def abort(self) -> None:
+        """Reset the connection (RST): the descriptor and the unsent data go at once."""
+        self.transport.abort()
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(
+                self.limits.header_timeout_seconds, self._head_timed_out
+            )
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or self._head_bytes is None:
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False  # a pipelined head is late: end after this response
+            return
+        if self._head_bytes:
+            self._refuse(
+                408,
+                f"the request's headers were not complete within "
+                f"{self.limits.header_timeout_seconds:g} s (HEADER_TIMEOUT_SECONDS)",
+            )
+        else:
+            self.transport.close()  # said nothing: nothing to answer
+
+    def _refuse(self, status: int, detail: str, *, retry_after: int | None = None) -> None:
+        """Answer ``status`` without running the app, then close once the client has read.
+
+        The input is read and dropped until the client closes its side or
+        ``REFUSAL_LINGER_SECONDS`` pass: closing with unread input would send a reset,
+        and the client could lose the answer."""
+        self._refused = True
+        self._disarm_head_timer()
+        body = orjson.dumps(
+            {
+                "type": "about:blank",
+                "title": http.HTTPStatus(status).phrase,
+                "status": status,
+                "detail": detail,
+            }
+        )
+        head = [
+            STATUS_LINE[status],
+            b"content-type: application/problem+json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n",
+        ]
+        if retry_after is not None:
+            head.append(b"retry-after: %d\r\n" % retry_after)
+        self.transport.write(b"".join([*head, b"\r\n", body]))
+        if len(self.connections) > self.limits.max_connections + RESERVED_DESCRIPTORS // 4:
+            self.transport.close()  # a flood: descriptors first, politeness second
+            return
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(REFUSAL_LINGER_SECONDS, self.transport.close)
+
+
+_last_refusal_log = 0.0
+_refused_since_log = 0
+
+
+def _log_refusal(open_connections: int, maximum: int) -> None:
+    """A warning at most once a second, with how many were refused since the last one
+    (a flood of connections must not become a flood of log lines)."""
+    global _last_refusal_log, _refused_since_log
+    _refused_since_log += 1
+    now = time.monotonic()
+    if now - _last_refusal_log >= 1.0:
+        logger.warning(
+            "refused %d connection(s): %d open, MAX_CONNECTIONS is %d",
+            _refused_since_log,
+            open_connections,
+            maximum,
+        )
+        _last_refusal_log, _refused_since_log = now, 0
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's open-file limit to its hard limit; return the new soft limit.
+
+    Each connection is a descriptor; the default soft limit (often 1,024) is what
+    ``accept()`` runs into first, long before memory or CPU."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):  # pragma: no cover - some sandboxes forbid it
+            pass
+    elif hard == resource.RLIM_INFINITY and soft < 1 << 20:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (1 << 20, hard))
+            soft = 1 << 20
+        except (ValueError, OSError):  # pragma: no cover
+            pass
+    return soft
+
+
+def connection_limits(
+    header_timeout_seconds: float, max_header_bytes: int, max_connections: int, pool_size: int
+) -> ConnectionLimits:
+    """The limits to serve with, after raising the open-file limit (both logged).
+
+    ``max_connections`` is lowered when the descriptors cannot hold that many connections
+    next to the pools: refusing with a 503 beats ``accept()`` failing for everyone."""
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    descriptors = raise_open_file_limit()
+    fits = max(descriptors - 2 * pool_size - RESERVED_DESCRIPTORS, 1)
+    if fits < max_connections:
+        logger.warning(
+            "open files limited to %d: serving at most %d connections, not MAX_CONNECTIONS=%d",
+            descriptors,
+            fits,
+            max_connections,
+        )
+    allowed = min(max_connections, fits)
+    logger.info(
+        "open-file limit %d (was %d); at most %d connections; request heads: %d bytes, %g s",
+        descriptors,
+        before,
+        allowed,
+        max_header_bytes,
+        header_timeout_seconds,
+    )
+    return ConnectionLimits(header_timeout_seconds, max_header_bytes, allowed)
