@@ -496,6 +496,11 @@ def _route_url(route: Route, url: str, pool_size: int) -> Iterator[str]:
             yield urls["rowstream"]
 
 
+def _ratios(rounds: list[dict[str, float]], reference: list[dict[str, float]]) -> dict[str, float]:
+    """Total time over the reference's, round by round (same round: same machine state)."""
+    return stats([r["total_s"] / d["total_s"] for r, d in zip(rounds, reference, strict=True)])
+
+
 def run_concurrent(args: argparse.Namespace, settings: Settings) -> None:
     """``--concurrent N``: N full-table streams at once, per table size, ``--rounds`` times.
 
@@ -516,7 +521,9 @@ def run_concurrent(args: argparse.Namespace, settings: Settings) -> None:
     }
     results: list[dict[str, Any]] = []
     counts = sorted({1, args.instances})
-    configs = [(route, n) for route in routes(args) for n in counts]
+    # ``--baseline DIR``: each configuration also with the server of that checkout
+    builds = [None, *([Path(args.baseline).resolve()] if args.baseline else [])]
+    configs = [(route, n, build) for route in routes(args) for n in counts for build in builds]
     with database.database_url(settings) as base_url:
         for size in sizes:
             url = base_url
@@ -524,10 +531,12 @@ def run_concurrent(args: argparse.Namespace, settings: Settings) -> None:
                 url = asyncio.run(_database_beside(base_url, "rowstream_big"))
             migrate.upgrade(url)
             asyncio.run(_ensure_rows(url, size))
-            measured: dict[tuple[Route, int], list[dict[str, float]]] = {c: [] for c in configs}
+            measured: dict[tuple[Route, int, Path | None], list[dict[str, float]]] = {
+                c: [] for c in configs
+            }
             for round_no in range(args.rounds):
                 order = configs if round_no % 2 == 0 else configs[::-1]
-                for route, instances in order:
+                for route, instances, build in order:
                     server_env = {**env, "DATABASE_POOLER": "transaction"} if route.pooled else env
                     pool = (args.concurrent + 4) * instances
                     with contextlib.ExitStack() as stack:
@@ -536,39 +545,47 @@ def run_concurrent(args: argparse.Namespace, settings: Settings) -> None:
                             (base, ServerProbe(pid))
                             for base, pid in (
                                 stack.enter_context(
-                                    _server(server_url, secret, extra_env=server_env)
+                                    _server(server_url, secret, cwd=build, extra_env=server_env)
                                 )
                                 for _ in range(instances)
                             )
                         ]
                         asyncio.run(_concurrent_round(servers, secret, args.concurrent, 1000))
-                        measured[route, instances].append(
+                        measured[route, instances, build].append(
                             asyncio.run(_concurrent_round(servers, secret, args.concurrent, size))
                         )
-            for (route, instances), rounds in measured.items():
+            for (route, instances, build), rounds in measured.items():
                 label = "instance" if instances == 1 else "instances"
                 result: dict[str, Any] = {
                     "scenario": f"{args.concurrent} streams x {size:,} rows, "
-                    f"{instances} {label}, {route.how}",
+                    f"{instances} {label}, {route.how}{', baseline build' if build else ''}",
                     "rounds": len(rounds),
                     **{key: stats([r[key] for r in rounds]) for key in rounds[0]},
                 }
-                direct = measured[configs[0][0], instances]
-                result["ratio_to_direct"] = stats(
-                    [r["total_s"] / d["total_s"] for r, d in zip(rounds, direct, strict=True)]
-                )
+                direct = measured[configs[0][0], instances, build]
+                result["ratio_to_direct"] = _ratios(rounds, direct)
+                if build is None and len(builds) > 1:
+                    result["ratio_to_baseline"] = _ratios(
+                        rounds, measured[route, instances, builds[1]]
+                    )
                 results.append(result)
     lines = [
         "| scenario | total s | aggregate rows/s | x direct, same round "
+        "| x baseline build, same round "
         "| peak MiB above idle per instance (idle) | server CPU s, all instances |",
-        "|---|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def ratio(r: dict[str, Any], key: str) -> str:
+        if key not in r:
+            return "-"
+        return f"{r[key]['median']:.2f} ({r[key]['min']:.2f}-{r[key]['max']:.2f})"
+
     for r in results:
-        ratio = r["ratio_to_direct"]
         lines.append(
             f"| {r['scenario']} | {r['total_s']['median']:.2f} "
             f"| {r['rows_per_s']['median']:,.0f} "
-            f"| {ratio['median']:.2f} ({ratio['min']:.2f}-{ratio['max']:.2f}) "
+            f"| {ratio(r, 'ratio_to_direct')} | {ratio(r, 'ratio_to_baseline')} "
             f"| {r['peak_mib']['median']:.1f} ({r['idle_mib']['median']:.0f}) "
             f"| {r['cpu_s']['median']:.2f} |"
         )
@@ -705,6 +722,7 @@ def add_parser(sub: Any) -> None:
     b.add_argument(
         "--baseline",
         metavar="DIR",
-        help="with --datasets: also measure the server of the checkout in DIR on messages",
+        help="with --datasets or --concurrent: also measure the server of the checkout in DIR "
+        "(on messages; --concurrent: every configuration, ratios to it)",
     )
     b.set_defaults(func=run)

@@ -16,6 +16,7 @@ import logging
 import time
 from typing import Any
 
+import asyncpg
 import databases
 
 from app import cursor, datasets, sql
@@ -36,6 +37,8 @@ class Catalog:
         self._lock = asyncio.Lock()
         self._ready_at = float("-inf")
         self._ready_error: str | None = None
+        #: The readiness probe running now, which later callers wait for.
+        self._probing: asyncio.Future[str | None] | None = None
 
     @property
     def loaded(self) -> dict[str, Dataset]:
@@ -93,37 +96,84 @@ class Catalog:
                 out[name] = await cursor.estimated_count(conn, sql.as_columns(dataset, selection))
         return out
 
-    async def check_readable(self, db: databases.Database) -> str | None:
-        """None when every dataset answers a cheap query; else why not. Cached briefly."""
-        now = time.monotonic()
-        if now - self._ready_at < self.ready_cache_seconds:
+    async def check_readable(self, db: databases.Database, *, within: float) -> str | None:
+        """None when every dataset answers a one-row read within ``within`` seconds; else
+        why not. The verdict is kept ``ready_cache_seconds``, and callers that come while a
+        probe runs wait for that probe rather than start their own: a probe held up by a
+        lock would otherwise be joined by one more, each holding a pooled connection,
+        every time the orchestrator asks."""
+        if time.monotonic() - self._ready_at < self.ready_cache_seconds:
             return self._ready_error
+        if self._probing is None:
+            self._probing = asyncio.ensure_future(self._probe_all(db, within))
+        # Shielded: a caller that goes away does not cancel the probe others wait for.
+        return await asyncio.shield(self._probing)
+
+    async def _probe_all(self, db: databases.Database, within: float) -> str | None:
+        """Probe every dataset, all within ``within`` seconds; record and return the verdict."""
+        deadline = time.monotonic() + within
         error: str | None = None
         try:
             loaded = await self.all(db)
             async with (
-                raw_connection(db, acquire_timeout=2.0) as conn,
+                raw_connection(db, acquire_timeout=within) as conn,
                 conn.transaction(readonly=True),
             ):
                 for dataset in loaded.values():
-                    error = await _probe(conn, dataset)
+                    error = await _probe(conn, dataset, deadline - time.monotonic(), within)
                     if error:
                         break
         except ServiceUnavailable as exc:
             error = exc.detail
         except Exception as exc:
             error = f"database not ready: {describe(exc)}"
-        self._ready_at, self._ready_error = now, error
+        finally:
+            self._probing = None
+        self._ready_at, self._ready_error = time.monotonic(), error
         return error
 
 
-async def _probe(conn: Any, dataset: Dataset) -> str | None:
-    """Plan (not run) a one-row read of the dataset: checks it exists and is readable."""
-    if dataset.params:
-        return None  # a saved query needs its parameters; it was prepared at start
-    query = sql.select(dataset, sql.Selection(fields=dataset.column_names[:1], limit=1), "1")
+#: How much longer than the server's own bound the client waits for the probe's answer: a
+#: backstop for a server that does not answer at all (``lock_timeout`` and
+#: ``statement_timeout`` end the statement on the server, so no session is left waiting).
+_CLIENT_GRACE_SECONDS = 1.0
+#: ``statement_timeout`` ends the probe this much after ``lock_timeout`` would: with both
+#: at once the statement timer, started first, fires first, and a wait for a lock would be
+#: reported as a slow read.
+_STATEMENT_AFTER_LOCK_MS = 250
+
+
+async def _probe(conn: Any, dataset: Dataset, budget: float, within: float) -> str | None:
+    """Plan (not run) a one-row read of the dataset: it exists, is readable, and nothing
+    holds it up. Planning takes the locks a data request's query takes, so a session
+    holding the table ACCESS EXCLUSIVE (``ALTER TABLE``, ``VACUUM FULL``, a migration)
+    blocks this probe as it blocks every data request, until ``lock_timeout`` ends the
+    wait. A saved query needs its parameters to be planned; preparing it (parse and
+    rewrite, no values) takes the same locks."""
+    if budget <= 0:
+        return f"dataset {dataset.name!r} is stuck: the readiness probe ran out of {within:g} s"
+    placeholders = ("",) * len(dataset.params)
+    selection = sql.Selection(fields=dataset.column_names[:1], limit=1, params=placeholders)
+    query = sql.select(dataset, selection, "1")
+    lock_ms = max(1, int(budget * 1000))
+    timeout = budget + _CLIENT_GRACE_SECONDS
     try:
-        await conn.fetch(f"EXPLAIN {query.sql}", *query.args)
+        await conn.execute(
+            f"SET LOCAL lock_timeout = {lock_ms}; "
+            f"SET LOCAL statement_timeout = {lock_ms + _STATEMENT_AFTER_LOCK_MS}"
+        )
+        if dataset.params:
+            await conn.prepare(query.sql, timeout=timeout)
+        else:
+            await conn.fetch(f"EXPLAIN {query.sql}", *query.args, timeout=timeout)
+    except asyncpg.exceptions.LockNotAvailableError:
+        return (
+            f"dataset {dataset.name!r} is stuck: reading it waited over {within:g} s for a "
+            "lock another session holds (pg_locks shows which); data requests on it wait "
+            "behind that lock too"
+        )
+    except (asyncpg.exceptions.QueryCanceledError, TimeoutError):
+        return f"dataset {dataset.name!r} is stuck: reading it took over {within:g} s"
     except Exception as exc:
         return f"dataset {dataset.name!r} is not readable: {describe(exc)}"
     return None

@@ -24,9 +24,12 @@ because there is no request yet to run the app for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http
 import logging
 import resource
+import socket
+import struct
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -170,7 +173,15 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     # our own
     def abort(self) -> None:
-        """Reset the connection (RST): the descriptor and the unsent data go at once."""
+        """Reset the connection (RST): the descriptor and the unsent data go at once.
+
+        ``abort()`` alone drops only the transport's buffer: the socket's close then
+        still queues a FIN behind what the kernel holds. A zero linger time makes the
+        close a reset, which discards the kernel's send queue too."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.transport.abort()
 
     def _arm_head_timer(self) -> None:

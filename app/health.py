@@ -1,4 +1,16 @@
-"""Liveness and readiness."""
+"""Liveness and readiness.
+
+Each step of ``/readyz`` (a connection, ``SELECT 1``, the datasets' probe) is bounded by
+``READINESS_PROBE_SECONDS``, whatever the database does. Data requests get
+``COMMAND_TIMEOUT_SECONDS`` (60 s) per statement because a real export scans; the probe
+plans a one-row read, which takes milliseconds unless something holds it up, and what
+holds it up (a lock, a server that stopped answering) holds up data requests the same
+way. A probe allowed 60 s would outlast the orchestrator's own probe timeout (Kubernetes'
+default, which deploy/k8s keeps, is 1 s), so its verdict would never be read, while each
+unanswered probe kept a pooled connection. Two seconds: far longer than any healthy plan,
+short enough to be read; never longer than the statement timeout itself, which data
+requests would hit first.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +22,10 @@ from app.deps import AppMetrics, AppSettings, Datasets, Db, Lag, ReadDb
 from app.errors import ProblemError, problem_response
 
 router = APIRouter(tags=["health"])
+
+#: The bound on each step of the readiness check; the datasets' probe is bounded on the
+#: server (``lock_timeout``, ``statement_timeout``), so none is left waiting there.
+READINESS_PROBE_SECONDS = 2.0
 
 
 @router.get("/healthz", summary="The process is alive")
@@ -29,16 +45,19 @@ async def readyz(
     db: Db, read_db: ReadDb, settings: AppSettings, catalog: Datasets, lag_monitor: Lag
 ) -> Response:
     pool = pool_stats(db)  # before we take a connection ourselves
+    within = min(READINESS_PROBE_SECONDS, settings.command_timeout_seconds)
     try:
-        async with raw_connection(db, acquire_timeout=2.0) as conn:
-            await conn.fetchval("SELECT 1")
+        async with raw_connection(db, acquire_timeout=within) as conn:
+            # A client-side bound is enough here: SELECT 1 waits for no lock, only for a
+            # server that stopped answering (which no server-side timeout would end).
+            await conn.fetchval("SELECT 1", timeout=within)
     except ProblemError as exc:
         return problem_response(503, exc.detail, headers={"Retry-After": "1"})
     except Exception as exc:  # timeout, connection lost mid-query…
         return problem_response(
             503, f"database not ready: {describe(exc)}", headers={"Retry-After": "1"}
         )
-    unreadable = await catalog.check_readable(read_db)
+    unreadable = await catalog.check_readable(read_db, within=within)
     if unreadable is not None:
         return problem_response(503, unreadable, headers={"Retry-After": "5"})
     body = {"status": "ready", "datasets": len(catalog.names), "pool": pool}

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app import __version__, database, datasets, errors, export, health, openapi, routes
-from app.capacity import StreamLimiter
+from app.capacity import MemoryBudget, StreamLimiter
 from app.catalog import Catalog
 from app.deps import State
 from app.observability import Metrics, RequestLog
@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     read_db=read_db,
                     lag=lag,
                     limiter=limiter,
+                    budget=MemoryBudget(settings.standard_memory_budget_mb << 20),
                     metrics=metrics,
                     catalog=catalog,
                 )
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routes.add_dataset(app.router, name, declared.description)
     if "messages" in catalog.config.datasets:
         routes.add_demo_routes(app.router)
+    routes.redirect_slashes_relatively(app.router)
     openapi.install(app, lambda: catalog.loaded)
     _prepare_routes(app)
     return app

@@ -3,8 +3,9 @@
 The parameters are read by hand rather than declared in the route's signature because
 they depend on the dataset: ``fields``, ``limit``, ``after``, ``format``, a saved query's
 parameters, and ``column__op`` for each filterable column (``sql.OPERATORS``). Every
-value is parsed by its column's type (``pgtypes.parse_value``); anything unknown or
-malformed is a 422 naming the parameter and what is allowed, never silently ignored.
+value is parsed by its column's type (``pgtypes.parse_value``); anything unknown,
+malformed or repeated is a 422 naming the parameter and what is allowed, never silently
+ignored.
 """
 
 from __future__ import annotations
@@ -103,13 +104,31 @@ def _value(dataset: Dataset, column: str, raw: str, parameter: str) -> str:
         raise _invalid(parameter, str(exc)) from None
 
 
+def _filter(dataset: Dataset, name: str) -> tuple[str, str] | None:
+    """``col__op`` (or ``col``, meaning ``col__eq``) as (column, operator), or None when
+    ``name`` is not a filter of the dataset."""
+    column, _, suffix = name.rpartition("__")
+    if suffix in OPERATORS and column in dataset.filters:
+        return column, suffix
+    return (name, "eq") if name in dataset.filters else None
+
+
+def _slot(dataset: Dataset, name: str) -> str:
+    """What ``name`` sets, whatever it is spelled: ``col`` and ``col__eq`` set one filter
+    (so do a legacy name and the filter it stands for, ``name`` being translated already).
+    Two parameters with one slot are one parameter given twice."""
+    if name in COMMON or any(p.name == name for p in dataset.params):
+        return name
+    found = _filter(dataset, name)
+    return f"{found[0]}__{found[1]}" if found else name
+
+
 def _condition(dataset: Dataset, name: str, raw: str) -> Condition | None:
     """``col__op=value`` as a condition, or None when ``name`` is not a filter."""
-    column, _, suffix = name.rpartition("__")
-    if suffix not in OPERATORS or column not in dataset.filters:
-        column, suffix = name, "eq"
-        if column not in dataset.filters:
-            return None
+    found = _filter(dataset, name)
+    if found is None:
+        return None
+    column, suffix = found
     op = OPERATORS[suffix]
     pgtype = dataset.by_name[column].type
     if suffix == "isnull":
@@ -143,6 +162,20 @@ def _known(dataset: Dataset, legacy: bool) -> str:
     )
 
 
+def _check_once(seen: dict[str, str], slot: str, raw_name: str) -> None:
+    """Refuse a parameter given twice. Every parameter takes one value (lists are comma
+    separated: ``fields``, ``__in``), and a repeat is where a proxy, a quota or a cache
+    key that reads the first value and a server that reads the last disagree
+    (``limit=1&limit=1000000``). For a filter this also refuses a contradiction
+    (``i4=1&i4=2``) rather than answering it with nothing."""
+    first = seen.get(slot)
+    if first is None:
+        seen[slot] = raw_name
+    else:
+        also = f" (also as {first[:40]!r})" if first != raw_name else ""
+        raise _invalid(raw_name, f"given more than once{also}; give each parameter once")
+
+
 def parse(
     dataset: Dataset, items: Iterable[tuple[str, str]], *, legacy: bool = False
 ) -> tuple[Selection, str | None]:
@@ -153,13 +186,11 @@ def parse(
     limit: int | None = None
     fmt: str | None = None
     params: dict[str, str] = {}
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # slot → the name it was first given as
     declared = {p.name: p for p in dataset.params}
     for raw_name, raw in items:
         name = LEGACY_NAMES.get(raw_name, raw_name) if legacy else raw_name
-        if raw_name in seen and (name in COMMON or name in params):
-            raise _invalid(raw_name, "given more than once")
-        seen.add(raw_name)
+        _check_once(seen, _slot(dataset, name), raw_name)
         if name == "fields":
             fields = parse_fields(dataset, raw)
         elif name == "limit":

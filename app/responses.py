@@ -84,35 +84,60 @@ class Delivery:
         self._window_waited = 0.0
 
     async def send(self, send: Send, message: Message) -> None:
+        """``send(message)``, re-checking the limits at every deadline while it waits.
+
+        A wait can be cancelled and the send tried again: uvicorn's ``send`` waits for the
+        socket to drain *before* it writes, so a cancelled one has written nothing."""
         limits = self.limits
-        before = time.monotonic()
-        try:
-            with anyio.fail_after(limits.send_timeout):
-                await send(message)
-        except TimeoutError:
-            self._cut_off("timeout", f"client did not read for {limits.send_timeout} s")
+        waited = 0.0
+        while True:
+            before = time.monotonic()
+            try:
+                with anyio.fail_after(self._next_check(before, waited)):
+                    await send(message)
+            except TimeoutError:
+                pass
+            else:
+                self._account(time.monotonic() - before, len(message.get("body", b"")))
+                return
+            waited += self._account(time.monotonic() - before, 0)
+            if limits.send_timeout is not None and waited >= limits.send_timeout:
+                self._cut_off("timeout", f"client did not read for {limits.send_timeout:g} s")
+
+    def _next_check(self, now: float, waited: float) -> float | None:
+        """Seconds until a limit could be broken while a send waits (None: none could)."""
+        limits = self.limits
+        checks = []
+        if limits.send_timeout is not None:
+            checks.append(limits.send_timeout - waited)
+        if limits.max_seconds is not None:
+            checks.append(self.started + limits.max_seconds - now)
+        if limits.min_bytes_per_second:
+            checks.append(self._window_start + limits.window_seconds - now)
+        return max(min(checks), 0.0) if checks else None
+
+    def _account(self, waited: float, sent: int) -> float:
+        """Count a wait and what it sent; end the export if it broke a limit."""
+        limits = self.limits
+        self._window_waited += waited
+        self._window_bytes += sent
         now = time.monotonic()
-        if limits.max_seconds is not None and now - self.started > limits.max_seconds:
+        if limits.max_seconds is not None and now - self.started >= limits.max_seconds:
             self._cut_off(
                 "time limit", f"the export ran past {limits.max_seconds:g} s (STREAM_MAX_SECONDS)"
             )
-        self._window_bytes += len(message.get("body", b""))
-        self._window_waited += now - before
         elapsed = now - self._window_start
-        if elapsed < limits.window_seconds:
-            return
-        rate = self._window_bytes / elapsed
-        if (
-            self._window_waited >= elapsed / 2
-            and limits.min_bytes_per_second
-            and rate < limits.min_bytes_per_second
-        ):
-            self._cut_off(
-                "too slow",
-                f"client read {rate:,.0f} B/s over {elapsed:.0f} s, below the minimum "
-                f"{limits.min_bytes_per_second:,} (STREAM_MIN_BYTES_PER_SECOND)",
-            )
-        self._window_start, self._window_bytes, self._window_waited = now, 0, 0.0
+        if limits.min_bytes_per_second and elapsed >= limits.window_seconds:
+            rate = self._window_bytes / elapsed
+            # only when the client, not the database, held the export back
+            if self._window_waited >= elapsed / 2 and rate < limits.min_bytes_per_second:
+                self._cut_off(
+                    "too slow",
+                    f"client read {rate:,.0f} B/s over {elapsed:.1f} s, below the minimum "
+                    f"{limits.min_bytes_per_second:,} (STREAM_MIN_BYTES_PER_SECOND)",
+                )
+            self._window_start, self._window_bytes, self._window_waited = now, 0, 0.0
+        return waited
 
     def _cut_off(self, outcome: str, detail: str) -> NoReturn:
         abort_connection(self.scope)
@@ -125,6 +150,16 @@ class Delivery:
             detail,
         )
         raise StalledClient(outcome, f"{detail}; connection reset")
+
+
+class StreamFailed(Exception):
+    """A stream that failed on our side after its headers went out, already logged once.
+
+    Re-raised in place of the cause so the server still drops the connection without
+    the final chunk, while the error handler and the server, which would each log the
+    cause's traceback again, skip it (``observability.ExpectedAborts``)."""
+
+    expected_abort = True
 
 
 class StreamingResponse(_StarletteStreamingResponse):
@@ -167,6 +202,12 @@ class StreamingResponse(_StarletteStreamingResponse):
         if self.stats is not None and self.stats.outcome is None:
             self.stats.outcome = outcome
 
+    def _failed(self, exc: Exception) -> NoReturn:
+        outcome = _classify(exc)
+        self._end(outcome)
+        logger.error("stream failed mid-way (%s): %s", outcome, exc, exc_info=exc)
+        raise StreamFailed(outcome) from exc
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._delivery = Delivery(scope, self.limits)
         try:
@@ -196,11 +237,12 @@ class StreamingResponse(_StarletteStreamingResponse):
             self._end(exc.outcome)
             raise
         except OSError as exc:
-            self._end("database error" if _from_database(exc) else "client gone")
-            raise
+            if not _from_database(exc):
+                self._end("client gone")
+                raise
+            self._failed(exc)
         except Exception as exc:
-            self._end(_classify(exc))
-            raise
+            self._failed(exc)
         finally:
             aclose = getattr(self.body_iterator, "aclose", None)
             with anyio.move_on_after(self.close_timeout, shield=True):

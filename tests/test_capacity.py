@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from app.capacity import StreamLimiter, TooManyRequests
+from app.capacity import MemoryBudget, StreamLimiter, TooManyRequests
 from app.errors import ServiceUnavailable
 from tests.support import (
     Server,
@@ -186,3 +186,74 @@ async def test_waiting_requests_count_against_the_subjects_quota() -> None:
         assert asyncio.get_running_loop().time() - started < 0.1  # refused at once
         await waiter
     assert limiter.active == 0
+
+
+def test_a_memory_reservation_grows_settles_and_is_returned() -> None:
+    budget = MemoryBudget(100)
+    first = budget.reserve(60)
+    with pytest.raises(ServiceUnavailable) as refused:
+        budget.reserve(50)
+    assert "STANDARD_MEMORY_BUDGET_MB" in refused.value.detail
+    assert refused.value.headers == {"Retry-After": "2"}
+    first.grow_to(80)
+    with pytest.raises(ServiceUnavailable):
+        first.grow_to(101)
+    assert first.size == 80 and budget.used == 80
+    first.settle(30)  # the real body was smaller than the estimate
+    second = budget.reserve(70)
+    assert budget.used == 100
+    first.release()
+    second.release()
+    assert budget.used == 0 and budget.rejected == 2
+
+
+@pytest.fixture(scope="module")
+def frugal(db_url: str) -> Iterator[Server]:
+    """The standard route may hold 8 MiB of bodies; a client may stall for 1 s."""
+    s = start_server(db_url, STANDARD_MEMORY_BUDGET_MB="8", STREAM_SEND_TIMEOUT_SECONDS="1")
+    try:
+        yield s
+    finally:
+        stop_server(s)
+
+
+def _standard(server: Server, limit: int | None = None) -> httpx.Response:
+    params = {"limit": limit} if limit else {}
+    return httpx.get(
+        f"{server.base_url}/messages", params=params, headers=server.headers(), timeout=30
+    )
+
+
+def test_a_body_over_the_memory_budget_is_refused_with_503_and_nothing_held(
+    frugal: Server,
+) -> None:
+    whole = _standard(frugal)  # 100,000 rows: about 20 MB of JSON
+    assert whole.status_code == 503 and whole.headers["Retry-After"] == "2"
+    assert "STANDARD_MEMORY_BUDGET_MB" in whole.json()["detail"]
+    assert busy_sessions(frugal.database_url) == []
+    part = _standard(frugal, 10_000)  # about 2 MB
+    assert part.status_code == 200 and len(part.json()) == 10_000
+    assert part.headers["Cache-Control"] == "no-store"
+    assert part.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_clients_that_do_not_read_hold_the_budget_only_until_the_send_timeout(
+    frugal: Server,
+) -> None:
+    import psutil
+
+    server = psutil.Process(frugal.process.pid)
+    rss_before = server.memory_info().rss
+    # each about 6 MB (more than the socket buffers hold); the budget holds one at a time
+    held = [raw_request(frugal, "/messages?limit=30000", rcvbuf=4096) for _ in range(6)]
+    try:
+        time.sleep(0.5)
+        answers = [sock.recv(12) for sock in held]
+        assert answers.count(b"HTTP/1.1 200") == 1, answers
+        assert answers.count(b"HTTP/1.1 503") == 5, answers
+        assert server.memory_info().rss - rss_before < 40 << 20
+        time.sleep(1.5)  # the stalled one is cut off, and its memory returned
+        assert _standard(frugal, 30_000).status_code == 200
+    finally:
+        for sock in held:
+            reset(sock)

@@ -1,6 +1,7 @@
 """/metrics and the one-line-per-request JSON log, from a real server's output."""
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,50 @@ def _access_lines(log: Path) -> list[dict[str, object]]:
         if "request_id" in entry:
             lines.append(entry)
     return lines
+
+
+def _access_line(log: Path, request_id: str, within: float = 5.0) -> dict[str, object]:
+    """The access line of ``request_id``, once the server has written it (after the body)."""
+    deadline = time.monotonic() + within
+    while True:
+        found = [line for line in _access_lines(log) if line["request_id"] == request_id]
+        if found or time.monotonic() > deadline:
+            assert found, log.read_text()[-2000:]
+            return found[0]
+        time.sleep(0.05)
+
+
+def test_credentials_in_the_url_are_redacted_and_headers_never_logged(
+    logged: tuple[Server, Path],
+) -> None:
+    """docs/security.md: tokens are never logged. A token in the URL is one too."""
+    server, log = logged
+    in_url = server.token("in-url")
+    in_header = server.token("in-header")
+    secrets = {
+        "access_token": in_url,
+        "Token": "tok-value-1",
+        "sig": "sas-value-2",
+        "api_key": "key-value-3",
+        "password": "pw-value-4",
+        "X-Amz-Signature": "amz-value-5",
+        "client_secret": "cs-value-6",
+    }
+    query = "&".join(f"{k}={v}" for k, v in secrets.items())
+    query += f"&limit=5&bare={server.token('bare')}&jwt;note=kept"
+    r = httpx.get(
+        f"{server.base_url}/datasets?{query}",
+        headers={"Authorization": f"Bearer {in_header}", "X-Request-ID": "req-redact"},
+    )
+    assert r.status_code == 200
+    line = _access_line(log, "req-redact")
+    redacted = "&".join(f"{k}=REDACTED" for k in secrets)
+    assert line["query"] == f"{redacted}&limit=5&bare=REDACTED&jwt;note=kept"
+    assert line["subject"] == "in-header"
+    text = log.read_text()
+    for value in [in_header, *secrets.values()]:
+        assert value not in text
+    assert in_header.split(".")[2] not in text  # not even the signature alone
 
 
 def test_each_request_is_one_json_line_with_what_happened(logged: tuple[Server, Path]) -> None:
@@ -89,7 +134,7 @@ def test_expected_aborts_drop_only_marked_exceptions() -> None:
         return logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, "x", None, info)
 
     keep = ExpectedAborts()
-    assert keep.filter(record(StalledClient("slow"))) is False
+    assert keep.filter(record(StalledClient("timeout", "slow"))) is False
     assert keep.filter(record(RuntimeError("database gone"))) is True
     plain = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, "x", None, None)
     assert keep.filter(plain) is True

@@ -153,8 +153,11 @@ def test_http_1_0_is_refused_for_streams_with_a_clear_problem(server: Server) ->
     sock.close()
 
 
-def test_sigterm_gives_streams_a_grace_period_then_aborts_them_honestly(db_url: str) -> None:
-    s = start_server(db_url, STREAM_BATCH_SIZE="10", STREAM_SEND_TIMEOUT="60")
+def test_sigterm_gives_streams_a_grace_period_then_aborts_them_honestly(
+    db_url: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "server.log"
+    s = start_server(db_url, log=log, STREAM_BATCH_SIZE="10", STREAM_SEND_TIMEOUT="60")
     took, sock = sigterm_during_a_stalled_stream(s)
     # --graceful-timeout defaults to 10 s; exit within that plus 3 s
     assert 1 < took < 13, took  # it did wait for the stream, and not forever
@@ -163,6 +166,7 @@ def test_sigterm_gives_streams_a_grace_period_then_aborts_them_honestly(db_url: 
     assert not data.endswith(b"0\r\n\r\n")
     assert busy_sessions(db_url) == []
     assert s.process.returncode is not None
+    assert '"outcome":"shutdown"' in log.read_text()  # not "client gone": we cut it
 
 
 def test_a_stalled_reader_is_one_access_line_not_a_server_traceback(
@@ -180,3 +184,132 @@ def test_a_stalled_reader_is_one_access_line_not_a_server_traceback(
     text = log.read_text()
     assert '"outcome":"timeout"' in text
     assert "Exception in ASGI application" not in text and "StalledClient" not in text
+
+
+def _server_sockets(server: Server, client: socket.socket) -> list[str]:
+    """The server's side of ``client``'s connection as the kernel has it (any process,
+    orphans included): the states of sockets on the server's port facing that client."""
+    import psutil
+
+    port = int(server.base_url.rsplit(":", 1)[1])
+    mine = client.getsockname()[1]
+    return [
+        c.status
+        for c in psutil.net_connections(kind="tcp")
+        if c.laddr and c.laddr.port == port and c.raddr and c.raddr.port == mine
+    ]
+
+
+def test_a_stalled_stream_is_reset_so_its_descriptor_and_send_queue_go_at_once(
+    tight: Server,
+) -> None:
+    sock = raw_request(tight, "/messages/stream", rcvbuf=4096)
+    try:
+        time.sleep(0.5)
+        assert _server_sockets(tight, sock) == ["ESTABLISHED"]
+        time.sleep(2)  # past the 1 s send timeout
+        # close() would keep it (FIN_WAIT, its unsent data queued) while the window is shut
+        assert _server_sockets(tight, sock) == []
+        with pytest.raises(ConnectionResetError):
+            while sock.recv(1 << 20):
+                pass
+    finally:
+        sock.close()
+    assert busy_sessions(tight.database_url) == []
+
+
+@pytest.fixture(scope="module")
+def paced(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Streams must end within 2 s and be read at 100 kB/s (measured over 0.5 s)."""
+    s = start_server(
+        db_url,
+        log=tmp_path_factory.mktemp("paced") / "server.log",
+        STREAM_BATCH_SIZE="10",
+        STREAM_SEND_TIMEOUT_SECONDS="10",
+        STREAM_MAX_SECONDS="2",
+        STREAM_MIN_BYTES_PER_SECOND="100000",
+        STREAM_MIN_RATE_WINDOW_SECONDS="0.5",
+    )
+    try:
+        yield s
+    finally:
+        stop_server(s)
+
+
+def test_a_slow_reader_is_cut_off_visibly_with_a_metric_and_a_log_line(paced: Server) -> None:
+    before = metric(paced, "rowstream_streams_ended_total", outcome="too slow")
+    sock = raw_request(paced, "/messages/stream", rcvbuf=4096)
+    got = b""
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < 10:  # about 20 kB/s
+            chunk = sock.recv(2048)
+            if not chunk:
+                break
+            got += chunk
+            time.sleep(0.1)
+    except ConnectionResetError:
+        pass
+    finally:
+        sock.close()
+    took = time.monotonic() - started
+    assert got.startswith(b"HTTP/1.1 200") and not got.endswith(b"0\r\n\r\n")
+    assert took < 1.9, took  # cut by the rate, before the 2 s ceiling
+    assert metric(paced, "rowstream_streams_ended_total", outcome="too slow") == before + 1
+    assert paced.log is not None and "cut off (too slow)" in paced.log.read_text()
+    assert busy_sessions(paced.database_url) == []
+
+
+def test_an_export_past_stream_max_seconds_ends_visibly_and_the_resume_completes_it(
+    paced: Server, tmp_path: Path
+) -> None:
+    from app import fetch
+
+    before = metric(paced, "rowstream_streams_ended_total", outcome="time limit")
+    output = tmp_path / "messages.ndjson"
+    attempts = 0
+    while True:
+        attempts += 1
+        assert attempts < 30
+        try:
+            rows = fetch.fetch(
+                f"{paced.base_url}/messages/stream",
+                output,
+                token=paced.token(),
+                resume=True,
+                quiet=True,
+            )
+            break
+        except (httpx.HTTPError, fetch.FetchError):
+            continue  # cut off at the ceiling: what was complete is kept
+    assert attempts > 1  # at least one stream hit the ceiling
+    assert metric(paced, "rowstream_streams_ended_total", outcome="time limit") >= before + 1
+    ids = [int(line.split(b'"id":', 1)[1].split(b",", 1)[0]) for line in output.open("rb")]
+    assert rows == len(ids) == 100_000 and ids == sorted(set(ids))
+
+
+def test_a_database_failure_mid_stream_is_logged_once(db_url: str, tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    s = start_server(db_url, log=log, STREAM_BATCH_SIZE="10")
+    try:
+        with (
+            httpx.Client(timeout=30) as client,
+            client.stream("GET", f"{s.base_url}/messages/stream", headers=s.headers()) as r,
+        ):
+            chunks = r.iter_raw()
+            next(chunks)
+            pids: list[int] = []
+            while not pids:
+                pids = _stream_backend_pids(db_url)
+            for pid in pids:
+                _terminate(db_url, pid)
+            with pytest.raises(httpx.RemoteProtocolError):
+                for _ in chunks:
+                    pass
+        time.sleep(0.3)
+    finally:
+        stop_server(s)
+    text = log.read_text()
+    assert "stream failed mid-way (database error)" in text
+    assert text.count("Traceback") == 1, text
+    assert '"outcome":"database error"' in text

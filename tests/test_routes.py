@@ -15,7 +15,7 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from tests.support import Server, run
+from tests.support import Server, raw_request, run
 from tests.zoo import ZOO_COLUMNS, ZOO_ROWS
 
 STREAM_FORMATS = ["ndjson", "json", "csv", "arrow"]
@@ -405,3 +405,98 @@ def test_openapi_has_each_datasets_typed_parameters_and_row_schema(zoo_server: S
     assert row["properties"]["ia"]["type"] == "array"
     assert standard["responses"]["422"]["content"]["application/problem+json"]["example"]
     assert "/datasets/daily" in spec["paths"] and "/messages" not in spec["paths"]
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "named"),
+    [
+        ("/datasets/zoo/stream", "limit=1&limit=1000000", "limit"),
+        ("/datasets/zoo", "limit=1&limit=1000000", "limit"),
+        ("/datasets/zoo/stream", "fields=id&fields=t", "fields"),
+        ("/datasets/zoo/stream", "format=csv&format=json", "format"),
+        ("/datasets/zoo.csv", "after=[1]&after=[200]", "after"),
+        ("/datasets/zoo/stream", "i4=5000&i4=6000", "i4"),
+        ("/datasets/zoo/stream", "i4=5000&i4__eq=6000", "i4__eq"),
+        ("/datasets/zoo/stream", "i4__gte=1&i4__gte=200000", "i4__gte"),
+        ("/datasets/zoo/stream", "i4__in=3000&i4__in=4000", "i4__in"),
+        ("/datasets/zoo/stream", "t__isnull=true&t__isnull=false", "t__isnull"),
+        ("/datasets/zoo/stream", "t__prefix=text&t__prefix=x", "t__prefix"),
+        ("/datasets/daily/stream", "since=2024-01-19&since=2024-01-01", "since"),
+    ],
+)
+def test_a_repeated_parameter_is_422_naming_it(
+    zoo_server: Server, path: str, query: str, named: str
+) -> None:
+    """The first value is what a proxy, a quota or a cache key reads; a server that takes
+    the last (``limit=1&limit=1000000``) lets a client past them. Nothing here takes a
+    list by repetition (``fields`` and ``__in`` take commas), so a repeat is refused."""
+    r = httpx.get(f"{zoo_server.base_url}{path}?{query}", headers=zoo_server.headers(), timeout=30)
+    assert r.status_code == 422, r.text[:300]
+    assert r.headers["content-type"] == "application/problem+json"
+    problem = r.json()
+    assert problem["detail"].startswith(f"{named}: given more than once"), problem
+    assert problem["field"] == named
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("after_id=1&after_id=99990", "after_id"),
+        ("id__gt=99990&after_id=1", "after_id"),
+        ("created_after=2020-01-01T00:00:00Z&created_after=2020-01-02T00:00:00Z", "created_after"),
+    ],
+)
+def test_a_repeated_legacy_parameter_is_422_too(server: Server, query: str, named: str) -> None:
+    """A historical name and the filter it stands for are one parameter."""
+    r = httpx.get(f"{server.base_url}/messages/stream?{query}", headers=server.headers())
+    assert r.status_code == 422, r.text[:300]
+    assert r.json()["detail"].startswith(f"{named}: given more than once")
+
+
+def test_different_filters_on_one_column_still_combine(zoo_server: Server) -> None:
+    query = "i4__gte=10000&i4__lte=12000&i4__in=11000,12000,99&i4__ne=12000&fields=id"
+    assert _get(zoo_server, f"/datasets/zoo?{query}").json() == [{"id": 11}]
+
+
+@pytest.mark.parametrize(
+    ("path", "location"),
+    [
+        ("/datasets/", "/datasets"),
+        ("/datasets/zoo/?limit=1&format=csv", "/datasets/zoo?limit=1&format=csv"),
+        ("/datasets/zoo/stream/", "/datasets/zoo/stream"),
+        ("/static-offline-docs", "/static-offline-docs/"),
+    ],
+)
+def test_a_trailing_slash_redirect_stays_on_the_host_the_client_reached(
+    zoo_server: Server, path: str, location: str
+) -> None:
+    """The ``Host`` header is the client's to choose: a ``Location`` built from it sends
+    the next request (and, on a cache in front, every client served that answer) to any
+    host. A path-only ``Location`` is resolved against the URL really requested."""
+    r = httpx.get(
+        zoo_server.base_url + path,
+        headers={
+            **zoo_server.headers(),
+            "Host": "evil.example",
+            "X-Forwarded-Host": "evil.example",
+        },
+        follow_redirects=False,
+    )
+    assert r.status_code == 307, r.text
+    assert r.headers["location"] == location
+    assert "evil" not in r.text
+
+
+@pytest.mark.parametrize("path", ["//evil.example/", "//evil.example", "/\\evil.example/"])
+def test_a_path_that_looks_like_a_host_is_not_redirected_to(zoo_server: Server, path: str) -> None:
+    """``//evil.example`` is a network-path reference: as a ``Location`` it leaves the host."""
+    sock = raw_request(zoo_server, path)  # httpx would normalise the path
+    received = b""
+    try:
+        while b"\r\n\r\n" not in received and (chunk := sock.recv(65536)):
+            received += chunk
+    finally:
+        sock.close()
+    head = received.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    assert head.startswith("HTTP/1.1 404"), head
+    assert "location" not in head.lower()
