@@ -611,6 +611,11 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
     if args.concurrent:
         run_concurrent(args, settings)
         return
+    if args.hostile:
+        from app import bench_hostile
+
+        bench_hostile.run(args, settings)
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.quick:
@@ -720,9 +725,16 @@ def add_parser(sub: Any) -> None:
     b.add_argument("--wide", action="store_true", help="with --datasets: add a 20-column table")
     b.add_argument("--database-url", help="with --datasets: any PostgreSQL (default: embedded)")
     b.add_argument(
+        "--hostile",
+        action="store_true",
+        help="what hostile and slow clients cost: the standard route's memory, idle "
+        "connections, a huge header (app/bench_hostile.py); compare with --baseline",
+    )
+    b.add_argument(
         "--baseline",
         metavar="DIR",
-        help="with --datasets or --concurrent: also measure the server of the checkout in DIR "
+        help="with --datasets, --concurrent or --hostile: also measure the server of the "
+        "checkout in DIR "
         "(on messages; --concurrent: every configuration, ratios to it)",
     )
     b.set_defaults(func=run)

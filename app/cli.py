@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import logging.config
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -23,6 +26,8 @@ from app.settings import Settings
 
 if TYPE_CHECKING:
     import uvicorn
+
+    from app.connections import ConnectionLimits
 
 
 class CommandError(Exception):
@@ -76,12 +81,13 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
+    from app.connections import ServerConfig
     from app.main import create_app
 
     if settings.workers > 1 and not settings.database_url:
         raise CommandError("WORKERS > 1 needs DATABASE_URL (the embedded server is per process)")
     declared = datasets_cli.load_config(settings)
-    with database.database_url(settings) as url:
+    with _sigterm_unwinds(), database.database_url(settings) as url:
         _connect_or_explain(url)
         if args.demo:
             seed.install_demo(settings, url, args.rows)
@@ -97,8 +103,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
             _serve_workers(settings, args)
             return
         app = create_app(settings.model_copy(update={"database_url": url}))
-        config = uvicorn.Config(
+        config = ServerConfig(
             app,
+            limits=_connection_limits(settings),
             host=args.host,
             port=args.port,
             log_level=args.log_level,
@@ -119,10 +126,13 @@ def _serve_workers(settings: Settings, args: argparse.Namespace) -> None:
     Each worker builds its own app (and pools) from the environment. The embedded database
     belongs to one process, so this needs ``DATABASE_URL``.
     """
-    import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
-    uvicorn.run(
+    from app.connections import ServerConfig
+
+    config = ServerConfig(
         "app.main:create_app",
+        limits=_connection_limits(settings),
         factory=True,
         host=args.host,
         port=args.port,
@@ -131,6 +141,18 @@ def _serve_workers(settings: Settings, args: argparse.Namespace) -> None:
         timeout_graceful_shutdown=args.graceful_timeout,
         log_config=observability.logging_config(args.log_level, settings.log_format),
         access_log=False,
+    )
+    Multiprocess(config, sockets=[config.bind_socket()]).run()  # what uvicorn.run does
+
+
+def _connection_limits(settings: Settings) -> ConnectionLimits:
+    from app.connections import connection_limits
+
+    return connection_limits(
+        settings.header_timeout_seconds,
+        settings.max_header_bytes,
+        settings.max_connections,
+        pool_size=settings.pool_max_size,
     )
 
 
@@ -156,6 +178,41 @@ async def _serve(server: uvicorn.Server, settings: Settings, args: argparse.Name
             flush=True,
         )
     await task
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised where the process is. A ``BaseException``, as ``KeyboardInterrupt``
+    is: no ``except Exception`` on the way out swallows it."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """In the block SIGTERM raises ``_Terminated``, so every ``with`` and ``finally`` runs
+    (the embedded server is given back, see ``database.database_url``); then the process
+    ends by SIGTERM all the same: the exit status supervisors saw before (143).
+
+    uvicorn ends its graceful shutdown by replaying the signals it caught through the
+    handlers that were there before it (``Server.capture_signals``). With the default
+    SIGTERM handler that killed the process on the spot, before any clean-up or ``atexit``
+    hook, and the embedded PostgreSQL was left running; so did a SIGTERM during start-up.
+    """
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signum, signal.SIG_IGN)  # a second one must not cut the unwinding short
+        raise _Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    if previous is None:  # installed outside Python: there is none to restore
+        previous = signal.SIG_DFL
+    try:
+        yield
+    except _Terminated:
+        signal.signal(signal.SIGTERM, previous)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.raise_signal(signal.SIGTERM)  # ends the process, unless SIGTERM was ignored
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_psql(args: argparse.Namespace, settings: Settings) -> None:

@@ -148,15 +148,16 @@ def safe_location(url: str) -> str:
 
 @contextlib.contextmanager
 def database_url(settings: Settings) -> Iterator[str]:
-    """The URL to use: ``DATABASE_URL``, or the embedded server started (and kept) for us.
+    """The URL to use: ``DATABASE_URL``, or the embedded server started (or joined) for us.
 
-    The embedded server is stopped when the last process using it exits.
+    The embedded server is held for the block and given back when it ends, however it ends
+    (a SIGTERM included, see ``cli.cmd_serve``); it stops when no other process holds it.
     """
     if settings.database_url:
         yield settings.database_url
         return
-    server = embedded.start(Path(settings.data_dir))
-    yield embedded.url(server)
+    with embedded.held(Path(settings.data_dir)) as server:
+        yield embedded.url(server)
 
 
 async def check_reachable(url: str, connect_timeout: float = 5.0) -> None:

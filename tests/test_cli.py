@@ -1,13 +1,30 @@
 """The ``rowstream`` command as a user runs it: real subprocesses, real database."""
 
+import contextlib
+import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from app import auth, migrate
-from tests.support import SEED_ROWS, free_port
+import httpx
+import psutil
+import pytest
+
+from app import auth, embedded, migrate
+from tests.support import (
+    JWT_SECRET,
+    SEED_ROWS,
+    Server,
+    free_port,
+    raw_request,
+    sigterm_during_a_stalled_stream,
+)
 
 SECRET = "cli-secret-" + "y" * 40
 
@@ -158,3 +175,150 @@ def test_psql_opens_the_services_database_with_psqls_own_options(db_url: str) ->
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(SEED_ROWS)
+
+
+# --- shutdown with the embedded server: signals, and a run that was killed ---------------
+
+#: Demo rows: enough for a stream to stall on a client that reads nothing.
+DEMO_ROWS = 100_000
+
+
+def _embedded_postgres(data: Path) -> list[psutil.Process]:
+    """The PostgreSQL processes (server and backends) whose data is under ``data``: the
+    server names it on its command line, every one of them runs in it."""
+    where = str(data.resolve())
+    found = []
+    for p in psutil.process_iter(["name", "cmdline", "cwd", "status"]):
+        if p.info["name"] != "postgres" or p.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if where in " ".join(p.info["cmdline"] or []) or (p.info["cwd"] or "").startswith(where):
+            found.append(p)
+    return found
+
+
+def _left_running(data: Path, within: float = 2.0) -> list[psutil.Process]:
+    """The embedded server's processes still there after up to ``within`` s."""
+    deadline = time.monotonic() + within
+    while (left := _embedded_postgres(data)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def _holders(data: Path) -> list[int]:
+    """The PIDs in the library's handle file: the processes it counts as holding a handle."""
+    return list(json.loads((data / "pg" / embedded.HANDLES).read_text()))
+
+
+def _sigint_at_its_default() -> None:
+    # as in a terminal's foreground job: a shell's background job starts with SIGINT ignored
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def serve_embedded() -> Iterator[tuple[Path, Callable[[], Server]]]:
+    """A DATA_DIR and a way to start ``rowstream serve`` there without DATABASE_URL (so on
+    the embedded server) on a free port; whatever is left at the end is killed.
+
+    The directory is not under pytest's ``tmp_path``: another pytest session starting on
+    the machine makes ``/tmp/pytest-of-<user>`` private again, and the server's own system
+    user (when run as root) could no longer reach its data (initdb: "Permission denied").
+    """
+    data = Path(tempfile.mkdtemp(prefix="rowstream-serve-"))
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> Server:
+        port = free_port()
+        process = subprocess.Popen(
+            [
+                *[sys.executable, "-m", "app.cli", "serve", "--demo", "--rows", str(DEMO_ROWS)],
+                *["--host", "127.0.0.1", "--port", str(port), "--graceful-timeout", "1"],
+                *["--log-level", "warning"],
+            ],
+            env={
+                **os.environ,
+                "DATABASE_URL": "",
+                "DATA_DIR": str(data),
+                "JWT_SECRET": JWT_SECRET,
+                "STREAM_BATCH_SIZE": "10",
+                "STREAM_SEND_TIMEOUT": "60",
+            },
+            stdout=subprocess.DEVNULL,
+            preexec_fn=_sigint_at_its_default,
+        )
+        started.append(process)
+        base_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, f"serve exited with {process.returncode}"
+            assert time.monotonic() < deadline, "serve did not answer in 60 s"
+            try:
+                if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                    return Server(base_url, process, "")
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+
+    try:
+        yield data, start
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        leftovers = _embedded_postgres(data)
+        for p in leftovers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.terminate()
+        for p in psutil.wait_procs(leftovers, timeout=5)[1]:
+            p.kill()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_sigterm_stops_the_embedded_server_after_the_streams_grace(
+    serve_embedded: tuple[Path, Callable[[], Server]],
+) -> None:
+    data, start = serve_embedded
+    server = start()
+    assert _embedded_postgres(data)
+    # a stream blocked on a client that reads nothing: it gets --graceful-timeout (1 s)
+    took, sock = sigterm_during_a_stalled_stream(server)
+    sock.close()
+    assert 1 < took < 5, took
+    assert server.process.returncode == -signal.SIGTERM  # ends by the signal, as uvicorn does
+    assert _left_running(data) == []
+    assert _holders(data) == []
+
+
+def test_sigint_stops_the_embedded_server_after_the_streams_grace(
+    serve_embedded: tuple[Path, Callable[[], Server]],
+) -> None:
+    data, start = serve_embedded
+    server = start()
+    sock = raw_request(server, "/messages/stream", rcvbuf=4096)  # stalls: reads nothing
+    time.sleep(0.5)
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGINT)
+    assert server.process.wait(30) == 130  # what the command answers to Ctrl+C
+    assert 1 < time.monotonic() - started < 5
+    sock.close()
+    assert _left_running(data) == []
+    assert _holders(data) == []
+
+
+def test_a_killed_runs_stale_handle_is_repaired_so_the_next_exit_stops_the_server(
+    serve_embedded: tuple[Path, Callable[[], Server]],
+) -> None:
+    data, start = serve_embedded
+    killed = start()
+    killed.process.kill()
+    killed.process.wait()
+    # nothing could stop it: the server runs on, and counts the dead process as a holder
+    assert _embedded_postgres(data)
+    assert _holders(data) == [killed.process.pid]
+
+    server = start()  # joins the running server, forgetting the dead holder
+    assert _holders(data) == [server.process.pid]
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(30) == -signal.SIGTERM
+    assert _left_running(data) == []
+    assert _holders(data) == []
