@@ -73,9 +73,15 @@ def _connect(base: str, rcvbuf: int | None = None) -> socket.socket:
 
 
 def _first_words(sock: socket.socket, timeout: float = 2.0) -> str:
-    sock.settimeout(timeout)
+    """The status line's start, "closed", "no answer" (within ``timeout``; 0: what has
+    arrived already), or the error reading it."""
+    sock.settimeout(timeout or None)
+    if not timeout:
+        sock.setblocking(False)
     try:
         return sock.recv(12).decode(errors="replace") or "closed"
+    except (BlockingIOError, TimeoutError):
+        return "no answer"
     except OSError as exc:
         return type(exc).__name__
 
@@ -115,7 +121,7 @@ def _memory(base: str, process: psutil.Process, token: str, rows: int) -> dict[s
             process.memory_info().rss - idle
         ) / MB
         out[f"{n} not reading: peak MB"] = (probe.stop() - idle) / MB
-        out[f"{n} not reading: answers"] = dict(Counter(_first_words(s) for s in held))
+        out[f"{n} not reading: answers"] = dict(Counter(_first_words(s, 0) for s in held))
         for sock in held:
             sock.close()
     return out
@@ -140,7 +146,7 @@ def _connections(base: str, process: psutil.Process) -> dict[str, Any]:
     port = int(base.rsplit(":", 1)[1])
     open_now = [c for c in process.net_connections("tcp") if c.laddr.port == port and c.raddr]
     out["of 1,000 idle connections, held at 15 s"] = len(open_now)
-    out["half-sent heads answered"] = dict(Counter(_first_words(s, 0.5) for s in half))
+    out["half-sent heads answered"] = dict(Counter(_first_words(s, 0) for s in half))
     for sock in silent + half:
         sock.close()
     time.sleep(1)

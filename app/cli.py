@@ -8,26 +8,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import logging.config
-import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import asyncpg
 
 from app import auth, bench, database, datasets_cli, fetch, migrate, observability, seed
 from app.settings import Settings
-
-if TYPE_CHECKING:
-    import uvicorn
-
-    from app.connections import ConnectionLimits
 
 
 class CommandError(Exception):
@@ -79,15 +70,13 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
-    import uvicorn
-
-    from app.connections import ServerConfig
+    from app import serving
     from app.main import create_app
 
     if settings.workers > 1 and not settings.database_url:
         raise CommandError("WORKERS > 1 needs DATABASE_URL (the embedded server is per process)")
     declared = datasets_cli.load_config(settings)
-    with _sigterm_unwinds(), database.database_url(settings) as url:
+    with serving.sigterm_unwinds(), database.database_url(settings) as url:
         _connect_or_explain(url)
         if args.demo:
             seed.install_demo(settings, url, args.rows)
@@ -100,119 +89,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         )
         args.database = url if not settings.database_url else database.safe_location(url)
         if settings.workers > 1:
-            _serve_workers(settings, args)
+            serving.serve_workers(settings, args)
             return
-        app = create_app(settings.model_copy(update={"database_url": url}))
-        config = ServerConfig(
-            app,
-            limits=_connection_limits(settings),
-            host=args.host,
-            port=args.port,
-            log_level=args.log_level,
-            timeout_graceful_shutdown=args.graceful_timeout,
-            # our own access line per request (app.observability), through our logging
-            log_config=None,
-            access_log=False,
-        )
-        server = uvicorn.Server(config)
-        # uvicorn's own loop choice (uvloop when installed), as `uvicorn.run` would make it.
-        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
-            runner.run(_serve(server, settings, args))
-
-
-def _serve_workers(settings: Settings, args: argparse.Namespace) -> None:
-    """``WORKERS`` processes behind one socket (uvicorn's supervisor), for VM installs.
-
-    Each worker builds its own app (and pools) from the environment. The embedded database
-    belongs to one process, so this needs ``DATABASE_URL``.
-    """
-    from uvicorn.supervisors import Multiprocess
-
-    from app.connections import ServerConfig
-
-    config = ServerConfig(
-        "app.main:create_app",
-        limits=_connection_limits(settings),
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=settings.workers,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=args.graceful_timeout,
-        log_config=observability.logging_config(args.log_level, settings.log_format),
-        access_log=False,
-    )
-    Multiprocess(config, sockets=[config.bind_socket()]).run()  # what uvicorn.run does
-
-
-def _connection_limits(settings: Settings) -> ConnectionLimits:
-    from app.connections import connection_limits
-
-    return connection_limits(
-        settings.header_timeout_seconds,
-        settings.max_header_bytes,
-        settings.max_connections,
-        pool_size=settings.pool_max_size,
-    )
-
-
-async def _serve(server: uvicorn.Server, settings: Settings, args: argparse.Namespace) -> None:
-    task = asyncio.create_task(server.serve())
-    while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
-        await asyncio.sleep(0.05)
-    if server.started and args.print_curl:
-        token = auth.issue(
-            settings.resolved_jwt_secret(),
-            "demo",
-            3600,
-            algorithm=settings.jwt_algorithms[0],
-            audience=settings.jwt_audience,
-            issuer=settings.jwt_issuer,
-        )
-        base = f"http://{args.host}:{args.port}"
-        print(
-            "\nrowstream is ready. Try (token valid for 1 hour):\n\n"
-            f"  curl -sN -H 'Authorization: Bearer {token}' '{base}{args.sample_path}'\n\n"
-            f"  datasets: {base}/datasets (same token)   API docs: {base}/docs\n"
-            f"  database: {args.database}   ('rowstream psql' opens it)\n",
-            flush=True,
-        )
-    await task
-
-
-class _Terminated(BaseException):
-    """SIGTERM, raised where the process is. A ``BaseException``, as ``KeyboardInterrupt``
-    is: no ``except Exception`` on the way out swallows it."""
-
-
-@contextlib.contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
-    """In the block SIGTERM raises ``_Terminated``, so every ``with`` and ``finally`` runs
-    (the embedded server is given back, see ``database.database_url``); then the process
-    ends by SIGTERM all the same: the exit status supervisors saw before (143).
-
-    uvicorn ends its graceful shutdown by replaying the signals it caught through the
-    handlers that were there before it (``Server.capture_signals``). With the default
-    SIGTERM handler that killed the process on the spot, before any clean-up or ``atexit``
-    hook, and the embedded PostgreSQL was left running; so did a SIGTERM during start-up.
-    """
-
-    def terminate(signum: int, frame: FrameType | None) -> None:
-        signal.signal(signum, signal.SIG_IGN)  # a second one must not cut the unwinding short
-        raise _Terminated(signum)
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    if previous is None:  # installed outside Python: there is none to restore
-        previous = signal.SIG_DFL
-    try:
-        yield
-    except _Terminated:
-        signal.signal(signal.SIGTERM, previous)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        signal.raise_signal(signal.SIGTERM)  # ends the process, unless SIGTERM was ignored
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        serving.serve(create_app(settings.model_copy(update={"database_url": url})), settings, args)
 
 
 def cmd_psql(args: argparse.Namespace, settings: Settings) -> None:

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import http
 import logging
-import resource
 import socket
 import struct
 import time
@@ -70,7 +69,8 @@ class ServerConfig(uvicorn.Config):
         self.limits = limits
 
 
-def _connection(scope: Scope) -> LimitedHttpProtocol | None:
+def connection_of(scope: Scope) -> LimitedHttpProtocol | None:
+    """The connection a request came on, when the server runs ``LimitedHttpProtocol``."""
     found = (scope.get("extensions") or {}).get(CONNECTION_EXTENSION)
     return found if isinstance(found, LimitedHttpProtocol) else None
 
@@ -78,7 +78,7 @@ def _connection(scope: Scope) -> LimitedHttpProtocol | None:
 def abort_connection(scope: Scope) -> bool:
     """Reset this request's connection at once (unsent data dropped); False if the server
     offers no way to (then the caller's exception makes it ``close()``)."""
-    connection = _connection(scope)
+    connection = connection_of(scope)
     if connection is None:
         return False
     connection.abort()
@@ -87,7 +87,7 @@ def abort_connection(scope: Scope) -> bool:
 
 def shutting_down(scope: Scope) -> bool:
     """Whether the server has begun its shutdown (so a cancelled response was cut by it)."""
-    connection = _connection(scope)
+    connection = connection_of(scope)
     return connection is not None and connection.shutting_down
 
 
@@ -172,6 +172,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().shutdown()
 
     # our own
+    def writable(self) -> bool:
+        """Whether a send now writes at once (it waits only while writing is paused)."""
+        return not self.flow.write_paused
+
     def abort(self) -> None:
         """Reset the connection (RST): the descriptor and the unsent data go at once.
 
@@ -262,53 +266,3 @@ def _log_refusal(open_connections: int, maximum: int) -> None:
             maximum,
         )
         _last_refusal_log, _refused_since_log = now, 0
-
-
-def raise_open_file_limit() -> int:
-    """Raise this process's open-file limit to its hard limit; return the new soft limit.
-
-    Each connection is a descriptor; the default soft limit (often 1,024) is what
-    ``accept()`` runs into first, long before memory or CPU."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):  # pragma: no cover - some sandboxes forbid it
-            pass
-    elif hard == resource.RLIM_INFINITY and soft < 1 << 20:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (1 << 20, hard))
-            soft = 1 << 20
-        except (ValueError, OSError):  # pragma: no cover
-            pass
-    return soft
-
-
-def connection_limits(
-    header_timeout_seconds: float, max_header_bytes: int, max_connections: int, pool_size: int
-) -> ConnectionLimits:
-    """The limits to serve with, after raising the open-file limit (both logged).
-
-    ``max_connections`` is lowered when the descriptors cannot hold that many connections
-    next to the pools: refusing with a 503 beats ``accept()`` failing for everyone."""
-    before = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    descriptors = raise_open_file_limit()
-    fits = max(descriptors - 2 * pool_size - RESERVED_DESCRIPTORS, 1)
-    if fits < max_connections:
-        logger.warning(
-            "open files limited to %d: serving at most %d connections, not MAX_CONNECTIONS=%d",
-            descriptors,
-            fits,
-            max_connections,
-        )
-    allowed = min(max_connections, fits)
-    logger.info(
-        "open-file limit %d (was %d); at most %d connections; request heads: %d bytes, %g s",
-        descriptors,
-        before,
-        allowed,
-        max_header_bytes,
-        header_timeout_seconds,
-    )
-    return ConnectionLimits(header_timeout_seconds, max_header_bytes, allowed)

@@ -8,10 +8,8 @@ which is declared once, in ``formats.FORMATS``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncGenerator, Callable
-from functools import partial
 from typing import Any
 
 import asyncpg
@@ -21,11 +19,12 @@ from starlette.responses import Response
 from app import compression, cursor, encoders, records, sql
 from app.capacity import MemoryBudget, Reservation, StreamLimiter
 from app.datasets import Dataset
+from app.delivery import DeliveryLimits
 from app.errors import HTTPVersionNotSupported, TooLarge
 from app.formats import ARROW, CSV, JSON, NDJSON, TEXT, Format
 from app.observability import ExportStats
 from app.replica import LagMonitor
-from app.responses import DeliveryLimits, PrebuiltJSONResponse, StreamingResponse
+from app.responses import PrebuiltJSONResponse, StreamingResponse
 from app.settings import Settings
 from app.sql import Selection
 
@@ -43,17 +42,6 @@ NOT_STORED = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 logger = logging.getLogger(__name__)
 
 
-def delivery_limits(settings: Settings, *, streamed: bool) -> DeliveryLimits:
-    """How slowly a client may take a response (the export's ceiling is for streams: a
-    buffered body is bounded by its size and the memory budget)."""
-    return DeliveryLimits(
-        send_timeout=settings.stream_send_timeout_seconds,
-        max_seconds=settings.stream_max_seconds if streamed else None,
-        min_bytes_per_second=settings.stream_min_bytes_per_second,
-        window_seconds=settings.stream_min_rate_window_seconds,
-    )
-
-
 def count_mode(prefer: str | None) -> str:
     """``exact`` or ``estimated`` from a ``Prefer`` header (RFC 7240, PostgREST's values)."""
     for preference in (prefer or "").split(","):
@@ -63,7 +51,7 @@ def count_mode(prefer: str | None) -> str:
     return "estimated"
 
 
-async def _count_headers(
+async def count_headers(
     conn: asyncpg.Connection, dataset: Dataset, selection: Selection, mode: str
 ) -> dict[str, str]:
     """Taken inside the export's snapshot, before the first row is read."""
@@ -76,7 +64,7 @@ async def _count_headers(
     return {"X-Total-Count-Estimate": str(estimate)}
 
 
-def _plan(
+def plan(
     dataset: Dataset, selection: Selection, fmt: Format, batch_size: int
 ) -> tuple[Source, encoders.Encoder]:
     query = fmt.query(dataset, selection)
@@ -134,7 +122,7 @@ class Export:
         self.stats = ExportStats(format=fmt.media_type, dataset=dataset.name)
 
     async def _count(self, conn: asyncpg.Connection) -> dict[str, str]:
-        return await _count_headers(conn, self.dataset, self.selection, self.mode)
+        return await count_headers(conn, self.dataset, self.selection, self.mode)
 
     async def head(self, vary: str) -> Response:
         """The headers a GET would get, counts included, without reading a row."""
@@ -164,7 +152,7 @@ class Export:
             )
         await self.lag.admit(self.settings.read_max_lag_seconds)
         self.stats.streamed = True
-        source, encoder = _plan(
+        source, encoder = plan(
             self.dataset, self.selection, self.fmt, self.settings.stream_batch_size
         )
         headers, body, cleanup = await cursor.open_stream(
@@ -186,7 +174,7 @@ class Export:
             body,
             media_type=self.fmt.media_type,
             headers=headers,
-            limits=delivery_limits(self.settings, streamed=True),
+            limits=DeliveryLimits.from_settings(self.settings, streamed=True),
             stats=self.stats,
             cleanup=cleanup,
         )
@@ -266,42 +254,6 @@ class Export:
             body,
             media_type=self.fmt.media_type,
             headers=headers,
-            limits=delivery_limits(self.settings, streamed=False),
+            limits=DeliveryLimits.from_settings(self.settings, streamed=False),
             release=reservation.release,
         )
-
-
-async def warm_up(db: databases.Database, datasets: dict[str, Dataset], batch_size: int) -> None:
-    """Run the first row of one table through every streamed format, at start.
-
-    The first export of a fresh process otherwise pays for what only the first one needs:
-    importing pyarrow, asyncpg's first statements on the pooled connection, first use of
-    each code path (measured: 45 ms to the first NDJSON byte, 200 ms to the first Arrow
-    byte, against 5 ms warm). That is per process, not per dataset, so one table does, and
-    start-up stays the same however many datasets are declared. Its connection stays in
-    the pool for the first request. A failure here (a value Arrow cannot hold) only means
-    a colder start.
-    """
-    from app.formats import FORMATS
-
-    table = next((d for d in datasets.values() if d.kind == "table"), None)
-    if table is None:
-        return  # views and saved queries: their first row may cost a full evaluation
-    selection = Selection(fields=table.column_names, limit=1)
-    count = partial(_count_headers, dataset=table, selection=selection, mode="estimated")
-    for media_type in STREAM_FORMATS:
-        source, encoder = _plan(table, selection, FORMATS[media_type], batch_size)
-        try:
-            async with asyncio.timeout(WARM_UP_SECONDS):
-                _, body, cleanup = await cursor.open_stream(db, source, encoder, count)
-                try:
-                    async for _ in body:
-                        pass
-                finally:
-                    await cleanup()
-        except Exception as exc:
-            logger.debug("warm-up of %s as %s: %s", table.name, media_type, exc)
-
-
-#: Seconds one warm-up export may take.
-WARM_UP_SECONDS = 2.0

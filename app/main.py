@@ -13,7 +13,17 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from app import __version__, database, datasets, errors, export, health, openapi, routes
+from app import (
+    __version__,
+    database,
+    datasets,
+    errors,
+    health,
+    openapi,
+    redirects,
+    routes,
+    warmup,
+)
 from app.capacity import MemoryBudget, StreamLimiter
 from app.catalog import Catalog
 from app.deps import State
@@ -71,7 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             try:
                 await catalog.load(read_db, at_start=True)
                 if catalog.loaded:
-                    await export.warm_up(read_db, catalog.loaded, settings.stream_batch_size)
+                    await warmup.warm_up(read_db, catalog.loaded, settings.stream_batch_size)
                 yield State(
                     settings=settings,
                     jwt_secret=jwt_secret,
@@ -105,7 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routes.add_dataset(app.router, name, declared.description)
     if "messages" in catalog.config.datasets:
         routes.add_demo_routes(app.router)
-    routes.redirect_slashes_relatively(app.router)
+    redirects.install(app.router)
     openapi.install(app, lambda: catalog.loaded)
     _prepare_routes(app)
     return app

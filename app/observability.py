@@ -5,10 +5,9 @@ Each app gets its own ``CollectorRegistry`` (nothing registered at import), expo
 (``X-Request-ID`` is accepted when it looks sane, and echoed), measures what was sent,
 and writes one JSON line when the request is over with the rows, bytes, duration and how
 it ended: ``complete``, ``client gone``, ``timeout`` (a client that stopped reading),
-``database error``, ``recovery conflict`` or ``error``. Tokens are never logged: no
-header is, and in the path and query string every credential-looking value (a secret
-parameter's value, anything shaped like a JWT) is replaced by ``REDACTED``
-(``redact_query``).
+``too slow``, ``time limit``, ``shutdown``, ``database error``, ``recovery conflict`` or
+``error``. Tokens are never logged: no header is, and in the path and query string every
+credential-looking value is replaced by ``REDACTED`` (``redaction.py``).
 """
 
 from __future__ import annotations
@@ -20,27 +19,17 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote_plus
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.redaction import redact_path, redact_query
+
 access = logging.getLogger("rowstream.access")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
-REDACTED = "REDACTED"
-#: A parameter is a credential when its name contains one of these (``access_token``,
-#: ``X-Amz-Signature``, ``client_secret``, ``apiKey``)…
-_SECRET_IN_NAME = ("token", "secret", "passw", "apikey", "api_key", "signature", "credential")
-#: …or has one of these as a word (``sig`` of a SAS URL, ``key`` of many APIs, ``jwt``).
-_SECRET_WORDS = frozenset({"sig", "key", "jwt", "pwd", "auth", "authorization", "session"})
-_WORD = re.compile(r"[a-z0-9]+")
-#: One ``name=value`` of a query string. ``;`` too: a proxy in front may split there.
-_PAIR = re.compile(r"[^&;]+")
-#: A JWT wherever it is, whatever it is called (a bare ``?eyJ…`` too): header.payload.sig
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 
@@ -53,7 +42,8 @@ class ExportStats:
     #: The dataset's name (from the configuration, never from the request).
     dataset: str | None = None
     rows: int = 0
-    #: complete | client gone | timeout | database error | recovery conflict | error
+    #: complete | client gone | timeout | too slow | time limit | shutdown |
+    #: database error | recovery conflict | error
     outcome: str | None = None
     streamed: bool = False
 
@@ -119,33 +109,6 @@ class Metrics:
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
-
-
-def is_secret(name: str) -> bool:
-    """Whether a query parameter called ``name`` (percent-decoded) carries a credential.
-    Errs towards redacting: a filter on a column called ``key`` loses its value in the log,
-    a leaked credential would be valid wherever the log is read."""
-    lowered = name.lower()
-    if any(part in lowered for part in _SECRET_IN_NAME):
-        return True
-    return not _SECRET_WORDS.isdisjoint(_WORD.findall(lowered))
-
-
-def redact_query(query: str) -> str:
-    """The query string as sent, with every credential's value replaced by ``REDACTED``.
-
-    A token in the URL (``?access_token=``, a signed link) is a credential in the access
-    log, and logs are read by more people, kept longer and shipped further than the
-    service's secrets (docs/security.md). Names and the other values stay as sent.
-    """
-    return _PAIR.sub(_redact_pair, query)
-
-
-def _redact_pair(match: re.Match[str]) -> str:
-    name, equals, _ = match.group().partition("=")
-    if equals and is_secret(unquote_plus(name)):
-        return f"{name}={REDACTED}"
-    return _JWT.sub(REDACTED, match.group())
 
 
 def _route(scope: Scope) -> str:
@@ -243,7 +206,7 @@ class RequestLog:
             "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "request_id": state.get("request_id"),
             "method": scope.get("method"),
-            "path": _JWT.sub(REDACTED, scope.get("path", "")),
+            "path": redact_path(scope.get("path", "")),
             "query": query or None,
             "route": route,
             "status": status or None,

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import anyio
@@ -14,7 +12,8 @@ from starlette.responses import Response
 from starlette.responses import StreamingResponse as _StarletteStreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from app.connections import abort_connection, shutting_down
+from app.connections import shutting_down
+from app.delivery import UNLIMITED, Delivery, DeliveryLimits, StalledClient
 from app.observability import ExportStats
 
 logger = logging.getLogger(__name__)
@@ -35,121 +34,6 @@ def _classify(exc: BaseException) -> str:
     if _from_database(exc) or isinstance(exc, ConnectionError):
         return "database error"
     return "error"
-
-
-class StalledClient(Exception):
-    """A client that took a response too slowly: it stopped reading for longer than the
-    send timeout, read below the minimum rate, or the export outlived its ceiling.
-
-    Raised after the connection was reset, to end the response without its final chunk.
-    It is an expected outcome (the access line says which), so the server's traceback for
-    it is not logged (``observability.ExpectedAborts``).
-    """
-
-    expected_abort = True
-
-    def __init__(self, outcome: str, detail: str) -> None:
-        super().__init__(detail)
-        self.outcome = outcome
-
-
-@dataclass(frozen=True)
-class DeliveryLimits:
-    """How slowly a client may take a response's body (the ``STREAM_*`` settings)."""
-
-    #: Seconds one message may wait for the client to read (uvicorn has no write timeout).
-    send_timeout: float | None = None
-    #: Seconds the whole body may take.
-    max_seconds: float | None = None
-    #: Bytes per second the client must take, measured over ``window_seconds`` of which
-    #: at least half were spent waiting for it; 0 means no minimum.
-    min_bytes_per_second: int = 0
-    window_seconds: float = 30.0
-
-
-class Delivery:
-    """Sends a body's messages within ``DeliveryLimits``; cuts the connection off if not.
-
-    A cut-off connection is reset (``connections.abort_connection``): closing it would
-    wait for the unsent data, holding the descriptor and the kernel's send queue for as
-    long as the client keeps its window shut, and the client would never see an end.
-    """
-
-    def __init__(self, scope: Scope, limits: DeliveryLimits) -> None:
-        self.scope = scope
-        self.limits = limits
-        self.started = time.monotonic()
-        self._window_start = self.started
-        self._window_bytes = 0
-        self._window_waited = 0.0
-
-    async def send(self, send: Send, message: Message) -> None:
-        """``send(message)``, re-checking the limits at every deadline while it waits.
-
-        A wait can be cancelled and the send tried again: uvicorn's ``send`` waits for the
-        socket to drain *before* it writes, so a cancelled one has written nothing."""
-        limits = self.limits
-        waited = 0.0
-        while True:
-            before = time.monotonic()
-            try:
-                with anyio.fail_after(self._next_check(before, waited)):
-                    await send(message)
-            except TimeoutError:
-                pass
-            else:
-                self._account(time.monotonic() - before, len(message.get("body", b"")))
-                return
-            waited += self._account(time.monotonic() - before, 0)
-            if limits.send_timeout is not None and waited >= limits.send_timeout:
-                self._cut_off("timeout", f"client did not read for {limits.send_timeout:g} s")
-
-    def _next_check(self, now: float, waited: float) -> float | None:
-        """Seconds until a limit could be broken while a send waits (None: none could)."""
-        limits = self.limits
-        checks = []
-        if limits.send_timeout is not None:
-            checks.append(limits.send_timeout - waited)
-        if limits.max_seconds is not None:
-            checks.append(self.started + limits.max_seconds - now)
-        if limits.min_bytes_per_second:
-            checks.append(self._window_start + limits.window_seconds - now)
-        return max(min(checks), 0.0) if checks else None
-
-    def _account(self, waited: float, sent: int) -> float:
-        """Count a wait and what it sent; end the export if it broke a limit."""
-        limits = self.limits
-        self._window_waited += waited
-        self._window_bytes += sent
-        now = time.monotonic()
-        if limits.max_seconds is not None and now - self.started >= limits.max_seconds:
-            self._cut_off(
-                "time limit", f"the export ran past {limits.max_seconds:g} s (STREAM_MAX_SECONDS)"
-            )
-        elapsed = now - self._window_start
-        if limits.min_bytes_per_second and elapsed >= limits.window_seconds:
-            rate = self._window_bytes / elapsed
-            # only when the client, not the database, held the export back
-            if self._window_waited >= elapsed / 2 and rate < limits.min_bytes_per_second:
-                self._cut_off(
-                    "too slow",
-                    f"client read {rate:,.0f} B/s over {elapsed:.1f} s, below the minimum "
-                    f"{limits.min_bytes_per_second:,} (STREAM_MIN_BYTES_PER_SECOND)",
-                )
-            self._window_start, self._window_bytes, self._window_waited = now, 0, 0.0
-        return waited
-
-    def _cut_off(self, outcome: str, detail: str) -> NoReturn:
-        abort_connection(self.scope)
-        client = self.scope.get("client")
-        logger.warning(
-            "response cut off (%s) for %s %s: %s",
-            outcome,
-            f"{client[0]}:{client[1]}" if client else "?",
-            self.scope.get("path"),
-            detail,
-        )
-        raise StalledClient(outcome, f"{detail}; connection reset")
 
 
 class StreamFailed(Exception):
@@ -187,7 +71,7 @@ class StreamingResponse(_StarletteStreamingResponse):
         content: Any,
         status_code: int = 200,
         *,
-        limits: DeliveryLimits = DeliveryLimits(),
+        limits: DeliveryLimits = UNLIMITED,
         stats: ExportStats | None = None,
         cleanup: Callable[[], Awaitable[None]] | None = None,
         **kwargs: Any,
@@ -273,7 +157,7 @@ class BufferedResponse(Response):
         content: bytes | bytearray,
         status_code: int = 200,
         *,
-        limits: DeliveryLimits = DeliveryLimits(),
+        limits: DeliveryLimits = UNLIMITED,
         release: Callable[[], None] | None = None,
         **kwargs: Any,
     ) -> None:

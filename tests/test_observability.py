@@ -123,8 +123,8 @@ def test_expected_aborts_drop_only_marked_exceptions() -> None:
     import logging
     import sys
 
+    from app.delivery import StalledClient
     from app.observability import ExpectedAborts
-    from app.responses import StalledClient
 
     def record(exc: BaseException) -> logging.LogRecord:
         try:

@@ -1,0 +1,52 @@
+"""The first export of a fresh process, paid at start instead of by a client.
+
+A process's first export otherwise pays for what only the first one needs: importing
+pyarrow, asyncpg's first statements on the pooled connection, first use of each code
+path (measured: 45 ms to the first NDJSON byte, 200 ms to the first Arrow byte, against
+5 ms warm).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from functools import partial
+
+import databases
+
+from app import cursor, export
+from app.datasets import Dataset
+from app.formats import FORMATS
+from app.sql import Selection
+
+logger = logging.getLogger(__name__)
+
+#: Seconds one warm-up export may take.
+WARM_UP_SECONDS = 2.0
+
+
+async def warm_up(db: databases.Database, datasets: dict[str, Dataset], batch_size: int) -> None:
+    """Run the first row of one table through every streamed format, at start.
+
+    The cost is per process, not per dataset, so one table does, and
+    start-up stays the same however many datasets are declared. Its connection stays in
+    the pool for the first request. A failure here (a value Arrow cannot hold) only means
+    a colder start.
+    """
+    table = next((d for d in datasets.values() if d.kind == "table"), None)
+    if table is None:
+        return  # views and saved queries: their first row may cost a full evaluation
+    selection = Selection(fields=table.column_names, limit=1)
+    count = partial(export.count_headers, dataset=table, selection=selection, mode="estimated")
+    for media_type in export.STREAM_FORMATS:
+        source, encoder = export.plan(table, selection, FORMATS[media_type], batch_size)
+        try:
+            async with asyncio.timeout(WARM_UP_SECONDS):
+                _, body, cleanup = await cursor.open_stream(db, source, encoder, count)
+                try:
+                    async for _ in body:
+                        pass
+                finally:
+                    await cleanup()
+        except Exception as exc:
+            logger.debug("warm-up of %s as %s: %s", table.name, media_type, exc)
