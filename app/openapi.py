@@ -111,6 +111,13 @@ def responses(dataset: Dataset, media_types: tuple[str, ...]) -> dict[str, Any]:
                 422, "Unprocessable Content", "limit: must be between 1 and 9223372036854775807"
             ),
         },
+        "431": {
+            "description": "The request's head (request line and headers) is over "
+            "`MAX_HEADER_BYTES` (64 KiB)",
+            "content": _problem(
+                431, "Request Header Fields Too Large", "the request's headers exceed 65,536 bytes"
+            ),
+        },
         "503": {
             "description": "Database unavailable or at capacity (see `Retry-After`)",
             "content": _problem(503, "Service Unavailable", "database unavailable: timed out"),

@@ -31,7 +31,7 @@ def test_numeric_modifier() -> None:
         (t("float8", Kind.FLOAT), "nan", "NaN"),
         (t("float8", Kind.FLOAT), "-inf", "-Infinity"),
         (t("numeric", Kind.NUMERIC), "1.50", "1.50"),
-        (t("bool", Kind.BOOLEAN), "T", "true"),
+        (t("bool", Kind.BOOLEAN), "false", "false"),
         (
             t("uuid", Kind.UUID),
             "A0EEBC999C0B4EF8BB6D6BB9BD380A11",
@@ -63,6 +63,8 @@ def test_values_are_checked_and_normalised(pgtype: PgType, raw: str, bound: str)
         (t("int8", Kind.INTEGER), "1.0"),
         (t("numeric", Kind.NUMERIC), "one"),
         (t("bool", Kind.BOOLEAN), "maybe"),
+        (t("bool", Kind.BOOLEAN), "T"),  # the documented schema says true or false
+        (t("bool", Kind.BOOLEAN), "0"),
         (t("uuid", Kind.UUID), "xyz"),
         (t("date", Kind.DATE), "2023-02-29"),
         (t("timestamptz", Kind.TIMESTAMPTZ), "1700000000"),
