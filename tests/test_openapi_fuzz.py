@@ -12,7 +12,6 @@ import httpx
 
 from tests.support import Server
 
-
 #: A request whose head is over ``MAX_HEADER_BYTES`` is refused with 431 (documented) before
 #: its parameters are read, valid or not: a rejection for the checks that look for one.
 CONFIG = """
