@@ -17,7 +17,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -50,6 +51,7 @@ __all__ = [
     "recreate_database",
     "reset",
     "run",
+    "running",
     "sessions",
     "sigterm_during_a_stalled_stream",
     "start_nginx",
@@ -162,6 +164,16 @@ def start_server(
             time.sleep(0.1)
     process.kill()
     raise RuntimeError("server did not start in 30 s")
+
+
+@contextmanager
+def running(database_url: str, **kwargs: Any) -> Iterator[Server]:
+    """``start_server(database_url, **kwargs)`` for the block, stopped after it."""
+    server = start_server(database_url, **kwargs)
+    try:
+        yield server
+    finally:
+        stop_server(server)
 
 
 def _limit_open_files(limit: int) -> None:

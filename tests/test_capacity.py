@@ -15,6 +15,7 @@ from tests.support import (
     metric,
     raw_request,
     reset,
+    running,
     start_server,
     stop_server,
 )
@@ -210,11 +211,8 @@ def test_a_memory_reservation_grows_settles_and_is_returned() -> None:
 @pytest.fixture(scope="module")
 def frugal(db_url: str) -> Iterator[Server]:
     """The standard route may hold 8 MiB of bodies; a client may stall for 1 s."""
-    s = start_server(db_url, STANDARD_MEMORY_BUDGET_MB="8", STREAM_SEND_TIMEOUT_SECONDS="1")
-    try:
+    with running(db_url, STANDARD_MEMORY_BUDGET_MB="8", STREAM_SEND_TIMEOUT_SECONDS="1") as s:
         yield s
-    finally:
-        stop_server(s)
 
 
 def _standard(server: Server, limit: int | None = None) -> httpx.Response:

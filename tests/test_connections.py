@@ -10,18 +10,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import Server, start_server, stop_server
+from tests.support import Server, running, start_server, stop_server
 
 
 @pytest.fixture(scope="module")
 def guarded(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server with a 1 s head deadline and room for 30 connections."""
     log = tmp_path_factory.mktemp("connections") / "server.log"
-    s = start_server(db_url, log=log, HEADER_TIMEOUT_SECONDS="1", MAX_CONNECTIONS="30")
-    try:
+    with running(db_url, log=log, HEADER_TIMEOUT_SECONDS="1", MAX_CONNECTIONS="30") as s:
         yield s
-    finally:
-        stop_server(s)
 
 
 def _connect(server: Server) -> socket.socket:

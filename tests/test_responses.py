@@ -18,6 +18,7 @@ from tests.support import (
     read_all,
     reset,
     run,
+    running,
     sigterm_during_a_stalled_stream,
     start_server,
     stop_server,
@@ -221,7 +222,7 @@ def test_a_stalled_stream_is_reset_so_its_descriptor_and_send_queue_go_at_once(
 @pytest.fixture(scope="module")
 def paced(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Streams must end within 2 s and be read at 100 kB/s (measured over 0.5 s)."""
-    s = start_server(
+    with running(
         db_url,
         log=tmp_path_factory.mktemp("paced") / "server.log",
         STREAM_BATCH_SIZE="10",
@@ -229,11 +230,8 @@ def paced(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
         STREAM_MAX_SECONDS="2",
         STREAM_MIN_BYTES_PER_SECOND="100000",
         STREAM_MIN_RATE_WINDOW_SECONDS="0.5",
-    )
-    try:
+    ) as s:
         yield s
-    finally:
-        stop_server(s)
 
 
 def test_a_slow_reader_is_cut_off_visibly_with_a_metric_and_a_log_line(paced: Server) -> None:
@@ -263,11 +261,8 @@ def test_a_slow_reader_is_cut_off_visibly_with_a_metric_and_a_log_line(paced: Se
 @pytest.fixture(scope="module")
 def brief(db_url: str) -> Iterator[Server]:
     """Streams must end within half a second (the whole table takes several)."""
-    s = start_server(db_url, STREAM_BATCH_SIZE="10", STREAM_MAX_SECONDS="0.5")
-    try:
+    with running(db_url, STREAM_BATCH_SIZE="10", STREAM_MAX_SECONDS="0.5") as s:
         yield s
-    finally:
-        stop_server(s)
 
 
 def test_an_export_past_stream_max_seconds_ends_visibly_and_the_resume_completes_it(
