@@ -255,7 +255,8 @@ async def _encode(
         yield head + encoder.batch(first)
         async for batch in rows:
             count(batch)
-            yield encoder.batch(batch)
+            if chunk := encoder.batch(batch):  # a Parquet row group may still be filling
+                yield chunk
         tail = encoder.end()
         if tail:
             yield tail

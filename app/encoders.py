@@ -107,9 +107,8 @@ class ArrowEncoder:
     def start(self) -> bytes:
         return bytes(self.schema.serialize().to_pybytes())
 
-    def batch(self, rows: Batch) -> bytes:
-        if not rows:
-            return b""
+    def record_batch(self, rows: Batch) -> Any:
+        """The rows as one ``pyarrow.RecordBatch`` of the schema."""
         pa = self._pa
         columns = list(zip(*rows, strict=True))  # transpose in C: one tuple per column
         arrays = []
@@ -118,11 +117,91 @@ class ArrowEncoder:
                 arrays.append(pa.array(values, type=via).view(field.type))  # zero-copy
             else:
                 arrays.append(pa.array(values, type=field.type))
-        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
-        return bytes(batch.serialize().to_pybytes())
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+    def batch(self, rows: Batch) -> bytes:
+        if not rows:
+            return b""
+        return bytes(self.record_batch(rows).serialize().to_pybytes())
 
     def end(self) -> bytes:
         return ARROW_EOS
+
+
+class _Collector:
+    """A write-only file for ``pyarrow.parquet.ParquetWriter``: it keeps what is written
+    until ``take`` hands it on, so the file goes out as it is written."""
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self.closed = False
+        self._position = 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self._data += view
+        self._position += view.nbytes
+        return view.nbytes
+
+    def tell(self) -> int:
+        return self._position
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def take(self) -> bytes:
+        data, self._data = bytes(self._data), bytearray()
+        return data
+
+
+class ParquetEncoder:
+    """A Parquet file written as the rows arrive: a row group of ``row_group_rows`` rows
+    at a time (zstd-compressed columns, the Arrow format's typed schema), the footer last.
+
+    A row group is held in memory until it is complete (that is what bounds a stream's
+    memory here: ``PARQUET_ROW_GROUP_ROWS``). A stream that fails ends without the
+    footer, and no Parquet reader opens a file without one: a truncated download can
+    never be read as complete.
+    """
+
+    def __init__(
+        self, columns: Sequence[tuple[str, pgtypes.PgType, bool]], row_group_rows: int
+    ) -> None:
+        self._arrow = ArrowEncoder(columns)
+        self.row_group_rows = row_group_rows
+        self._pending: list[Any] = []
+        self._pending_rows = 0
+        self._sink = _Collector()
+        self._writer: Any = None
+
+    def start(self) -> bytes:
+        import pyarrow.parquet as pq
+
+        self._writer = pq.ParquetWriter(self._sink, self._arrow.schema, compression="zstd")
+        return self._sink.take()
+
+    def batch(self, rows: Batch) -> bytes:
+        if rows:
+            self._pending.append(self._arrow.record_batch(rows))
+            self._pending_rows += len(rows)
+        if self._pending_rows < self.row_group_rows:
+            return b""
+        self._flush()
+        return self._sink.take()
+
+    def _flush(self) -> None:
+        if self._pending:
+            table = self._arrow._pa.Table.from_batches(self._pending, schema=self._arrow.schema)
+            self._writer.write_table(table, row_group_size=max(self._pending_rows, 1))
+            self._pending, self._pending_rows = [], 0
+
+    def end(self) -> bytes:
+        self._flush()
+        self._writer.close()
+        return self._sink.take()
 
 
 class BufferedBody:

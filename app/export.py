@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import databases
@@ -21,7 +22,7 @@ from app.capacity import MemoryBudget, Reservation, StreamLimiter
 from app.datasets import Dataset
 from app.delivery import DeliveryLimits
 from app.errors import HTTPVersionNotSupported, TooLarge
-from app.formats import ARROW, CSV, JSON, NDJSON, TEXT, Format
+from app.formats import ARROW, CSV, JSON, NDJSON, PARQUET, TEXT, Format
 from app.observability import ExportStats
 from app.replica import LagMonitor
 from app.responses import PrebuiltJSONResponse, StreamingResponse
@@ -29,8 +30,8 @@ from app.settings import Settings
 from app.sql import Selection
 
 #: What each route can answer with; the first is the default.
-STREAM_FORMATS = (NDJSON, JSON, CSV, ARROW)
-DEMO_STREAM_FORMATS = (NDJSON, JSON, CSV, TEXT, ARROW)
+STREAM_FORMATS = (NDJSON, JSON, CSV, ARROW, PARQUET)
+DEMO_STREAM_FORMATS = (NDJSON, JSON, CSV, TEXT, ARROW, PARQUET)
 STANDARD_FORMATS = (JSON, CSV)
 
 Source = Callable[[asyncpg.Connection], AsyncGenerator[Any, None]]
@@ -40,6 +41,16 @@ Source = Callable[[asyncpg.Connection], AsyncGenerator[Any, None]]
 NOT_STORED = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 logger = logging.getLogger(__name__)
+
+
+def attachment(filename: str) -> str:
+    """``Content-Disposition`` for a download named ``filename`` (RFC 6266): a quoted ASCII
+    name, and the exact one in ``filename*`` when it is not ASCII."""
+    fallback = filename.encode("ascii", "replace").decode().replace("?", "_")
+    value = f'attachment; filename="{fallback}"'
+    if fallback != filename:
+        value += f"; filename*=UTF-8''{quote(filename)}"
+    return value
 
 
 def count_mode(prefer: str | None) -> str:
@@ -65,11 +76,11 @@ async def count_headers(
 
 
 def plan(
-    dataset: Dataset, selection: Selection, fmt: Format, batch_size: int
+    dataset: Dataset, selection: Selection, fmt: Format, batch_size: int, row_group_rows: int
 ) -> tuple[Source, encoders.Encoder]:
     query = fmt.query(dataset, selection)
     columns = [(f, dataset.by_name[f].type, dataset.by_name[f].nullable) for f in selection.fields]
-    encoder = fmt.encoder(columns)
+    encoder = fmt.encoder(columns, row_group_rows)
     if fmt.source == "copy":
         return lambda conn: cursor.copy_chunks(conn, query, **fmt.copy_options), encoder
     return lambda conn: cursor.batches(conn, query, batch_size), encoder
@@ -111,8 +122,11 @@ class Export:
         selection: Selection,
         fmt: Format,
         prefer: str | None,
+        *,
+        download: bool = False,
     ) -> None:
         self.db = db
+        self.download = download
         self.settings = settings
         self.lag = lag
         self.dataset = dataset
@@ -124,13 +138,23 @@ class Export:
     async def _count(self, conn: asyncpg.Connection) -> dict[str, str]:
         return await count_headers(conn, self.dataset, self.selection, self.mode)
 
+    def _headers(self, headers: dict[str, str], vary: str) -> dict[str, str]:
+        """What every data response says besides its counts: not to be stored or sniffed,
+        what it varies with, that it has no byte ranges (a ``Range`` request gets the whole
+        body, 200), and, for a file format or ``download=1``, the file's name."""
+        headers.update(NOT_STORED)
+        headers["Vary"] = vary
+        headers["Accept-Ranges"] = "none"
+        if self.fmt.attachment or self.download:
+            headers["Content-Disposition"] = attachment(f"{self.dataset.name}.{self.fmt.name}")
+        return headers
+
     async def head(self, vary: str) -> Response:
         """The headers a GET would get, counts included, without reading a row."""
         await self.lag.admit(self.settings.read_max_lag_seconds)
         async with cursor.snapshot(self.db) as conn:
             headers = await self._count(conn)
-        headers.update(NOT_STORED)
-        headers["Vary"] = vary
+        self._headers(headers, vary)
         response = Response(media_type=self.fmt.media_type, headers=headers)
         # no Content-Length: a GET streams its body in chunks, a HEAD must not claim 0
         response.raw_headers = [h for h in response.raw_headers if h[0] != b"content-length"]
@@ -152,8 +176,13 @@ class Export:
             )
         await self.lag.admit(self.settings.read_max_lag_seconds)
         self.stats.streamed = True
+        settings = self.settings
         source, encoder = plan(
-            self.dataset, self.selection, self.fmt, self.settings.stream_batch_size
+            self.dataset,
+            self.selection,
+            self.fmt,
+            settings.stream_batch_size,
+            settings.parquet_row_group_rows,
         )
         headers, body, cleanup = await cursor.open_stream(
             self.db,
@@ -164,8 +193,7 @@ class Export:
             idle_timeout=self.settings.stream_idle_timeout_seconds,
             on_batch=_row_counter(self.stats, self.fmt),
         )
-        headers.update(NOT_STORED)
-        headers["Vary"] = "Accept, Accept-Encoding, Prefer"
+        self._headers(headers, "Accept, Accept-Encoding, Prefer")
         encoding = compression.negotiate(accept_encoding)
         if encoding:
             body = compression.compress(body, encoding)
@@ -248,8 +276,7 @@ class Export:
         if rows:
             budget.row_bytes[dataset.name] = len(body) / rows
         self.stats.rows = rows
-        headers.update(NOT_STORED)
-        headers["Vary"] = "Accept, Prefer"
+        self._headers(headers, "Accept, Prefer")
         return PrebuiltJSONResponse(
             body,
             media_type=self.fmt.media_type,

@@ -25,6 +25,7 @@ JSON = "application/json"
 CSV = "text/csv"
 TEXT = "text/plain"
 ARROW = "application/vnd.apache.arrow.stream"
+PARQUET = "application/vnd.apache.parquet"
 
 
 @dataclass(frozen=True)
@@ -38,14 +39,17 @@ class Format:
     source: Literal["cursor", "copy"]
     #: The SQL shape of a row.
     query: Callable[[Any, sql.Selection], sql.Query]
-    #: How batches become bytes: a factory taking the typed columns of the selection.
-    encoder: Callable[[Sequence[tuple[str, Any, bool]]], encoders.Encoder]
+    #: How batches become bytes: a factory taking the typed columns of the selection and
+    #: the rows a file block may hold (a Parquet row group; the others ignore it).
+    encoder: Callable[[Sequence[tuple[str, Any, bool]], int], encoders.Encoder]
     #: How rows are counted as batches go by: records, lines, or CSV records.
     counter: Literal["records", "lines", "csv"]
     copy_options: dict[str, Any] = field(default_factory=dict)
     #: The OpenAPI ``schema`` of the body (JSON formats get the dataset's row schema).
     body_schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
     description: str = ""
+    #: A file to save rather than a stream to read (``Content-Disposition: attachment``).
+    attachment: bool = False
 
 
 FORMATS: dict[str, Format] = {
@@ -57,7 +61,7 @@ FORMATS: dict[str, Format] = {
             ("jsonl", "application/jsonl", "application/jsonlines", "application/x-jsonlines"),
             "cursor",
             sql.as_json,
-            lambda columns: encoders.NDJSONEncoder(),
+            lambda columns, rows: encoders.NDJSONEncoder(),
             "records",
             description="one JSON object per line",
         ),
@@ -67,7 +71,7 @@ FORMATS: dict[str, Format] = {
             (),
             "cursor",
             sql.as_json,
-            lambda columns: encoders.JSONArrayEncoder(),
+            lambda columns, rows: encoders.JSONArrayEncoder(),
             "records",
             description="one JSON array (a truncated one is never valid JSON)",
         ),
@@ -77,7 +81,7 @@ FORMATS: dict[str, Format] = {
             (),
             "copy",
             sql.as_csv,
-            lambda columns: encoders.Passthrough(),
+            lambda columns, rows: encoders.Passthrough(),
             "csv",
             copy_options=sql.CSV_COPY,
             description="a header line, then RFC 4180 CSV (PostgreSQL's COPY)",
@@ -88,7 +92,7 @@ FORMATS: dict[str, Format] = {
             (),
             "copy",
             sql.as_key_lines,
-            lambda columns: encoders.Passthrough(),
+            lambda columns, rows: encoders.Passthrough(),
             "lines",
             description="the original comparison's `object_id:{key} ` lines",
         ),
@@ -98,7 +102,7 @@ FORMATS: dict[str, Format] = {
             ("arrows",),
             "cursor",
             sql.as_arrow,
-            encoders.ArrowEncoder,
+            lambda columns, rows: encoders.ArrowEncoder(columns),
             "records",
             body_schema={
                 "type": "string",
@@ -108,11 +112,36 @@ FORMATS: dict[str, Format] = {
             },
             description="Arrow IPC stream, typed columns",
         ),
+        Format(
+            PARQUET,
+            "parquet",
+            (),
+            "cursor",
+            sql.as_arrow,
+            encoders.ParquetEncoder,
+            "records",
+            body_schema={
+                "type": "string",
+                "format": "binary",
+                "description": "A Parquet file (zstd), the Arrow format's schema, written a "
+                "row group at a time; a failed stream has no footer (read with "
+                "`pyarrow.parquet`, pandas, polars, DuckDB).",
+            },
+            description="a Parquet file, typed columns, zstd",
+            attachment=True,
+        ),
     )
 }
 
 #: URL suffixes of the stream route (``/datasets/orders.csv``): the names tools expect.
-SUFFIXES = {"ndjson": NDJSON, "jsonl": NDJSON, "json": JSON, "csv": CSV, "arrows": ARROW}
+SUFFIXES = {
+    "ndjson": NDJSON,
+    "jsonl": NDJSON,
+    "json": JSON,
+    "csv": CSV,
+    "arrows": ARROW,
+    "parquet": PARQUET,
+}
 
 #: ``?format=`` shorthands, and other names clients use for a type we serve.
 ALIASES = {name: f.media_type for f in FORMATS.values() for name in (f.name, *f.aliases)}

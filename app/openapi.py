@@ -19,7 +19,7 @@ from fastapi.openapi.utils import get_openapi
 
 from app import formats, pgtypes
 from app.datasets import Dataset
-from app.params import LEGACY_NAMES
+from app.params import DOWNLOAD_VALUES, LEGACY_NAMES
 from app.sql import OPERATORS
 
 MARKER = "x-rowstream-dataset"
@@ -76,6 +76,7 @@ def responses(dataset: Dataset, media_types: tuple[str, ...]) -> dict[str, Any]:
         },
         formats.TEXT: {"schema": {"type": "string"}, "example": "object_id:1 \nobject_id:2 \n"},
         formats.ARROW: {"schema": formats.FORMATS[formats.ARROW].body_schema},
+        formats.PARQUET: {"schema": formats.FORMATS[formats.PARQUET].body_schema},
     }
     order = f"in key order ({', '.join(dataset.key)})" if dataset.key else "in the query's order"
     return {
@@ -151,6 +152,12 @@ def parameters(
             "format",
             {"type": "string", "enum": formats.names(media_types)},
             "Overrides `Accept`.",
+        ),
+        _query(
+            "download",
+            {"type": "string", "enum": list(DOWNLOAD_VALUES)},
+            "`1`: a file to save, named after the dataset (`Content-Disposition: "
+            "attachment`). Parquet always is.",
         ),
     ]
     if dataset.key:

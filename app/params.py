@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from app import pgtypes
 from app.datasets import Dataset
@@ -29,7 +30,19 @@ class UnprocessableContent(ProblemError):
 
 
 #: Parameters every data route takes besides filters and a saved query's parameters.
-COMMON = ("fields", "limit", "after", "format")
+COMMON = ("fields", "limit", "after", "format", "download")
+#: ``download=``'s values: save the response as a file, or not.
+DOWNLOAD_VALUES = {"1": True, "true": True, "0": False, "false": False}
+
+
+@dataclass(frozen=True)
+class Presentation:
+    """How the rows are to be delivered, as opposed to which: ``format=``, ``download=``."""
+
+    format: str | None = None
+    #: ``Content-Disposition: attachment`` with the dataset's name, for every format.
+    download: bool = False
+
 
 #: The demo routes' historical names (``/messages``, ``/standard``…) and what they mean.
 LEGACY_NAMES = {
@@ -168,13 +181,14 @@ def _check_once(seen: set[str], raw_name: str) -> None:
 
 def parse(
     dataset: Dataset, items: Iterable[tuple[str, str]], *, legacy: bool = False
-) -> tuple[Selection, str | None]:
-    """The selection a query string asks for, and its ``format`` (if given)."""
+) -> tuple[Selection, Presentation]:
+    """The selection a query string asks for, and how it is to be delivered."""
     fields = dataset.column_names
     conditions: list[Condition] = []
     after: tuple[str, ...] | None = None
     limit: int | None = None
     fmt: str | None = None
+    download = False
     params: dict[str, str] = {}
     seen: set[str] = set()
     declared = {p.name: p for p in dataset.params}
@@ -189,6 +203,10 @@ def parse(
             after = parse_after(dataset, raw)
         elif name == "format":
             fmt = raw
+        elif name == "download":
+            if raw not in DOWNLOAD_VALUES:
+                raise _invalid(name, "1 or 0 (true or false)")
+            download = DOWNLOAD_VALUES[raw]
         elif name in declared:
             param = declared[name]
             try:
@@ -215,4 +233,4 @@ def parse(
         limit=limit,
         params=tuple(params[p.name] for p in dataset.params),
     )
-    return selection, fmt
+    return selection, Presentation(fmt, download)

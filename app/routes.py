@@ -104,8 +104,8 @@ async def _export(
     """What both routes do first: the dataset, its selection, the format, the export."""
     dataset = await catalog.get(db, name)
     selection, requested = params.parse(dataset, request.query_params.multi_items(), legacy=legacy)
-    fmt = _format(requested or fixed_format, accept, supported)
-    return Export(db, settings, lag, dataset, selection, fmt, prefer)
+    fmt = _format(requested.format or fixed_format, accept, supported)
+    return Export(db, settings, lag, dataset, selection, fmt, prefer, download=requested.download)
 
 
 def _standard(name: str, legacy: bool) -> Endpoint:

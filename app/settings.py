@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     #: Rows fetched from the server-side cursor per round trip, and per HTTP chunk.
     stream_batch_size: int = Field(default=1000, ge=1, le=100_000)
 
+    #: Rows of one Parquet row group: held in memory until complete (about 3 MB for the
+    #: demo's rows), so this is what bounds a Parquet stream's memory.
+    parquet_row_group_rows: int = Field(default=16_384, ge=1, le=1_000_000)
+
     #: Streams running at once in this process (each holds a pooled connection and a
     #: transaction); keep it below ``pool_max_size`` so other requests still get one.
     stream_capacity: int = Field(default=16, ge=1)

@@ -39,7 +39,9 @@ async def warm_up(db: databases.Database, datasets: dict[str, Dataset], batch_si
     selection = Selection(fields=table.column_names, limit=1)
     count = partial(export.count_headers, dataset=table, selection=selection, mode="estimated")
     for media_type in export.STREAM_FORMATS:
-        source, encoder = export.plan(table, selection, FORMATS[media_type], batch_size)
+        source, encoder = export.plan(
+            table, selection, FORMATS[media_type], batch_size, row_group_rows=1
+        )
         try:
             async with asyncio.timeout(WARM_UP_SECONDS):
                 _, body, cleanup = await cursor.open_stream(db, source, encoder, count)

@@ -107,7 +107,7 @@ def zoo_server(zoo_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
     path = tmp_path_factory.mktemp("zoo") / "datasets.toml"
     path.write_text(zoo.DATASETS)
-    s = start_server(zoo_url, DATASETS_FILE=str(path))
+    s = start_server(zoo_url, DATASETS_FILE=str(path), PARQUET_ROW_GROUP_ROWS="100")
     try:
         yield s
     finally:

@@ -1,9 +1,9 @@
 import pytest
 
 from app import formats
-from app.formats import ARROW, CSV, JSON, NDJSON, TEXT
+from app.formats import ARROW, CSV, JSON, NDJSON, PARQUET, TEXT
 
-ALL = (NDJSON, JSON, CSV, TEXT, ARROW)
+ALL = (NDJSON, JSON, CSV, TEXT, ARROW, PARQUET)
 
 
 @pytest.mark.parametrize(

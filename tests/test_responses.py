@@ -318,3 +318,36 @@ def test_a_database_failure_mid_stream_is_logged_once(db_url: str, tmp_path: Pat
     assert "stream failed mid-way (database error)" in text
     assert text.count("Traceback") == 1, text
     assert '"outcome":"database error"' in text
+
+
+def test_a_parquet_stream_cut_mid_way_has_no_footer_and_no_reader_opens_it(
+    tight: Server,
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    got = b""
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream(
+            "GET",
+            f"{tight.base_url}/messages/stream",
+            params={"format": "parquet"},
+            headers={**tight.headers(), "Accept-Encoding": "identity"},
+        ) as r,
+    ):
+        assert r.headers["content-disposition"] == 'attachment; filename="messages.parquet"'
+        chunks = r.iter_raw()
+        while len(got) <= 4:  # the magic number, then a first row group
+            got += next(chunks)
+        pids: list[int] = []
+        while not pids:
+            pids = _stream_backend_pids(tight.database_url)
+        for pid in pids:
+            _terminate(tight.database_url, pid)
+        with pytest.raises(httpx.RemoteProtocolError):
+            for chunk in chunks:
+                got += chunk
+    assert got.startswith(b"PAR1") and not got.endswith(b"PAR1")  # no footer
+    with pytest.raises(pa.ArrowInvalid):
+        pq.read_table(pa.BufferReader(got))

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -169,6 +170,49 @@ def test_every_type_in_arrow_is_typed_and_equal(zoo_server: Server, zoo_url: str
                 assert a == b, (name, a, b)
 
 
+def test_parquet_has_the_arrow_schema_and_values_in_row_groups(
+    zoo_server: Server, tmp_path: Path
+) -> None:
+    """A file written as it goes: several row groups (``PARQUET_ROW_GROUP_ROWS`` is 100 on
+    the zoo's server), zstd, and exactly the Arrow format's table."""
+    import pyarrow.parquet as pq
+
+    response = _get(zoo_server, "/datasets/zoo.parquet")
+    assert response.headers["content-type"] == "application/vnd.apache.parquet"
+    assert response.headers["content-disposition"] == 'attachment; filename="zoo.parquet"'
+    path = tmp_path / "zoo.parquet"
+    path.write_bytes(response.content)
+    parquet = pq.ParquetFile(path)
+    assert parquet.metadata.num_row_groups == -(-ZOO_ROWS // 100)
+    assert parquet.metadata.row_group(0).column(0).compression == "ZSTD"
+    arrow = pa.ipc.open_stream(_get(zoo_server, "/datasets/zoo.arrows").content).read_all()
+    table = parquet.read()
+    assert table.schema.remove_metadata() == arrow.schema
+    assert repr(table.to_pylist()) == repr(arrow.to_pylist())  # NaN equal to NaN
+
+
+def test_download_names_the_file_for_every_format_and_ranges_get_the_whole_body(
+    zoo_server: Server,
+) -> None:
+    for fmt, ext in (("ndjson", "ndjson"), ("csv", "csv"), ("arrow", "arrow"), ("json", "json")):
+        r = _get(zoo_server, "/datasets/zoo/stream", params={"format": fmt, "download": "1"})
+        assert r.headers["content-disposition"] == f'attachment; filename="zoo.{ext}"'
+    assert "content-disposition" not in _get(zoo_server, "/datasets/zoo/stream").headers
+    standard = _get(zoo_server, "/datasets/zoo", params={"download": "1", "format": "csv"})
+    assert standard.headers["content-disposition"] == 'attachment; filename="zoo.csv"'
+    bad = httpx.get(
+        f"{zoo_server.base_url}/datasets/zoo",
+        params={"download": "yes"},
+        headers=zoo_server.headers(),
+    )
+    assert bad.status_code == 422 and bad.json()["field"] == "download"
+    # no byte ranges: a Range request is answered with the whole body, never a slice
+    whole = _get(zoo_server, "/datasets/zoo.csv")
+    ranged = _get(zoo_server, "/datasets/zoo.csv", headers={"Range": "bytes=0-1"})
+    assert ranged.status_code == 200 and ranged.content == whole.content
+    assert ranged.headers["accept-ranges"] == "none"
+
+
 def test_nulls_in_every_format(zoo_server: Server) -> None:
     params = {"id": "1"}
     line = _get(zoo_server, "/datasets/zoo/stream", params=params).text
@@ -319,6 +363,7 @@ def test_the_dataset_list_describes_each_dataset(zoo_server: Server) -> None:
         ("json", "application/json"),
         ("csv", "text/csv"),
         ("arrows", "application/vnd.apache.arrow.stream"),
+        ("parquet", "application/vnd.apache.parquet"),
     ],
 )
 def test_suffix_urls_stream_the_same_as_format(zoo_server: Server, suffix: str, media: str) -> None:
@@ -392,6 +437,7 @@ def test_a_value_postgres_rejects_is_a_4xx(zoo_server: Server) -> None:
 
 def test_openapi_has_each_datasets_typed_parameters_and_row_schema(zoo_server: Server) -> None:
     spec = httpx.get(zoo_server.base_url + "/openapi.json").json()
+    assert "paths" in spec, spec
     operation = spec["paths"]["/datasets/zoo/stream"]["get"]
     assert operation["tags"] == ["dataset: zoo"]
     parameters = {p["name"]: p for p in operation["parameters"]}
