@@ -105,6 +105,13 @@ def scenarios(row_counts: list[int], formats: bool = True) -> list[Scenario]:
                 b"",
             ),
             Scenario(
+                "streaming parquet",
+                "/messages/stream",
+                n,
+                ((accept, "application/vnd.apache.parquet"),),
+                b"",
+            ),
+            Scenario(
                 "streaming ndjson gzip",
                 "/messages/stream",
                 n,
@@ -214,8 +221,13 @@ async def fetch(
         total_s = time.perf_counter() - started
     if not scenario.count:
         import pyarrow as pa
+        import pyarrow.parquet as pq
 
-        rows = pa.ipc.open_stream(b"".join(kept)).read_all().num_rows
+        body = b"".join(kept)
+        if body.startswith(b"PAR1"):
+            rows = pq.ParquetFile(pa.BufferReader(body)).metadata.num_rows
+        else:
+            rows = pa.ipc.open_stream(body).read_all().num_rows
     rows -= scenario.extra_lines
     return Sample(headers_s, first_byte_s, total_s, size, rows, timeline=points, **extra)
 

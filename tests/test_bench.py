@@ -39,6 +39,7 @@ def test_quick_bench_writes_table_json_and_plots(db_url: str, tmp_path: Path) ->
         "chunked text/plain 5,000",
         "streaming json array 5,000",
         "streaming arrow 5,000",
+        "streaming parquet 5,000",
         "streaming ndjson gzip 5,000",
         "streaming ndjson zstd 5,000",
         "COPY of the csv format 5,000",
