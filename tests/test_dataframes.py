@@ -1,0 +1,171 @@
+"""The data tools people load exports with, each with its own reader, against a running
+server: the rows they read are the database's rows (count and values).
+
+- pandas reads URLs itself (``storage_options`` become request headers): CSV, NDJSON,
+  Parquet.
+- DuckDB reads URLs itself through its ``httpfs`` extension (loaded by path from the
+  ``duckdb-extension-httpfs`` wheel: no download) with an ``http`` secret carrying the
+  token; it sends ``HEAD`` first and may ask for byte ranges, which get the whole body.
+- polars' own URL readers cannot send the token (its HTTP ``storage_options`` take no
+  headers, and ``read_ipc_stream`` wants fsspec), so it reads the response body; the
+  README says so.
+- pyarrow reads the Arrow stream from the body.
+"""
+
+from __future__ import annotations
+
+import io
+import pathlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import duckdb
+import httpx
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from tests.support import Server, run
+
+ROWS = 2_000
+#: The columns compared with the database, as each tool reads them.
+COLUMNS = ["id", "sender_id", "channel", "body", "created_at", "is_read"]
+
+
+def _url(server: Server, fmt: str) -> str:
+    return f"{server.base_url}/messages/stream?limit={ROWS}&format={fmt}"
+
+
+@pytest.fixture(scope="module")
+def expected(server: Server) -> list[tuple[Any, ...]]:
+    async def fetch() -> list[tuple[Any, ...]]:
+        conn = await asyncpg.connect(server.database_url)
+        try:
+            sql = f"SELECT {', '.join(COLUMNS)} FROM messages ORDER BY id LIMIT {ROWS}"
+            return [tuple(r) for r in await conn.fetch(sql)]
+        finally:
+            await conn.close()
+
+    return run(fetch())
+
+
+def _normalise(records: Iterator[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Timestamps as aware UTC datetimes (each tool has its own type), the rest as is."""
+    out = []
+    for record in records:
+        values = list(record)
+        at = values[4]
+        if isinstance(at, str):
+            at = datetime.fromisoformat(at)
+        elif isinstance(at, int):
+            at = datetime.fromtimestamp(at / 1_000_000, UTC)
+        elif hasattr(at, "to_pydatetime"):
+            at = at.to_pydatetime()
+        values[4] = at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+        values[5] = bool(values[5])
+        out.append(tuple(values))
+    return out
+
+
+def _pandas(frame: pd.DataFrame) -> list[tuple[Any, ...]]:
+    return _normalise(frame[COLUMNS].itertuples(index=False, name=None))
+
+
+@pytest.mark.parametrize(
+    ("fmt", "read"),
+    [
+        ("csv", pd.read_csv),
+        ("ndjson", lambda url, **kw: pd.read_json(url, lines=True, **kw)),
+        ("parquet", pd.read_parquet),
+    ],
+)
+def test_pandas_reads_the_url(
+    server: Server, expected: list[tuple[Any, ...]], fmt: str, read: Any
+) -> None:
+    frame = read(_url(server, fmt), storage_options=server.headers())
+    if fmt != "parquet":
+        frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
+    assert _pandas(frame) == _normalise(iter(expected))
+
+
+def _duckdb(server: Server) -> duckdb.DuckDBPyConnection:
+    import duckdb_extension_httpfs
+
+    folder = pathlib.Path(duckdb_extension_httpfs.__file__).parent
+    extension = next(folder.glob(f"extensions/v{duckdb.__version__}/httpfs.duckdb_extension"))
+    con = duckdb.connect()
+    con.execute(f"LOAD '{extension}'")
+    token = server.headers()["Authorization"]
+    headers = f"MAP {{'Authorization': '{token}'}}"
+    con.execute(f"CREATE SECRET rowstream (TYPE http, EXTRA_HTTP_HEADERS {headers})")
+    return con
+
+
+@pytest.mark.parametrize(
+    ("fmt", "reader"),
+    [("csv", "read_csv"), ("ndjson", "read_json"), ("parquet", "read_parquet")],
+)
+def test_duckdb_reads_the_url(
+    server: Server, expected: list[tuple[Any, ...]], fmt: str, reader: str
+) -> None:
+    con = _duckdb(server)
+    # the timestamp as microseconds: DuckDB's Python result needs pytz for time zones
+    columns = ", ".join("epoch_us(created_at)" if c == "created_at" else c for c in COLUMNS)
+    query = f"SELECT {columns} FROM {reader}('{_url(server, fmt)}') ORDER BY id"
+    got = con.execute(query).fetchall()
+    assert _normalise(iter(got)) == _normalise(iter(expected))
+
+
+def test_polars_reads_each_format_from_the_body(
+    server: Server, expected: list[tuple[Any, ...]]
+) -> None:
+    def body(fmt: str) -> bytes:
+        response = httpx.get(_url(server, fmt), headers=server.headers(), timeout=30)
+        assert response.status_code == 200
+        return response.content
+
+    frames = {
+        "arrow": pl.read_ipc_stream(body("arrow")),
+        "parquet": pl.read_parquet(io.BytesIO(body("parquet"))),
+        "csv": pl.read_csv(body("csv"), try_parse_dates=True),
+        "ndjson": pl.read_ndjson(body("ndjson")),
+    }
+    for fmt, frame in frames.items():
+        if frame["created_at"].dtype == pl.String:
+            frame = frame.with_columns(pl.col("created_at").str.to_datetime(time_zone="UTC"))
+        assert _normalise(frame.select(COLUMNS).iter_rows()) == _normalise(iter(expected)), fmt
+
+
+def test_pyarrow_reads_the_arrow_stream_as_it_arrives(
+    server: Server, expected: list[tuple[Any, ...]]
+) -> None:
+    with httpx.stream("GET", _url(server, "arrow"), headers=server.headers(), timeout=30) as r:
+        reader = pa.ipc.open_stream(pa.PythonFile(_Body(r.iter_bytes()), mode="r"))
+        table = reader.read_all()
+    assert table.num_rows == ROWS
+    got = zip(*(table.column(c).to_pylist() for c in COLUMNS), strict=True)
+    assert _normalise(got) == _normalise(iter(expected))
+
+
+class _Body(io.RawIOBase):
+    """A response body as a readable file, chunk by chunk (nothing buffered whole)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._rest = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._rest:
+            self._rest = next(self._chunks, b"")
+            if not self._rest:
+                return 0
+        n = min(len(buffer), len(self._rest))
+        buffer[:n] = self._rest[:n]
+        self._rest = self._rest[n:]
+        return n
