@@ -43,8 +43,8 @@ test: install tools
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check app migrations tests
-	$(BIN)/ruff format --check app migrations tests
+	$(BIN)/ruff check app rowstream migrations tests
+	$(BIN)/ruff format --check app rowstream migrations tests
 
 typecheck: install
 	$(BIN)/mypy

@@ -1,0 +1,1 @@
+"""The rowstream client library (``rowstream.client``); the server is the ``app`` package."""

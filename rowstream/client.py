@@ -1,0 +1,242 @@
+"""A Python client for a rowstream server: rows, Arrow batches, dataframes, resumed.
+
+Needs only ``httpx`` (pyarrow, pandas and polars when their methods are used), none of the
+server's dependencies::
+
+    from rowstream.client import Client
+
+    client = Client("http://127.0.0.1:8000", token)
+    for row in client.iter_rows("orders", status="open"):
+        ...
+    frame = client.to_pandas("orders", fields="id,total")
+
+Every export asks for ``Prefer: count=exact`` and is checked against ``X-Total-Count``.
+When the connection drops mid-way (a truncated chunked body, a reset, a server that went
+away), the client asks again with ``after=`` the key of the last row it has, a bounded
+number of times with a growing pause, so every row is yielded once and in key order. It
+never returns a partial result as complete: when it cannot finish, ``IncompleteExport``
+says how many rows it has of how many.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+
+NDJSON = "application/x-ndjson"
+ARROW = "application/vnd.apache.arrow.stream"
+
+
+class ClientError(Exception):
+    """The server refused the request (its problem ``detail``), or it cannot be resumed."""
+
+
+class IncompleteExport(ClientError):
+    """The export ended before all its rows arrived, and resuming did not complete it."""
+
+    def __init__(self, detail: str, *, received: int, total: int | None) -> None:
+        super().__init__(detail)
+        self.received = received
+        self.total = total
+
+
+#: What a dropped connection looks like to httpx: worth resuming.
+RETRYABLE = (httpx.TransportError, httpx.RemoteProtocolError)
+
+
+class Client:
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        retries: int = 5,
+        backoff_seconds: float = 0.5,
+        timeout_seconds: float = 60.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.retries = retries
+        self.backoff_seconds = backoff_seconds
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(headers=headers, timeout=timeout_seconds)
+        self._keys: dict[str, list[str]] = {}
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def datasets(self) -> list[dict[str, Any]]:
+        """``GET /datasets``: each dataset's name, key, columns and links."""
+        response = self._http.get(f"{self.url}/datasets")
+        _raise_for_problem(response)
+        listed: list[dict[str, Any]] = response.json()["datasets"]
+        return listed
+
+    def key(self, name: str) -> list[str]:
+        if name not in self._keys:
+            for dataset in self.datasets():
+                self._keys[dataset["name"]] = list(dataset.get("key") or [])
+        if name not in self._keys:
+            raise ClientError(f"the server lists no dataset {name!r}")
+        return self._keys[name]
+
+    def iter_rows(self, name: str, **params: Any) -> Iterator[dict[str, Any]]:
+        """Every row of ``name`` (filters, ``fields``, ``limit`` as keyword arguments), as
+        dicts, resumed after a dropped connection."""
+
+        def rows(response: httpx.Response) -> Iterator[dict[str, Any]]:
+            for line in response.iter_lines():
+                if line:
+                    yield json.loads(line)
+
+        yield from self._export(name, params, NDJSON, rows, lambda row, key: [row[k] for k in key])
+
+    def iter_batches(self, name: str, **params: Any) -> Iterator[Any]:
+        """Every row of ``name`` as ``pyarrow.RecordBatch``es, resumed the same way."""
+        import pyarrow as pa
+
+        def batches(response: httpx.Response) -> Iterator[Any]:
+            reader = pa.ipc.open_stream(pa.PythonFile(_Body(response.iter_bytes()), mode="r"))
+            yield from reader
+
+        def last_key(batch: Any, key: list[str]) -> list[Any]:
+            return [_json_value(batch.column(k)[-1].as_py()) for k in key]
+
+        yield from self._export(name, params, ARROW, batches, last_key, count=len)
+
+    def to_arrow(self, name: str, **params: Any) -> Any:
+        import pyarrow as pa
+
+        return pa.Table.from_batches(list(self.iter_batches(name, **params)))
+
+    def to_pandas(self, name: str, **params: Any) -> Any:
+        return self.to_arrow(name, **params).to_pandas()
+
+    def to_polars(self, name: str, **params: Any) -> Any:
+        import polars as pl
+
+        return pl.from_arrow(self.to_arrow(name, **params))
+
+    def download(self, name: str, path: str, **params: Any) -> int:
+        """Write ``name`` to ``path`` as NDJSON (complete, or an ``IncompleteExport``);
+        return its rows."""
+        count = 0
+        with open(path, "wb") as out:
+            for row in self.iter_rows(name, **params):
+                out.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
+                count += 1
+        return count
+
+    def _export(
+        self,
+        name: str,
+        params: dict[str, Any],
+        media: str,
+        items: Callable[[httpx.Response], Iterator[Any]],
+        last_key: Callable[[Any, list[str]], list[Any]],
+        count: Callable[[Any], int] = lambda item: 1,
+    ) -> Iterator[Any]:
+        query = {k: _param(v) for k, v in params.items()}
+        limit = int(query["limit"]) if "limit" in query else None
+        key = self.key(name)
+        total: int | None = None
+        received = 0
+        after: list[Any] | None = None
+        failures = 0
+        while True:
+            if after is not None:
+                query["after"] = json.dumps(after)
+                if limit is not None:
+                    query["limit"] = str(limit - received)
+            headers = {"Accept": media, "Prefer": "count=exact", "Accept-Encoding": "identity"}
+            url = f"{self.url}/datasets/{name}/stream"
+            try:
+                with self._http.stream("GET", url, params=query, headers=headers) as response:
+                    _raise_for_problem(response)
+                    if total is None and "x-total-count" in response.headers:
+                        total = int(response.headers["x-total-count"])
+                    for item in items(response):
+                        received += count(item)
+                        if key:
+                            after = last_key(item, key)
+                        yield item
+                break
+            except RETRYABLE as exc:
+                failures += 1
+                if not key or failures > self.retries:
+                    raise IncompleteExport(
+                        f"{name}: the connection dropped after {received:,} rows "
+                        f"({type(exc).__name__}); "
+                        + ("the dataset has no key to resume by" if not key else "gave up"),
+                        received=received,
+                        total=total,
+                    ) from exc
+                time.sleep(self.backoff_seconds * 2 ** (failures - 1))
+        if total is not None and received != total:
+            raise IncompleteExport(
+                f"{name}: received {received:,} rows of {total:,}", received=received, total=total
+            )
+
+
+def _param(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _json_value(value: Any) -> Any:
+    """A key value as ``after=`` takes it (a JSON array of strings or numbers)."""
+    if isinstance(value, int | float | str) or value is None:
+        return value
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def _raise_for_problem(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    response.read()
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text[:200]
+    raise ClientError(f"{response.status_code}: {detail}")
+
+
+class _Body:
+    """A response body as a readable file for pyarrow, chunk by chunk."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._rest = b""
+        self.closed = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        out = bytearray()
+        while size < 0 or len(out) < size:
+            if not self._rest:
+                self._rest = next(self._chunks, b"")
+                if not self._rest:
+                    break
+            take = len(self._rest) if size < 0 else min(size - len(out), len(self._rest))
+            out += self._rest[:take]
+            self._rest = self._rest[take:]
+        return bytes(out)
+
+    def close(self) -> None:
+        self.closed = True

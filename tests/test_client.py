@@ -1,0 +1,87 @@
+"""``rowstream.client`` against a real server: rows, Arrow, dataframes, and resuming after
+the database side of a stream is killed mid-way (every row once, in key order)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rowstream.client import Client, IncompleteExport
+from tests.support import SEED_ROWS, Server, execute, run
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[Client]:
+    with Client(server.base_url, server.token(), backoff_seconds=0.05) as c:
+        yield c
+
+
+def _kill_streams(database_url: str) -> int:
+    """Terminate the sessions of running streams; return how many there were."""
+    killed = run(
+        execute(
+            database_url,
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend' AND query LIKE 'SELECT%messages%'",
+        )
+    )
+    return int(killed)
+
+
+def test_rows_dataframes_and_a_download(client: Client, tmp_path: Path) -> None:
+    assert "messages" in {d["name"] for d in client.datasets()}
+    rows = list(client.iter_rows("messages", limit=500, fields="id,channel"))
+    assert [r["id"] for r in rows] == list(range(1, 501)) and set(rows[0]) == {"id", "channel"}
+    frame = client.to_pandas("messages", limit=300, channel="sms")
+    assert len(frame) == 300 and set(frame["channel"]) == {"sms"}
+    assert client.to_polars("messages", limit=200).height == 200
+    assert client.download("messages", str(tmp_path / "m.ndjson"), limit=50) == 50
+    assert len((tmp_path / "m.ndjson").read_bytes().splitlines()) == 50
+
+
+@pytest.mark.parametrize("kind", ["rows", "batches"])
+def test_a_stream_killed_mid_way_is_resumed_to_every_row_once(
+    server: Server, client: Client, kind: str
+) -> None:
+    """The whole table (100,000 rows, far more than the socket buffers hold): its stream is
+    still running when the first rows arrive, and is killed then."""
+    ids: list[int] = []
+    killed = 0
+    items = client.iter_rows("messages") if kind == "rows" else client.iter_batches("messages")
+    for item in items:
+        ids.extend([item["id"]] if kind == "rows" else item.column("id").to_pylist())
+        if not killed and len(ids) >= 1000:
+            killed = _kill_streams(server.database_url)
+    assert killed >= 1
+    assert ids == list(range(1, SEED_ROWS + 1))
+
+
+def test_without_retries_a_dropped_stream_is_an_error_never_a_short_result(
+    server: Server,
+) -> None:
+    received = 0
+    with (
+        Client(server.base_url, server.token(), retries=0) as client,
+        pytest.raises(IncompleteExport) as caught,
+    ):
+        for _ in client.iter_rows("messages"):
+            received += 1
+            if received == 1000:
+                assert _kill_streams(server.database_url) >= 1
+    assert caught.value.total == SEED_ROWS and caught.value.received == received < SEED_ROWS
+
+
+def test_the_client_imports_none_of_the_servers_stack() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, rowstream.client; "
+        "print(sorted(m for m in ('fastapi', 'starlette', 'asyncpg', 'databases', 'uvicorn', "
+        "'app') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
