@@ -12,10 +12,12 @@ bytes, so for the JSON array and Arrow a truncated download is never a valid doc
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from app import pgtypes
+from app.records import last_records
 
 Batch = Sequence[Sequence[Any]]
 
@@ -122,10 +124,80 @@ class ArrowEncoder:
     def batch(self, rows: Batch) -> bytes:
         if not rows:
             return b""
-        return bytes(self.record_batch(rows).serialize().to_pybytes())
+        return self.arrow(self.record_batch(rows))
+
+    def arrow(self, batch: Any) -> bytes:
+        """One record batch, already built, as its IPC message."""
+        return bytes(batch.serialize().to_pybytes())
 
     def end(self) -> bytes:
         return ARROW_EOS
+
+
+class ArrowFromCSV:
+    """``COPY … (FORMAT csv)`` chunks parsed by Arrow's C++ CSV reader into record batches
+    of the columns' Arrow types, handed to an Arrow or Parquet encoder.
+
+    Measured on 500,000 ``messages`` rows: parsing PostgreSQL's 54 MB of text takes Arrow
+    0.19 s, where building the same batches from cursor records took 0.6 s more than the
+    COPY itself. Chunks are gathered to ``piece_bytes`` and cut after their last complete
+    record (a quoted field may hold newlines), so memory stays at about one piece.
+    """
+
+    def __init__(
+        self,
+        columns: Sequence[tuple[str, pgtypes.PgType, bool]],
+        target: ArrowEncoder | ParquetEncoder,
+        piece_bytes: int = 1 << 20,
+    ) -> None:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        self._pa = pa
+        self._csv = pacsv
+        self.target = target
+        self.piece_bytes = piece_bytes
+        self._pending = bytearray()
+        names = [name for name, _, _ in columns]
+        self._read = pacsv.ReadOptions(column_names=names, use_threads=False, block_size=1 << 22)
+        self._parse = pacsv.ParseOptions(newlines_in_values=True)
+        self._convert = pacsv.ConvertOptions(
+            column_types={name: pgtypes.arrow_type(t) for name, t, _ in columns},
+            true_values=["t"],
+            false_values=["f"],
+            null_values=[""],  # COPY's NULL: an unquoted empty field; '' is quoted
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+        )
+
+    def start(self) -> bytes:
+        return self.target.start()
+
+    def batch(self, chunk: bytes) -> bytes:
+        self._pending += chunk
+        if len(self._pending) < self.piece_bytes:
+            return b""
+        _, end, _ = last_records(bytes(self._pending), csv=True)
+        return self._emit(end)
+
+    def _emit(self, end: int) -> bytes:
+        if not end:
+            return b""
+        table = self._csv.read_csv(
+            io.BytesIO(self._pending[:end]),
+            read_options=self._read,
+            parse_options=self._parse,
+            convert_options=self._convert,
+        )
+        del self._pending[:end]
+        schema = self.target.schema  # with the columns' nullability, which CSV lacks
+        return b"".join(
+            self.target.arrow(self._pa.RecordBatch.from_arrays(b.columns, schema=schema))
+            for b in table.to_batches()
+        )
+
+    def end(self) -> bytes:
+        return self._emit(len(self._pending)) + self.target.end()
 
 
 class _Collector:
@@ -177,6 +249,10 @@ class ParquetEncoder:
         self._sink = _Collector()
         self._writer: Any = None
 
+    @property
+    def schema(self) -> Any:
+        return self._arrow.schema
+
     def start(self) -> bytes:
         import pyarrow.parquet as pq
 
@@ -184,9 +260,12 @@ class ParquetEncoder:
         return self._sink.take()
 
     def batch(self, rows: Batch) -> bytes:
-        if rows:
-            self._pending.append(self._arrow.record_batch(rows))
-            self._pending_rows += len(rows)
+        return self.arrow(self._arrow.record_batch(rows)) if rows else b""
+
+    def arrow(self, batch: Any) -> bytes:
+        """One record batch, already built: a row group is written once enough are in."""
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
         if self._pending_rows < self.row_group_rows:
             return b""
         self._flush()

@@ -17,7 +17,7 @@ import asyncpg
 import databases
 from starlette.responses import Response
 
-from app import compression, cursor, encoders, records, sql
+from app import compression, cursor, encoders, pgtypes, records, sql
 from app.capacity import MemoryBudget, Reservation, StreamLimiter
 from app.datasets import Dataset
 from app.delivery import DeliveryLimits
@@ -77,19 +77,34 @@ async def count_headers(
 
 def plan(
     dataset: Dataset, selection: Selection, fmt: Format, batch_size: int, row_group_rows: int
-) -> tuple[Source, encoders.Encoder]:
-    query = fmt.query(dataset, selection)
+) -> tuple[Source, encoders.Encoder, str]:
+    """Where the rows come from, what encodes them, and how they are counted on the way.
+
+    Arrow and Parquet read PostgreSQL's ``COPY`` text, parsed by Arrow's CSV reader, when
+    every selected column's text parses to its Arrow value (``pgtypes``), and cursor
+    records otherwise (arrays, bytea)."""
     columns = [(f, dataset.by_name[f].type, dataset.by_name[f].nullable) for f in selection.fields]
     encoder = fmt.encoder(columns, row_group_rows)
+    if fmt.from_copy_text and all(pgtypes.arrow_from_copy_text(t) for _, t, _ in columns):
+        query = sql.as_copy_text(dataset, selection)
+        assert isinstance(encoder, encoders.ArrowEncoder | encoders.ParquetEncoder)
+        native = encoders.ArrowFromCSV(columns, encoder)
+        return lambda conn: cursor.copy_chunks(conn, query, **sql.COPY_TEXT), native, "csv records"
+    query = fmt.query(dataset, selection)
     if fmt.source == "copy":
-        return lambda conn: cursor.copy_chunks(conn, query, **fmt.copy_options), encoder
-    return lambda conn: cursor.batches(conn, query, batch_size), encoder
+        return (
+            lambda conn: cursor.copy_chunks(conn, query, **fmt.copy_options),
+            encoder,
+            fmt.counter,
+        )
+    return lambda conn: cursor.batches(conn, query, batch_size), encoder, fmt.counter
 
 
-def _row_counter(stats: ExportStats, fmt: Format) -> Callable[[Any], None]:
-    """Rows per batch: records from the cursor, lines from COPY (minus the CSV header)."""
-    if fmt.counter == "csv":
-        state = {"in_quotes": False, "header": True}
+def _row_counter(stats: ExportStats, counter: str) -> Callable[[Any], None]:
+    """Rows per batch: records from the cursor, lines from COPY, CSV records from COPY
+    (minus the header, which ``csv`` has and ``csv records`` has not)."""
+    if counter in ("csv", "csv records"):
+        state = {"in_quotes": False, "header": counter == "csv"}
 
         def count_csv(chunk: Any) -> None:
             ended, state["in_quotes"] = records.csv_records(chunk, state["in_quotes"])
@@ -97,7 +112,7 @@ def _row_counter(stats: ExportStats, fmt: Format) -> Callable[[Any], None]:
             state["header"] = False
 
         return count_csv
-    if fmt.counter == "lines":
+    if counter == "lines":
 
         def count_lines(chunk: Any) -> None:
             stats.rows += chunk.count(b"\n")
@@ -177,7 +192,7 @@ class Export:
         await self.lag.admit(self.settings.read_max_lag_seconds)
         self.stats.streamed = True
         settings = self.settings
-        source, encoder = plan(
+        source, encoder, counter = plan(
             self.dataset,
             self.selection,
             self.fmt,
@@ -191,7 +206,7 @@ class Export:
             self._count,
             guard=limiter.slot(subject),
             idle_timeout=self.settings.stream_idle_timeout_seconds,
-            on_batch=_row_counter(self.stats, self.fmt),
+            on_batch=_row_counter(self.stats, counter),
         )
         self._headers(headers, "Accept, Accept-Encoding, Prefer")
         encoding = compression.negotiate(accept_encoding)

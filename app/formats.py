@@ -50,6 +50,9 @@ class Format:
     description: str = ""
     #: A file to save rather than a stream to read (``Content-Disposition: attachment``).
     attachment: bool = False
+    #: Typed columns that may come from PostgreSQL's ``COPY`` text parsed by Arrow's CSV
+    #: reader instead of cursor records (``export.plan`` decides per selection).
+    from_copy_text: bool = False
 
 
 FORMATS: dict[str, Format] = {
@@ -111,6 +114,7 @@ FORMATS: dict[str, Format] = {
                 "end-of-stream marker (read with `pyarrow.ipc.open_stream`).",
             },
             description="Arrow IPC stream, typed columns",
+            from_copy_text=True,
         ),
         Format(
             PARQUET,
@@ -129,6 +133,7 @@ FORMATS: dict[str, Format] = {
             },
             description="a Parquet file, typed columns, zstd",
             attachment=True,
+            from_copy_text=True,
         ),
     )
 }

@@ -213,6 +213,12 @@ def arrow_is_text(pgtype: PgType) -> bool:
     return kind in (Kind.UUID, Kind.JSON, Kind.JSONB, Kind.ENUM, Kind.OTHER)
 
 
+def arrow_from_copy_text(pgtype: PgType) -> bool:
+    """Whether Arrow's CSV reader turns PostgreSQL's ``COPY`` text of the type into its
+    Arrow value exactly (``encoders.ArrowFromCSV``); arrays and bytea are not."""
+    return pgtype.kind not in (Kind.ARRAY, Kind.BYTEA)
+
+
 def arrow_type(pgtype: PgType) -> Any:
     """The Arrow type of a column, and whether it arrives as epoch integers (viewed)."""
     import pyarrow as pa

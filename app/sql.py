@@ -201,6 +201,13 @@ def as_arrow(dataset: Dataset, selection: Selection) -> Query:
     return _columns(dataset, selection, pgtypes.arrow_sql)
 
 
+def as_copy_text(dataset: Dataset, selection: Selection) -> Query:
+    """The selected columns as they are, for ``COPY … (FORMAT csv)`` parsed by Arrow's
+    CSV reader (``encoders.ArrowFromCSV``): PostgreSQL's own text of each value, the
+    cheapest it writes (booleans ``t``/``f``, ISO dates and times in UTC)."""
+    return as_columns(dataset, selection)
+
+
 def as_key_lines(dataset: Dataset, selection: Selection) -> Query:
     """The original comparison's ``object_id:{id} \\n`` lines (the demo's ``text`` format),
     for ``COPY … TO STDOUT``: the first key column of each row."""
@@ -221,3 +228,4 @@ def count(dataset: Dataset, selection: Selection) -> Query:
 #: a line break, and JSON text (as rendered, see ``pgtypes.json_sql``) holds none raw.
 JSON_LINES_COPY: dict[str, Any] = {"format": "csv", "quote": "\x01", "delimiter": "\x02"}
 CSV_COPY: dict[str, Any] = {"format": "csv", "header": True}
+COPY_TEXT: dict[str, Any] = {"format": "csv"}

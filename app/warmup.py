@@ -39,7 +39,7 @@ async def warm_up(db: databases.Database, datasets: dict[str, Dataset], batch_si
     selection = Selection(fields=table.column_names, limit=1)
     count = partial(export.count_headers, dataset=table, selection=selection, mode="estimated")
     for media_type in export.STREAM_FORMATS:
-        source, encoder = export.plan(
+        source, encoder, _ = export.plan(
             table, selection, FORMATS[media_type], batch_size, row_group_rows=1
         )
         try:

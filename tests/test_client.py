@@ -25,7 +25,8 @@ def _kill_streams(database_url: str) -> int:
             database_url,
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND backend_type = 'client backend' AND query LIKE 'SELECT%messages%'",
+            "AND backend_type = 'client backend' "
+            'AND query LIKE \'%FROM "public"."messages"%\'',
         )
     )
     return int(killed)

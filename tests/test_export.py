@@ -280,12 +280,13 @@ def test_unsupported_format_is_406_with_the_supported_list(
 def test_openapi_lists_every_media_type_with_an_example(client: httpx.Client) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     stream = paths["/messages/stream"]["get"]["responses"]["200"]["content"]
-    assert set(stream) == set(STREAM) | {"text/plain"}
+    assert set(stream) == set(STREAM) | {"text/plain", "application/vnd.apache.parquet"}
     standard = paths["/messages"]["get"]["responses"]["200"]["content"]
     assert set(standard) == {"application/json", "text/csv"}
     for content in (stream, standard):
         for media, spec in content.items():
-            assert "example" in spec or media == "application/vnd.apache.arrow.stream"
+            binary = ("application/vnd.apache.arrow.stream", "application/vnd.apache.parquet")
+            assert "example" in spec or media in binary
     params = {p["name"] for p in paths["/messages/stream"]["get"]["parameters"]}
     assert {"fields", "channel", "after_id", "limit", "format", "prefer"} <= params
 
