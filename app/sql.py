@@ -202,10 +202,13 @@ def as_arrow(dataset: Dataset, selection: Selection) -> Query:
 
 
 def as_copy_text(dataset: Dataset, selection: Selection) -> Query:
-    """The selected columns as they are, for ``COPY … (FORMAT csv)`` parsed by Arrow's
-    CSV reader (``encoders.ArrowFromCSV``): PostgreSQL's own text of each value, the
-    cheapest it writes (booleans ``t``/``f``, ISO dates and times in UTC)."""
-    return as_columns(dataset, selection)
+    """The selected columns for ``COPY … (FORMAT csv)`` parsed by Arrow's CSV reader
+    (``encoders.ArrowFromCSV``): PostgreSQL's own text of each value, the cheapest it
+    writes (booleans ``t``/``f``, ISO dates and times in UTC); the columns Arrow carries
+    as text are cast as the cursor path casts them (``inet``'s ``::text`` keeps its mask)."""
+    return _columns(
+        dataset, selection, lambda c, t: f"{c}::text" if pgtypes.arrow_is_text(t) else c
+    )
 
 
 def as_key_lines(dataset: Dataset, selection: Selection) -> Query:
