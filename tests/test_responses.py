@@ -110,6 +110,17 @@ def _terminate(database_url: str, pid: int) -> None:
     run(kill())
 
 
+def _kill_stream(database_url: str) -> None:
+    """Terminate the database session of the running stream (waiting up to 10 s for it)."""
+    deadline = time.monotonic() + 10
+    pids: list[int] = []
+    while not pids and time.monotonic() < deadline:
+        pids = _stream_backend_pids(database_url)
+    assert pids, "no stream session found"
+    for pid in pids:
+        _terminate(database_url, pid)
+
+
 def test_a_database_killed_mid_stream_is_a_failed_download_every_time(tight: Server) -> None:
     for _ in range(5):
         with (
@@ -122,13 +133,7 @@ def test_a_database_killed_mid_stream_is_a_failed_download_every_time(tight: Ser
         ):
             chunks = r.iter_raw()
             next(chunks)
-            deadline = time.monotonic() + 5
-            pids: list[int] = []
-            while not pids and time.monotonic() < deadline:
-                pids = _stream_backend_pids(tight.database_url)
-            assert pids, "no stream session found"
-            for pid in pids:
-                _terminate(tight.database_url, pid)
+            _kill_stream(tight.database_url)
             with pytest.raises(httpx.RemoteProtocolError):
                 for _ in chunks:
                     pass
@@ -305,13 +310,7 @@ def test_a_database_failure_mid_stream_is_logged_once(db_url: str, tmp_path: Pat
         ):
             chunks = r.iter_raw()
             next(chunks)
-            pids: list[int] = []
-            deadline = time.monotonic() + 10
-            while not pids and time.monotonic() < deadline:
-                pids = _stream_backend_pids(db_url)
-            assert pids, "no stream session found"
-            for pid in pids:
-                _terminate(db_url, pid)
+            _kill_stream(db_url)
             with pytest.raises(httpx.RemoteProtocolError):
                 for _ in chunks:
                     pass
@@ -344,13 +343,7 @@ def test_a_parquet_stream_cut_mid_way_has_no_footer_and_no_reader_opens_it(
         chunks = r.iter_raw()
         while len(got) <= 4:  # the magic number, then a first row group
             got += next(chunks)
-        pids: list[int] = []
-        deadline = time.monotonic() + 10
-        while not pids and time.monotonic() < deadline:
-            pids = _stream_backend_pids(tight.database_url)
-        assert pids, "no stream session found"
-        for pid in pids:
-            _terminate(tight.database_url, pid)
+        _kill_stream(tight.database_url)
         with pytest.raises(httpx.RemoteProtocolError):
             for chunk in chunks:
                 got += chunk
