@@ -423,9 +423,15 @@ def parameter_schema(pgtype: PgType) -> dict[str, Any]:
 MAX_LIST_CHARS = 16_384
 
 
+#: Values of one ``__in`` list.
+MAX_IN_VALUES = 1000
+
+
 def list_schema(pgtype: PgType) -> dict[str, Any]:
-    """The OpenAPI schema of ``__in``: comma-separated values of the type."""
+    """The OpenAPI schema of ``__in``: comma-separated values of the type, as many and as
+    long as the parser takes (a schema-valid list is never refused)."""
     pattern = value_pattern(pgtype)
     if pattern is None:
-        return {"type": "string", "minLength": 1}
-    return {"type": "string", "pattern": f"^{pattern}(,{pattern})*$", "maxLength": MAX_LIST_CHARS}
+        return {"type": "string", "minLength": 1, "maxLength": MAX_LIST_CHARS}
+    repeat = f"(,{pattern}){{0,{MAX_IN_VALUES - 1}}}"
+    return {"type": "string", "pattern": f"^{pattern}{repeat}$", "maxLength": MAX_LIST_CHARS}
