@@ -24,7 +24,6 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -229,9 +228,9 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
     print(table)
 
 
-def _cell(value: Any, fmt: Callable[[float], str] = "{:,.1f}".format) -> str:
+def _cell(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}: {v}" for k, v in sorted(value.items()))
     if isinstance(value, int | float):
-        return fmt(value)
+        return f"{value:,.1f}"
     return str(value)

@@ -242,7 +242,10 @@ class ParquetEncoder:
     def __init__(
         self, columns: Sequence[tuple[str, pgtypes.PgType, bool]], row_group_rows: int
     ) -> None:
+        import pyarrow as pa
+
         self._arrow = ArrowEncoder(columns)
+        self._pa = pa
         self.row_group_rows = row_group_rows
         self._pending: list[Any] = []
         self._pending_rows = 0
@@ -273,7 +276,7 @@ class ParquetEncoder:
 
     def _flush(self) -> None:
         if self._pending:
-            table = self._arrow._pa.Table.from_batches(self._pending, schema=self._arrow.schema)
+            table = self._pa.Table.from_batches(self._pending, schema=self.schema)
             self._writer.write_table(table, row_group_size=max(self._pending_rows, 1))
             self._pending, self._pending_rows = [], 0
 

@@ -20,6 +20,7 @@ says how many rows it has of how many.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -105,7 +106,8 @@ class Client:
         import pyarrow as pa
 
         def batches(response: httpx.Response) -> Iterator[Any]:
-            reader = pa.ipc.open_stream(pa.PythonFile(_Body(response.iter_bytes()), mode="r"))
+            body = io.BufferedReader(ResponseFile(response.iter_bytes()))
+            reader = pa.ipc.open_stream(pa.PythonFile(body, mode="r"))
             yield from reader
 
         def last_key(batch: Any, key: list[str]) -> list[Any]:
@@ -215,28 +217,23 @@ def _raise_for_problem(response: httpx.Response) -> None:
     raise ClientError(f"{response.status_code}: {detail}")
 
 
-class _Body:
-    """A response body as a readable file for pyarrow, chunk by chunk."""
+class ResponseFile(io.RawIOBase):
+    """A response body as a raw readable file, chunk by chunk (nothing buffered whole);
+    wrap it in ``io.BufferedReader`` for reads that fill what they ask (pyarrow's)."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
         self._rest = b""
-        self.closed = False
 
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> bytes:
-        out = bytearray()
-        while size < 0 or len(out) < size:
+    def readinto(self, buffer: Any) -> int:
+        while not self._rest:
+            self._rest = next(self._chunks, b"")
             if not self._rest:
-                self._rest = next(self._chunks, b"")
-                if not self._rest:
-                    break
-            take = len(self._rest) if size < 0 else min(size - len(out), len(self._rest))
-            out += self._rest[:take]
-            self._rest = self._rest[take:]
-        return bytes(out)
-
-    def close(self) -> None:
-        self.closed = True
+                return 0
+        n = min(len(buffer), len(self._rest))
+        buffer[:n] = self._rest[:n]
+        self._rest = self._rest[n:]
+        return n

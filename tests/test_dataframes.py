@@ -28,6 +28,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
+from rowstream.client import ResponseFile
 from tests.support import Server, run
 
 ROWS = 2_000
@@ -143,30 +144,9 @@ def test_pyarrow_reads_the_arrow_stream_as_it_arrives(
     server: Server, expected: list[tuple[Any, ...]]
 ) -> None:
     with httpx.stream("GET", _url(server, "arrow"), headers=server.headers(), timeout=30) as r:
-        body = io.BufferedReader(_Body(r.iter_bytes()))  # reads fill what is asked
+        body = io.BufferedReader(ResponseFile(r.iter_bytes()))  # reads fill what is asked
         reader = pa.ipc.open_stream(pa.PythonFile(body, mode="r"))
         table = reader.read_all()
     assert table.num_rows == ROWS
     got = zip(*(table.column(c).to_pylist() for c in COLUMNS), strict=True)
     assert _normalise(got) == _normalise(iter(expected))
-
-
-class _Body(io.RawIOBase):
-    """A response body as a readable file, chunk by chunk (nothing buffered whole)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._rest = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._rest:
-            self._rest = next(self._chunks, b"")
-            if not self._rest:
-                return 0
-        n = min(len(buffer), len(self._rest))
-        buffer[:n] = self._rest[:n]
-        self._rest = self._rest[n:]
-        return n
