@@ -3,12 +3,13 @@
 
 The lifespan (``main.py``) opens the resources and yields a ``State``; Starlette gives
 each request a shallow copy of it as ``request.state``. Routes never read it directly:
-they take ``Db``, ``ReadDb``, ``AppSettings``, ``Datasets``, ``Limiter``, ``Budget``, ``Lag`` or
-``CurrentUser``.
+they take ``Db``, ``ReadDb``, ``AppSettings``, ``Datasets``, ``Limiter``, ``Budget``,
+``Lag``, ``ExportSources`` (the four a data route reads from) or ``CurrentUser``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, TypedDict, cast
 
 import databases
@@ -117,3 +118,21 @@ Budget = Annotated[MemoryBudget, Depends(get_budget)]
 Lag = Annotated[LagMonitor, Depends(get_lag)]
 AppMetrics = Annotated[Metrics, Depends(get_metrics)]
 CurrentUser = Annotated[auth.Principal, Depends(current_principal)]
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What both data routes read from: the read database, the settings, the datasets and
+    the replica's lag."""
+
+    db: databases.Database
+    settings: Settings
+    catalog: Catalog
+    lag: LagMonitor
+
+
+async def get_sources(db: ReadDb, settings: AppSettings, catalog: Datasets, lag: Lag) -> Sources:
+    return Sources(db, settings, catalog, lag)
+
+
+ExportSources = Annotated[Sources, Depends(get_sources)]

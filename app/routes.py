@@ -15,18 +15,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-import databases
 from fastapi import APIRouter, Header, Request
 from starlette.responses import Response
 
 from app import datasets, export, formats, params
-from app.catalog import Catalog
-from app.deps import AppSettings, Budget, CurrentUser, Datasets, Lag, Limiter, ReadDb
+from app.deps import Budget, CurrentUser, Datasets, ExportSources, Limiter, ReadDb, Sources
 from app.export import DEMO_STREAM_FORMATS, STANDARD_FORMATS, STREAM_FORMATS, Export
 from app.openapi import MARKER
-from app.replica import LagMonitor
 from app.responses import PrebuiltJSONResponse, StreamingResponse
-from app.settings import Settings
 
 AcceptHeader = Annotated[str | None, Header(include_in_schema=False)]
 AcceptEncodingHeader = Annotated[str | None, Header(include_in_schema=False)]
@@ -90,31 +86,35 @@ Endpoint = Callable[..., Awaitable[Response]]
 async def _export(
     request: Request,
     name: str,
+    sources: Sources,
     *,
     legacy: bool,
     supported: tuple[str, ...],
     fixed_format: str | None,
-    db: databases.Database,
-    settings: Settings,
-    catalog: Catalog,
-    lag: LagMonitor,
     accept: str | None,
     prefer: str | None,
 ) -> Export:
     """What both routes do first: the dataset, its selection, the format, the export."""
-    dataset = await catalog.get(db, name)
+    db = sources.db
+    dataset = await sources.catalog.get(db, name)
     selection, requested = params.parse(dataset, request.query_params.multi_items(), legacy=legacy)
     fmt = _format(requested.format or fixed_format, accept, supported)
-    return Export(db, settings, lag, dataset, selection, fmt, prefer, download=requested.download)
+    return Export(
+        db,
+        sources.settings,
+        sources.lag,
+        dataset,
+        selection,
+        fmt,
+        prefer,
+        download=requested.download,
+    )
 
 
 def _standard(name: str, legacy: bool) -> Endpoint:
     async def standard(
         request: Request,
-        db: ReadDb,
-        settings: AppSettings,
-        catalog: Datasets,
-        lag: Lag,
+        sources: ExportSources,
         budget: Budget,
         user: CurrentUser,
         accept: AcceptHeader = None,
@@ -123,13 +123,10 @@ def _standard(name: str, legacy: bool) -> Endpoint:
         job = await _export(
             request,
             name,
+            sources,
             legacy=legacy,
             supported=STANDARD_FORMATS,
             fixed_format=None,
-            db=db,
-            settings=settings,
-            catalog=catalog,
-            lag=lag,
             accept=accept,
             prefer=prefer,
         )
@@ -144,10 +141,7 @@ def _standard(name: str, legacy: bool) -> Endpoint:
 def _stream(name: str, legacy: bool, supported: tuple[str, ...], suffix: str | None) -> Endpoint:
     async def stream(
         request: Request,
-        db: ReadDb,
-        settings: AppSettings,
-        catalog: Datasets,
-        lag: Lag,
+        sources: ExportSources,
         limiter: Limiter,
         user: CurrentUser,
         accept: AcceptHeader = None,
@@ -157,13 +151,10 @@ def _stream(name: str, legacy: bool, supported: tuple[str, ...], suffix: str | N
         job = await _export(
             request,
             name,
+            sources,
             legacy=legacy,
             supported=supported,
             fixed_format=suffix,
-            db=db,
-            settings=settings,
-            catalog=catalog,
-            lag=lag,
             accept=accept,
             prefer=prefer,
         )
