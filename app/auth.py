@@ -1,40 +1,126 @@
-"""JWT issuing and verification: the whole auth check, with no FastAPI in it.
+"""JWT issuing and verification: the whole token check, with no FastAPI in it.
 
-python-jose is permissive by default, so every choice is explicit here:
-- the algorithm allow-list is always passed (``algorithms=None`` lets the token's header
-  pick, python-jose#419; a string would be matched as a substring);
-- ``exp`` is required (python-jose's ``require_exp`` defaults to False: a token without
-  one would never expire); ``aud``/``iss`` are checked when configured;
-- a size cap comes before any parsing;
-- *any* exception while decoding becomes ``InvalidToken``. python-jose lets some escape
-  ``JWTError``: ``RecursionError`` for a deeply nested header, ``JWKError`` for an odd
-  ``alg``, ``TypeError``/``OverflowError`` for ``exp: null`` or ``exp: 1e400``.
+Built on PyJWT (python-jose, used before, has no EdDSA and is barely maintained). Every
+choice is explicit here:
+- each key carries its one algorithm, taken from the key (an HMAC secret: the configured
+  ``JWT_ALGORITHMS``; RSA: RS256, or the JWK's ``alg``; EC: ES256/ES384/ES512 by curve;
+  Ed25519: EdDSA). A token's header only picks among the keys (``kid``, then ``alg``);
+  the signature is checked with the key's algorithm alone, so an HS256 token "signed"
+  with a public key, or ``alg: none``, matches no key;
+- ``exp`` and ``sub`` are required; ``exp`` may lie at most ``max_ttl_seconds`` ahead and
+  ``iat`` not in the future (both beyond ``leeway_seconds``); ``aud`` (a string or an
+  array) and ``iss`` are checked when configured;
+- a size cap comes before any parsing, a ``crit`` header is refused (RFC 7515 §4.1.11),
+  and *any* exception while decoding becomes ``InvalidToken``.
+
+``jwks.py`` fetches an identity provider's keys; this module only uses them.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from jose import jwt
-from jose.exceptions import ExpiredSignatureError
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 #: Scheme words accepted before the token in ``Authorization`` (case-insensitive).
 SCHEMES = ("bearer", "jwt")
+HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+_EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 
 
 class InvalidToken(Exception):
     """The credential is missing, malformed, expired or forged. The message is safe to show."""
 
 
+class UnknownKey(InvalidToken):
+    """The token names a ``kid`` no loaded key has (a JWKS may have rotated: refetch)."""
+
+
+@dataclass(frozen=True)
+class Key:
+    """One verification key and the one algorithm it is used with."""
+
+    key: Any
+    algorithm: str
+    kid: str | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a valid token must satisfy besides its signature."""
+
+    audience: str | None = None
+    issuer: str | None = None
+    max_ttl_seconds: float = 24 * 3600
+    leeway_seconds: float = 30
+    max_length: int = 4096
+    #: The claim holding the caller's roles: a list of strings, or one space-separated.
+    roles_claim: str = "roles"
+
+
 @dataclass(frozen=True)
 class Principal:
-    """Who a verified token speaks for."""
+    """Who a verified token (or signed link) speaks for."""
 
     subject: str
     claims: dict[str, Any]
+    roles: frozenset[str] = field(default_factory=frozenset)
+
+
+def hmac_keys(secret: str, algorithms: Iterable[str] = ("HS256",)) -> list[Key]:
+    bad = [a for a in algorithms if a not in HMAC_ALGORITHMS]
+    if bad:
+        raise ValueError(f"JWT_ALGORITHMS: {bad[0]!r} is not an HMAC algorithm ({HMAC_ALGORITHMS})")
+    return [Key(secret.encode(), a) for a in algorithms]
+
+
+def _algorithm_of(public_key: Any) -> str:
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return "RS256"
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        if public_key.curve.name not in _EC_ALGORITHMS:
+            raise ValueError(f"unsupported elliptic curve {public_key.curve.name}")
+        return _EC_ALGORITHMS[public_key.curve.name]
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        return "EdDSA"
+    raise ValueError(f"unsupported public key type {type(public_key).__name__}")
+
+
+def pem_key(pem: str) -> Key:
+    """``JWT_PUBLIC_KEY``: an RSA, EC or Ed25519 public key in PEM."""
+    try:
+        public_key = load_pem_public_key(pem.encode())
+    except ValueError as exc:
+        raise ValueError(f"JWT_PUBLIC_KEY: not a PEM public key ({exc})") from None
+    return Key(public_key, _algorithm_of(public_key))
+
+
+def jwks_keys(document: Any) -> list[Key]:
+    """The signing keys of a JWKS document (RFC 7517); keys marked for encryption, of an
+    unknown type or malformed are skipped."""
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise ValueError("a JWKS is a JSON object with a 'keys' array")
+    keys = []
+    for entry in document["keys"]:
+        if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
+            continue
+        try:
+            # The algorithm: the JWK's ``alg``, else its type's (RSA: RS256, EC: by curve,
+            # OKP: EdDSA); a key whose ``alg`` does not fit its type fails to parse.
+            parsed = jwt.PyJWK(entry)
+        except Exception:
+            continue
+        if parsed.algorithm_name in HMAC_ALGORITHMS:
+            continue  # a shared secret has no place in a published key set
+        kid = entry.get("kid")
+        keys.append(Key(parsed.key, parsed.algorithm_name, kid if isinstance(kid, str) else None))
+    return keys
 
 
 def token_from_header(value: str | None) -> str:
@@ -58,55 +144,108 @@ def issue(
     algorithm: str = "HS256",
     audience: str | None = None,
     issuer: str | None = None,
+    claims: dict[str, Any] | None = None,
     now: float | None = None,
 ) -> str:
     issued_at = int(now if now is not None else time.time())
-    claims: dict[str, Any] = {"sub": subject, "iat": issued_at, "exp": issued_at + ttl_seconds}
+    payload: dict[str, Any] = {**(claims or {})}
+    payload |= {"sub": subject, "iat": issued_at, "exp": issued_at + ttl_seconds}
     if audience:
-        claims["aud"] = audience
+        payload["aud"] = audience
     if issuer:
-        claims["iss"] = issuer
-    return str(jwt.encode(claims, secret, algorithm=algorithm))
+        payload["iss"] = issuer
+    return jwt.encode(payload, secret, algorithm=algorithm)
+
+
+def roles_of(claims: dict[str, Any], roles_claim: str) -> frozenset[str]:
+    """The roles a token grants: ``roles_claim`` (a list of strings, or a space-separated
+    string; a dotted name reaches into objects, e.g. ``realm_access.roles``) and the OAuth
+    ``scope`` string."""
+    found: set[str] = set()
+    value: Any = claims
+    for part in roles_claim.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    for source in (value, claims.get("scope")):
+        if isinstance(source, str):
+            found.update(source.split())
+        elif isinstance(source, list):
+            found.update(r for r in source if isinstance(r, str))
+    return frozenset(found)
+
+
+def _candidates(keys: Sequence[Key], header: dict[str, Any]) -> list[Key]:
+    kid, alg = header.get("kid"), header.get("alg")
+    if kid is not None and any(k.kid is not None for k in keys):
+        named = [k for k in keys if k.kid == kid]
+        if not named:
+            raise UnknownKey("token signed with an unknown key")
+        keys = named
+    matching = [k for k in keys if k.algorithm == alg]
+    if not matching:
+        raise InvalidToken("token algorithm does not match its key")
+    return matching
 
 
 def verify(
-    token: str,
-    secret: str,
-    *,
-    algorithms: Sequence[str] = ("HS256",),
-    audience: str | None = None,
-    issuer: str | None = None,
-    max_length: int = 4096,
+    token: str, keys: str | Sequence[Key], policy: Policy | None = None, *, now: float | None = None
 ) -> Principal:
-    if len(token) > max_length:
+    """The principal of a valid ``token`` under ``keys`` (a secret: HS256) and ``policy``."""
+    policy = policy or Policy()
+    if isinstance(keys, str):
+        keys = hmac_keys(keys)
+    if len(token) > policy.max_length:
         raise InvalidToken("token too long")
-    options = {
-        "require_exp": True,
-        "require_sub": True,
-        "verify_aud": audience is not None,
-        "require_aud": audience is not None,
-        "require_iss": issuer is not None,
-    }
     try:
-        if "crit" in jwt.get_unverified_header(token):
-            # RFC 7515 §4.1.11: extensions we do not understand must be rejected;
-            # python-jose ignores "crit".
+        header = jwt.get_unverified_header(token)
+        if "crit" in header:
             raise InvalidToken("unsupported critical header")
-        claims = jwt.decode(
-            token,
-            secret,
-            algorithms=list(algorithms),
-            audience=audience,
-            issuer=issuer,
-            options=options,
-        )
+        claims = None
+        for key in _candidates(keys, header):
+            try:
+                claims = jwt.decode(
+                    token,
+                    key.key,
+                    algorithms=[key.algorithm],
+                    audience=policy.audience,
+                    issuer=policy.issuer,
+                    leeway=policy.leeway_seconds,
+                    options={
+                        "require": ["exp", "sub"],
+                        "verify_aud": policy.audience is not None,
+                        "verify_iat": False,  # checked below, with a clearer message
+                    },
+                )
+                break
+            except jwt.InvalidSignatureError:
+                continue
+        if claims is None:
+            raise InvalidToken("invalid token")
+        _check_times(claims, policy, time.time() if now is None else now)
     except InvalidToken:
         raise
-    except ExpiredSignatureError:
+    except jwt.ExpiredSignatureError:
         raise InvalidToken("token expired") from None
     except Exception:
         raise InvalidToken("invalid token") from None
-    subject = claims.get("sub") if isinstance(claims, dict) else None
+    subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:
         raise InvalidToken("token has no subject")
-    return Principal(subject=subject, claims=claims)
+    return Principal(subject, claims, roles_of(claims, policy.roles_claim))
+
+
+def _check_times(claims: dict[str, Any], policy: Policy, now: float) -> None:
+    exp, iat = claims["exp"], claims.get("iat")
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
+        raise InvalidToken("invalid token")
+    if exp - now > policy.max_ttl_seconds + policy.leeway_seconds:
+        raise InvalidToken("token lifetime exceeds the maximum this service accepts")
+    if iat is not None:
+        if not isinstance(iat, int | float) or isinstance(iat, bool):
+            raise InvalidToken("invalid token")
+        if iat > now + policy.leeway_seconds:
+            raise InvalidToken("token issued in the future")
+
+
+def claims_json(principal: Principal) -> str:
+    """The claims as ``request.jwt.claims`` carries them to PostgreSQL (PostgREST's name)."""
+    return json.dumps(principal.claims, separators=(",", ":"), ensure_ascii=False)

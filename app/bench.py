@@ -623,6 +623,11 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
     if args.concurrent:
         run_concurrent(args, settings)
         return
+    if args.clients:
+        from app import bench_clients
+
+        bench_clients.run(args, settings)
+        return
     if args.hostile:
         from app import bench_hostile
 
@@ -741,6 +746,13 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="what hostile and slow clients cost: the standard route's memory, idle "
         "connections, a huge header (app/bench_hostile.py); compare with --baseline",
+    )
+    b.add_argument(
+        "--clients",
+        action="store_true",
+        help="instead: the largest --rows into pandas and polars DataFrames, through "
+        "rowstream and straight from PostgreSQL (read_sql, ADBC, ConnectorX): "
+        "app/bench_clients.py",
     )
     b.add_argument(
         "--baseline",

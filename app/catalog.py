@@ -82,18 +82,31 @@ class Catalog:
         assert self._datasets is not None
         return self._datasets
 
-    async def estimates(self, db: databases.Database) -> dict[str, int | None]:
-        """The planner's row estimate of each dataset (a saved query's: None, as it needs
-        its parameters): one ``EXPLAIN`` each, no scan."""
+    async def estimates(
+        self,
+        db: databases.Database,
+        row_filters: dict[str, tuple[str, ...] | None],
+        identity: cursor.DbIdentity | None = None,
+    ) -> dict[str, int | None]:
+        """The planner's row estimate of each dataset named in ``row_filters`` (with its
+        row filter's values), as ``identity`` sees it: one ``EXPLAIN`` each, no scan. None
+        where it cannot be had: a saved query (it needs its parameters), no row filter
+        values, or a dataset the database role may not read."""
         out: dict[str, int | None] = {}
         loaded = await self.all(db)
-        async with raw_connection(db) as conn:
-            for name, dataset in loaded.items():
-                if dataset.params:
-                    out[name] = None
+        async with cursor.snapshot(db, identity=identity) as conn:
+            for name, values in row_filters.items():
+                dataset = loaded[name]
+                out[name] = None
+                if dataset.params or values is None:
                     continue
-                selection = sql.Selection(fields=dataset.column_names)
-                out[name] = await cursor.estimated_count(conn, sql.as_columns(dataset, selection))
+                selection = sql.Selection(fields=dataset.column_names, row_filter=values)
+                query = sql.as_columns(dataset, selection)
+                try:
+                    async with conn.transaction():  # a savepoint: a refusal ends only it
+                        out[name] = await cursor.estimated_count(conn, query)
+                except asyncpg.exceptions.InsufficientPrivilegeError:
+                    pass
         return out
 
     async def check_readable(self, db: databases.Database, *, within: float) -> str | None:
@@ -153,7 +166,12 @@ async def _probe(conn: Any, dataset: Dataset, budget: float, within: float) -> s
     if budget <= 0:
         return f"dataset {dataset.name!r} is stuck: the readiness probe ran out of {within:g} s"
     placeholders = ("",) * len(dataset.params)
-    selection = sql.Selection(fields=dataset.column_names[:1], limit=1, params=placeholders)
+    selection = sql.Selection(
+        fields=dataset.column_names[:1],
+        limit=1,
+        params=placeholders,
+        row_filter=(None,) * len(dataset.row_filter),  # planned, never run: any value
+    )
     query = sql.select(dataset, selection, "1")
     lock_ms = max(1, int(budget * 1000))
     timeout = budget + _CLIENT_GRACE_SECONDS

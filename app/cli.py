@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import logging.config
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import asyncpg
@@ -57,25 +60,65 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> None:
             "the server runs, or set JWT_SECRET for both.",
             file=sys.stderr,
         )
+    secret = settings.resolved_jwt_secret()
+    if secret is None:
+        raise SystemExit(
+            "rowstream: token: this service checks tokens with public keys only (no "
+            "JWT_SECRET): its tokens come from the identity provider"
+        )
     token = auth.issue(
-        settings.resolved_jwt_secret(),
+        secret,
         args.sub,
         args.ttl,
         algorithm=settings.jwt_algorithms[0],
         audience=settings.jwt_audience,
         issuer=settings.jwt_issuer,
+        claims=dict(args.claim),
     )
     print(f"# token for sub={args.sub!r}, valid {args.ttl} s", file=sys.stderr)
     print(token)
 
 
+def _claim(text: str) -> tuple[str, Any]:
+    key, equals, value = text.partition("=")
+    if not equals or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: use KEY=VALUE")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def cmd_link(args: argparse.Namespace, settings: Settings) -> None:
+    import httpx
+
+    token = args.token or os.environ.get("ROWSTREAM_TOKEN")
+    if not token:
+        raise SystemExit("rowstream: link needs --token or $ROWSTREAM_TOKEN")
+    base = (args.url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    response = httpx.post(
+        f"{base}/links",
+        json={"url": args.path, "ttl_seconds": args.ttl},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    if response.status_code != 201:
+        detail = response.json().get("detail") if response.content else ""
+        raise SystemExit(f"rowstream: link: {response.status_code} {detail}")
+    link = response.json()
+    print(f"# expires at {link['expires_at']}", file=sys.stderr)
+    print(link["url"])
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     from app import serving
+    from app.jwks import Verifier
     from app.main import create_app
 
     if settings.workers > 1 and not settings.database_url:
         raise CommandError("WORKERS > 1 needs DATABASE_URL (the embedded server is per process)")
     declared = datasets_cli.load_config(settings)
+    Verifier.from_settings(settings)  # a bad key or a short secret: one line, before anything
+    settings.resolved_link_secret()
     with serving.sigterm_unwinds(), database.database_url(settings) as url:
         _connect_or_explain(url)
         if args.demo:
@@ -146,7 +189,23 @@ def _parser(settings_factory: Callable[[], Settings]) -> argparse.ArgumentParser
     t = sub.add_parser("token", help="print a signed JWT (last line: the token alone)")
     t.add_argument("--sub", required=True, help="the subject (who the token is for)")
     t.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    t.add_argument(
+        "--claim",
+        type=_claim,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another claim (repeatable); VALUE is JSON when it parses as JSON: "
+        "--claim roles='[\"analyst\"]' --claim tenant=acme",
+    )
     t.set_defaults(func=cmd_token)
+
+    k = sub.add_parser("link", help="print a signed link to a data route (POST /links)")
+    k.add_argument("path", help="path and query, e.g. '/datasets/messages.csv?limit=10'")
+    k.add_argument("--ttl", type=int, default=600, help="seconds until it expires")
+    k.add_argument("--url", default=None, help="the server (default: http://HOST:PORT)")
+    k.add_argument("--token", help="bearer token (default: $ROWSTREAM_TOKEN)")
+    k.set_defaults(func=cmd_link)
 
     q = sub.add_parser(
         "psql", help="open psql on the service's database (embedded or not); psql's options follow"

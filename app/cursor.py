@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
@@ -43,14 +44,32 @@ TRANSACTION_SETTINGS = (
 _CLEANUP_TIMEOUT = 5.0
 
 
+@dataclass(frozen=True)
+class DbIdentity:
+    """Whom an export's transaction reads as (``DB_ROLE_CLAIM``; see ``access.py``): its
+    role and the caller's claims as ``request.jwt.claims``, both set local to the
+    transaction, so nothing outlives it on a pooled or PgBouncer-shared connection."""
+
+    role: str
+    claims_json: str
+
+
+#: Bound, not spliced: ``set_config('role', …, true)`` is ``SET LOCAL ROLE`` (PostgREST's).
+_SET_IDENTITY = "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)"
+
+
 @contextlib.asynccontextmanager
 async def snapshot(
-    db: databases.Database, *, idle_timeout: float | None = None
+    db: databases.Database,
+    *,
+    idle_timeout: float | None = None,
+    identity: DbIdentity | None = None,
 ) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection inside a read-only REPEATABLE READ transaction (UTC).
 
     ``idle_timeout``: the database backstop for streams. Should everything else fail, the
-    server itself ends a transaction left idle longer than this.
+    server itself ends a transaction left idle longer than this. ``identity``: the
+    database role and claims the transaction reads as (row-level security applies).
     """
     async with raw_connection(db) as conn:
         tx = conn.transaction(isolation="repeatable_read", readonly=True)
@@ -61,6 +80,8 @@ async def snapshot(
                 milliseconds = int(idle_timeout * 1000)
                 setup += f"; SET LOCAL idle_in_transaction_session_timeout = {milliseconds}"
             await conn.execute(setup)
+            if identity is not None:
+                await conn.fetchrow(_SET_IDENTITY, identity.role, identity.claims_json)
             yield conn
         finally:
             await _end(tx)
@@ -175,6 +196,7 @@ async def copy_all(
     query: Query,
     before: Callable[[asyncpg.Connection], Awaitable[R]],
     output: Callable[[bytes], Awaitable[None]],
+    identity: DbIdentity | None = None,
     **copy_options: Any,
 ) -> R:
     """``before``'s result, after the whole ``COPY (query) TO STDOUT`` went to ``output``.
@@ -183,7 +205,7 @@ async def copy_all(
     arrive as a few large buffers rather than one Python object per row. An exception
     from ``output`` (a memory budget exceeded) cancels the COPY.
     """
-    async with snapshot(db) as conn:
+    async with snapshot(db, identity=identity) as conn:
         prepared = await before(conn)
         await conn.copy_from_query(query.sql, *query.args, output=output, **copy_options)
     return prepared
@@ -208,6 +230,7 @@ async def open_stream(
     guard: contextlib.AbstractAsyncContextManager[Any] | None = None,
     idle_timeout: float | None = None,
     on_batch: Callable[[Any], None] | None = None,
+    identity: DbIdentity | None = None,
 ) -> tuple[R, AsyncGenerator[bytes, None], Callable[[], Awaitable[None]]]:
     """Start an export: ``before``'s result (for headers), the encoded body stream, and
     the cleanup that releases everything.
@@ -221,7 +244,9 @@ async def open_stream(
     try:
         if guard is not None:
             await stack.enter_async_context(guard)
-        conn = await stack.enter_async_context(snapshot(db, idle_timeout=idle_timeout))
+        conn = await stack.enter_async_context(
+            snapshot(db, idle_timeout=idle_timeout, identity=identity)
+        )
         prepared = await before(conn)
         rows = source(conn)
         try:

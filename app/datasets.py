@@ -54,6 +54,10 @@ class DatasetConfig(BaseModel):
     description: str | None = None
     #: A saved query's named parameters and their PostgreSQL types.
     params: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_]\w*$")], str] = {}
+    #: A caller's token must carry one of these roles (``JWT_ROLES_CLAIM``); default: any.
+    roles: list[Annotated[str, StringConstraints(min_length=1)]] | None = None
+    #: ``{ column = "claim:NAME" }``: every export adds ``column = <the claim's value>``.
+    row_filter: dict[Identifier, Annotated[str, StringConstraints(pattern=r"^claim:.+$")]] = {}
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetConfig:
@@ -63,6 +67,8 @@ class DatasetConfig(BaseModel):
             raise ValueError("'params' belong to a 'query' dataset")
         if self.key is not None and not self.key:
             raise ValueError("'key' names at least one column")
+        if self.roles is not None and not self.roles:
+            raise ValueError("'roles' names at least one role (leave it out: any caller)")
         return self
 
 
@@ -133,6 +139,15 @@ class Param:
 
 
 @dataclass(frozen=True)
+class RowFilter:
+    """``column = $n``, bound with the value of a claim of the caller's token."""
+
+    column: str
+    type: PgType
+    claim: str
+
+
+@dataclass(frozen=True)
 class Dataset:
     """A servable dataset: where its rows come from and what they look like."""
 
@@ -148,6 +163,9 @@ class Dataset:
     filters: tuple[str, ...]
     params: tuple[Param, ...] = ()
     description: str | None = None
+    #: Roles of which a caller needs one (empty: any authenticated caller).
+    roles: tuple[str, ...] = ()
+    row_filter: tuple[RowFilter, ...] = ()
     by_name: Mapping[str, Column] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -335,8 +353,8 @@ async def describe(conn: asyncpg.Connection, name: str, config: DatasetConfig) -
         source, columns, params = await _query(conn, name, config)
         kind, key = "query", None
     available = [c.name for c in columns]
-    for option in ("columns", "exclude", "key", "filters"):
-        _pick(name, option, getattr(config, option) or [], available)
+    for option in ("columns", "exclude", "key", "filters", "row_filter"):
+        _pick(name, option, list(getattr(config, option) or []), available)
     if config.key is not None:
         key = tuple(config.key)
     elif kind == "view":
@@ -358,6 +376,12 @@ async def describe(conn: asyncpg.Connection, name: str, config: DatasetConfig) -
         filters=tuple(filters),
         params=tuple(params),
         description=config.description,
+        roles=tuple(config.roles or ()),
+        row_filter=tuple(
+            RowFilter(c.name, c.type, config.row_filter[c.name].removeprefix("claim:"))
+            for c in columns
+            if c.name in config.row_filter
+        ),
     )
 
 
@@ -380,4 +404,5 @@ def summary(dataset: Dataset) -> dict[str, Any]:
         "key": list(dataset.key),
         "filters": list(dataset.filters),
         "params": [{"name": p.name, "type": p.type.display} for p in dataset.params],
+        "roles": list(dataset.roles),
     }

@@ -16,10 +16,11 @@ import databases
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
-from app import auth
+from app import auth, links
 from app.capacity import MemoryBudget, StreamLimiter
 from app.catalog import Catalog
 from app.errors import Unauthorized
+from app.jwks import Verifier
 from app.observability import Metrics
 from app.replica import LagMonitor
 from app.settings import Settings
@@ -27,7 +28,10 @@ from app.settings import Settings
 
 class State(TypedDict):
     settings: Settings
-    jwt_secret: str
+    #: The keys tokens are checked against (``jwks.py``).
+    verifier: Verifier
+    #: The key of signed links (``links.py``); None: signed links are off.
+    link_key: bytes | None
     #: The primary, and where exports read (``DATABASE_READ_URL``; else the primary).
     db: databases.Database
     read_db: databases.Database
@@ -77,7 +81,8 @@ async def get_metrics(request: Request) -> Metrics:
 
 
 class _BearerOrJWT(HTTPBearer):
-    """Declares the bearer scheme in OpenAPI (Swagger UI's Authorize button) and verifies.
+    """Declares the bearer scheme in OpenAPI (Swagger UI's Authorize button) and verifies
+    the token, or, on a request with no ``Authorization``, a signed link's signature.
 
     FastAPI's ``HTTPBearer`` only accepts the word ``Bearer``; we also accept ``JWT``, and
     any failure is our 401 problem response, never FastAPI's 403.
@@ -85,17 +90,23 @@ class _BearerOrJWT(HTTPBearer):
 
     async def __call__(self, request: Request) -> auth.Principal:  # type: ignore[override]
         state = _state(request)
-        settings = state["settings"]
+        query = request.scope["query_string"].decode("latin-1")
+        authorization = request.headers.get("authorization")
         try:
-            token = auth.token_from_header(request.headers.get("authorization"))
-            principal = auth.verify(
-                token,
-                state["jwt_secret"],
-                algorithms=settings.jwt_algorithms,
-                audience=settings.jwt_audience,
-                issuer=settings.jwt_issuer,
-                max_length=settings.jwt_max_length,
-            )
+            if authorization is None and links.is_signed(query):
+                if state["link_key"] is None:
+                    raise auth.InvalidToken("signed links are off on this service")
+                if request.method not in ("GET", "HEAD"):
+                    raise auth.InvalidToken("a signed link is for GET (and HEAD)")
+                principal = links.verify(
+                    state["link_key"],
+                    request.scope["path"],
+                    query,
+                    state["settings"].jwt_roles_claim,
+                )
+            else:
+                token = auth.token_from_header(authorization)
+                principal = await state["verifier"].verify(token)
         except auth.InvalidToken as exc:
             raise Unauthorized(str(exc)) from None
         request.state.subject = principal.subject
@@ -105,7 +116,7 @@ class _BearerOrJWT(HTTPBearer):
 current_principal = _BearerOrJWT(
     bearerFormat="JWT",
     description="`Authorization: Bearer <token>` (or `JWT <token>`); mint one with "
-    "`rowstream token --sub NAME`.",
+    "`rowstream token --sub NAME`. A signed link (`POST /links`) needs no header.",
     auto_error=False,
 )
 

@@ -64,6 +64,12 @@ class Unauthorized(ProblemError):
         )
 
 
+class Forbidden(ProblemError):
+    """A valid token that may not read this: says which rule, never rows or SQL."""
+
+    status, title = 403, "Forbidden"
+
+
 class ServiceUnavailable(ProblemError):
     status, title = 503, "Service Unavailable"
 
@@ -131,6 +137,13 @@ async def _on_invalid_value(request: Request, exc: Exception) -> Response:
     return problem_response(422, "a parameter value is out of range or malformed")
 
 
+async def _on_privilege(request: Request, exc: Exception) -> Response:
+    # The database role an export runs as (DB_ROLE_CLAIM), or the service's own, may not
+    # read this: the database's decision, reported without its SQL.
+    logger.warning("permission denied by the database on %s: %s", request.url.path, exc)
+    return problem_response(403, "the database refused to let this caller read the dataset")
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(500, "an unexpected error occurred; it has been logged")
@@ -155,6 +168,7 @@ def install(
     for exc_type in unreachable:
         app.add_exception_handler(exc_type, on_database_unavailable)
     app.add_exception_handler(asyncpg.exceptions.DataError, _on_invalid_value)
+    app.add_exception_handler(asyncpg.exceptions.InsufficientPrivilegeError, _on_privilege)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(Exception, _on_unexpected)

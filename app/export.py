@@ -139,8 +139,10 @@ class Export:
         prefer: str | None,
         *,
         download: bool = False,
+        identity: cursor.DbIdentity | None = None,
     ) -> None:
         self.db = db
+        self.identity = identity
         self.download = download
         self.settings = settings
         self.lag = lag
@@ -167,7 +169,7 @@ class Export:
     async def head(self, vary: str) -> Response:
         """The headers a GET would get, counts included, without reading a row."""
         await self.lag.admit(self.settings.read_max_lag_seconds)
-        async with cursor.snapshot(self.db) as conn:
+        async with cursor.snapshot(self.db, identity=self.identity) as conn:
             headers = await self._count(conn)
         self._headers(headers, vary)
         response = Response(media_type=self.fmt.media_type, headers=headers)
@@ -207,6 +209,7 @@ class Export:
             guard=limiter.slot(subject),
             idle_timeout=self.settings.stream_idle_timeout_seconds,
             on_batch=_row_counter(self.stats, counter),
+            identity=self.identity,
         )
         self._headers(headers, "Accept, Accept-Encoding, Prefer")
         encoding = compression.negotiate(accept_encoding)
@@ -277,7 +280,9 @@ class Export:
         copy_options = sql.CSV_COPY if csv else sql.JSON_LINES_COPY
         builder = encoders.BufferedBody(json_array=not csv, on_size=on_size)
         try:
-            headers = await cursor.copy_all(self.db, query, before, builder.write, **copy_options)
+            headers = await cursor.copy_all(
+                self.db, query, before, builder.write, self.identity, **copy_options
+            )
             rows = builder.rows
             body = builder.finish()
             if csv:

@@ -14,14 +14,18 @@ requests would hit first.
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Header
 from starlette.responses import JSONResponse, Response
 
 from app.database import describe, pool_stats, raw_connection
 from app.deps import AppMetrics, AppSettings, Datasets, Db, Lag, ReadDb
-from app.errors import ProblemError, problem_response
+from app.errors import NotFound, ProblemError, Unauthorized, problem_response
 
 router = APIRouter(tags=["health"])
+AuthorizationHeader = Annotated[str | None, Header(include_in_schema=False)]
 
 #: The bound on each step of the readiness check; the datasets' probe is bounded on the
 #: server (``lock_timeout``, ``statement_timeout``), so none is left waiting there.
@@ -33,9 +37,24 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(metrics: AppMetrics) -> Response:
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (`Authorization: Bearer $METRICS_TOKEN`)",
+    response_class=Response,
+)
+async def metrics(
+    metrics: AppMetrics, settings: AppSettings, authorization: AuthorizationHeader = None
+) -> Response:
+    """``METRICS_TOKEN`` set: that bearer token is required. Unset: open in development
+    only; elsewhere 404, as if there were none (docs/security.md: scraping in Kubernetes)."""
     from prometheus_client import CONTENT_TYPE_LATEST
+
+    if settings.metrics_token:
+        given = (authorization or "").partition(" ")[2].strip().encode()
+        if not hmac.compare_digest(given, settings.metrics_token.encode()):
+            raise Unauthorized("/metrics needs 'Authorization: Bearer <METRICS_TOKEN>'")
+    elif settings.environment != "development":
+        raise NotFound("no /metrics: set METRICS_TOKEN to scrape it")
 
     return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 

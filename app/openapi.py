@@ -14,11 +14,15 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
+from starlette.responses import JSONResponse
 
-from app import formats, pgtypes
+from app import access, formats, pgtypes
+from app.auth import Principal
 from app.datasets import Dataset
+from app.deps import current_principal
+from app.errors import Unauthorized
 from app.params import DOWNLOAD_VALUES, LEGACY_NAMES
 from app.sql import OPERATORS
 
@@ -221,7 +225,10 @@ def _after_schema(dataset: Dataset) -> dict[str, Any]:
 
 
 def install(app: FastAPI, datasets: Callable[[], dict[str, Dataset]]) -> None:
-    """Complete the dataset operations of ``app``'s document from ``datasets()``."""
+    """Complete the dataset operations of ``app``'s document from ``datasets()``, and serve
+    it at ``/openapi.json`` with only the datasets the caller may read (no token, or an
+    invalid one: only those that need no role)."""
+    owners: dict[str, str] = {}
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -233,11 +240,12 @@ def install(app: FastAPI, datasets: Callable[[], dict[str, Dataset]]) -> None:
             routes=app.routes,
         )
         loaded = datasets()
-        for item in document.get("paths", {}).values():
+        for path, item in document.get("paths", {}).items():
             for operation in item.values():
                 marker = operation.pop(MARKER, None)
                 if marker is None or marker["dataset"] not in loaded:
                     continue
+                owners[path] = marker["dataset"]
                 dataset = loaded[marker["dataset"]]
                 media = tuple(marker["formats"])
                 operation["parameters"] = [
@@ -249,4 +257,26 @@ def install(app: FastAPI, datasets: Callable[[], dict[str, Dataset]]) -> None:
             app.openapi_schema = document  # complete: keep it
         return document
 
+    async def openapi_json(request: Request) -> JSONResponse:
+        document = openapi()
+        try:
+            principal: Principal | None = await current_principal(request)
+        except Unauthorized:
+            principal = None
+        loaded = datasets()
+        hidden = {
+            name
+            for name, dataset in loaded.items()
+            if dataset.roles and (principal is None or not access.may_read(dataset, principal))
+        }
+        if hidden:
+            paths = {
+                p: item for p, item in document["paths"].items() if owners.get(p) not in hidden
+            }
+            document = {**document, "paths": paths}
+        return JSONResponse(document)
+
     app.openapi = openapi  # type: ignore[method-assign]
+    url = str(app.openapi_url)
+    app.router.routes = [r for r in app.router.routes if getattr(r, "path", None) != url]
+    app.add_route(url, openapi_json, include_in_schema=False)

@@ -13,13 +13,24 @@ declared, with their historical parameter names.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from starlette.responses import Response
 
-from app import datasets, export, formats, params
-from app.deps import Budget, CurrentUser, Datasets, ExportSources, Limiter, ReadDb, Sources
+from app import access, datasets, export, formats, links, params
+from app.auth import Principal
+from app.deps import (
+    AppSettings,
+    Budget,
+    CurrentUser,
+    Datasets,
+    ExportSources,
+    Limiter,
+    ReadDb,
+    Sources,
+)
 from app.export import DEMO_STREAM_FORMATS, STANDARD_FORMATS, STREAM_FORMATS, Export
 from app.openapi import MARKER
 from app.responses import PrebuiltJSONResponse, StreamingResponse
@@ -48,12 +59,16 @@ router = APIRouter()
     },
 )
 async def list_datasets(
-    request: Request, catalog: Datasets, db: ReadDb, user: CurrentUser
+    request: Request, catalog: Datasets, db: ReadDb, settings: AppSettings, user: CurrentUser
 ) -> dict[str, Any]:
+    """Only the datasets the caller may read, each estimated as the caller would read it
+    (its row filter bound, as its database role)."""
     loaded = await catalog.all(db)
+    readable = {n: d for n, d in loaded.items() if access.may_read(d, user)}
+    row_filters = {n: access.row_filter_values_or_none(d, user) for n, d in readable.items()}
+    estimates = await catalog.estimates(db, row_filters, access.db_identity(settings, user))
     listing = []
-    estimates = await catalog.estimates(db)
-    for name, dataset in loaded.items():
+    for name, dataset in readable.items():
         entry = datasets.summary(dataset)
         entry["formats"] = {"standard": list(STANDARD_FORMATS), "stream": list(STREAM_FORMATS)}
         entry["estimated_rows"] = estimates.get(name)
@@ -87,6 +102,7 @@ async def _export(
     request: Request,
     name: str,
     sources: Sources,
+    user: Principal,
     *,
     legacy: bool,
     supported: tuple[str, ...],
@@ -94,10 +110,15 @@ async def _export(
     accept: str | None,
     prefer: str | None,
 ) -> Export:
-    """What both routes do first: the dataset, its selection, the format, the export."""
+    """What both routes do first: the dataset, who may read what of it, its selection, the
+    format, the export."""
     db = sources.db
     dataset = await sources.catalog.get(db, name)
-    selection, requested = params.parse(dataset, request.query_params.multi_items(), legacy=legacy)
+    row_filter = access.row_filter_values(dataset, user)
+    identity = access.db_identity(sources.settings, user)
+    query = links.without_link_parameters(request.scope["query_string"].decode("latin-1"))
+    selection, requested = params.parse(dataset, query, legacy=legacy)
+    selection = replace(selection, row_filter=row_filter)
     fmt = _format(requested.format or fixed_format, accept, supported)
     return Export(
         db,
@@ -108,6 +129,7 @@ async def _export(
         fmt,
         prefer,
         download=requested.download,
+        identity=identity,
     )
 
 
@@ -124,6 +146,7 @@ def _standard(name: str, legacy: bool) -> Endpoint:
             request,
             name,
             sources,
+            user,
             legacy=legacy,
             supported=STANDARD_FORMATS,
             fixed_format=None,
@@ -152,6 +175,7 @@ def _stream(name: str, legacy: bool, supported: tuple[str, ...], suffix: str | N
             request,
             name,
             sources,
+            user,
             legacy=legacy,
             supported=supported,
             fixed_format=suffix,

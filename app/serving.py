@@ -71,9 +71,10 @@ async def _serve(server: uvicorn.Server, settings: Settings, args: argparse.Name
     task = asyncio.create_task(server.serve())
     while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
         await asyncio.sleep(0.05)
-    if server.started and args.print_curl:
+    secret = settings.resolved_jwt_secret()
+    if server.started and args.print_curl and secret is not None:
         token = auth.issue(
-            settings.resolved_jwt_secret(),
+            secret,
             "demo",
             3600,
             algorithm=settings.jwt_algorithms[0],

@@ -6,6 +6,8 @@ One class, no module-level instance: the app factory and the CLI each build a
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -54,12 +56,57 @@ class Settings(BaseSettings):
     #: ``json``: one JSON object per log line (one access line per request); ``text``.
     log_format: Literal["json", "text"] = "json"
 
+    #: An HMAC key for tokens (at least 32 bytes, in every environment). In development,
+    #: when no key at all is configured, one is generated once under ``data_dir``.
     jwt_secret: str | None = Field(default=None, repr=False)
+    #: The HMAC algorithms ``JWT_SECRET`` is used with.
     jwt_algorithms: list[str] = ["HS256"]
+    #: An identity provider's public key (PEM: RSA → RS256, EC → ES256/384/512, Ed25519
+    #: → EdDSA; the algorithm comes from the key, never from a token's header).
+    jwt_public_key: str | None = None
+    #: A JWKS document on disk, or at a URL (fetched at start, cached, refetched for an
+    #: unknown ``kid`` at most every ``JWT_JWKS_REFRESH_MIN_SECONDS``).
+    jwt_jwks_file: Path | None = None
+    jwt_jwks_url: str | None = None
+    jwt_jwks_cache_seconds: float = Field(default=300.0, gt=0)
+    jwt_jwks_refresh_min_seconds: float = Field(default=30.0, ge=0)
+    #: ``aud``: a token's ``aud`` (a string or an array) must contain it, when set.
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
+    #: A token whose ``exp`` lies further ahead than this is refused (a "forever" token).
+    jwt_max_ttl_seconds: float = Field(
+        default=24 * 3600,
+        gt=0,
+        validation_alias=AliasChoices("jwt_max_ttl_seconds", "jwt_max_ttl"),
+    )
+    #: Clock skew allowed on ``exp``, ``iat`` and ``nbf``.
+    jwt_leeway_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        validation_alias=AliasChoices("jwt_leeway_seconds", "jwt_leeway"),
+    )
     #: Tokens longer than this are refused before any decoding is attempted.
     jwt_max_length: int = 4096
+    #: The claim that lists a token's roles (a dataset's ``roles`` need one of them); a
+    #: dotted name reaches into objects (``realm_access.roles``). ``scope`` counts too.
+    jwt_roles_claim: str = "roles"
+    #: Off by default. When set, each export runs ``SET LOCAL ROLE`` to this claim's value
+    #: (one of ``DB_ROLES``, else 403) with the claims in ``request.jwt.claims``, so the
+    #: database's row-level security decides which rows each caller sees.
+    db_role_claim: str | None = None
+    db_roles: list[str] = []
+
+    #: The HMAC key of signed links (``POST /links``). Default: derived from ``JWT_SECRET``.
+    link_secret: str | None = Field(default=None, repr=False)
+    #: The longest a signed link may live.
+    link_max_ttl_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        validation_alias=AliasChoices("link_max_ttl_seconds", "link_max_ttl"),
+    )
+    #: A bearer token ``/metrics`` requires. Outside development ``/metrics`` needs it
+    #: (unset: ``/metrics`` answers 404); in development, unset leaves it open.
+    metrics_token: str | None = Field(default=None, repr=False)
 
     #: Rows fetched from the server-side cursor per round trip, and per HTTP chunk.
     stream_batch_size: int = Field(default=1000, ge=1, le=100_000)
@@ -145,22 +192,36 @@ class Settings(BaseSettings):
         default = Path("datasets.toml")
         return default if default.is_file() else None
 
-    def resolved_jwt_secret(self) -> str:
-        """The signing secret: ``JWT_SECRET``, or in development one generated once and kept.
+    def resolved_jwt_secret(self) -> str | None:
+        """The HMAC key: ``JWT_SECRET``; None when only public keys are configured; in
+        development with no key at all, one generated once and kept under ``data_dir``.
 
-        Outside development a missing or short secret is a configuration error: refusing to
-        start beats signing with something guessable.
+        A short secret is a configuration error everywhere, and so is no key at all
+        outside development: refusing to start beats signing with something guessable.
         """
         if self.jwt_secret:
-            if (
-                self.environment != "development"
-                and len(self.jwt_secret.encode()) < MIN_SECRET_BYTES
-            ):
+            if len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
                 raise ValueError(f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
             return self.jwt_secret
+        if self.jwt_public_key or self.jwt_jwks_file or self.jwt_jwks_url:
+            return None
         if self.environment != "development":
-            raise ValueError("JWT_SECRET must be set outside development")
+            raise ValueError(
+                "JWT_SECRET (or JWT_PUBLIC_KEY, JWT_JWKS_FILE, JWT_JWKS_URL) must be set"
+            )
         return _read_or_create_secret(self.data_dir / "jwt_secret")
+
+    def resolved_link_secret(self) -> bytes | None:
+        """The key signed links are made with: ``LINK_SECRET``, else one derived from the
+        JWT secret (so links die with it); None: signed links are off."""
+        if self.link_secret:
+            if len(self.link_secret.encode()) < MIN_SECRET_BYTES:
+                raise ValueError(f"LINK_SECRET must be at least {MIN_SECRET_BYTES} bytes")
+            return self.link_secret.encode()
+        secret = self.resolved_jwt_secret()
+        if secret is None:
+            return None
+        return hmac.new(secret.encode(), b"rowstream signed links", hashlib.sha256).digest()
 
 
 def _read_or_create_secret(path: Path) -> str:

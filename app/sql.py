@@ -102,6 +102,8 @@ class Selection:
     limit: int | None = None
     #: A saved query's parameter values, as text, in the dataset's ``params`` order.
     params: tuple[str, ...] = ()
+    #: The values of the dataset's ``row_filter`` (from the caller's claims), in its order.
+    row_filter: tuple[str | None, ...] = ()
 
 
 class _Binder:
@@ -115,7 +117,13 @@ class _Binder:
 
 
 def _where(dataset: Dataset, selection: Selection, binder: _Binder) -> str:
-    conditions: list[str] = []
+    if len(selection.row_filter) != len(dataset.row_filter):
+        # Never a query without its row filter, whoever built the selection.
+        raise ValueError(f"dataset {dataset.name!r}: the selection lacks its row filter")
+    conditions = [
+        f"{ident(f.column)} = {binder.bind(value, f.type.sql)}"
+        for f, value in zip(dataset.row_filter, selection.row_filter, strict=True)
+    ]
     for condition in selection.conditions:
         column = dataset.by_name[condition.column]
         c = ident(condition.column)
@@ -219,11 +227,16 @@ def as_key_lines(dataset: Dataset, selection: Selection) -> Query:
 
 
 def count(dataset: Dataset, selection: Selection) -> Query:
-    """Rows matching the selection, ignoring ``limit`` (the caller caps it): a plain
-    ``count(*)`` needs no ordering, so PostgreSQL may use any scan."""
+    """Rows matching the selection, at most ``limit``: a plain ``count(*)`` needs no
+    ordering, so PostgreSQL may use any scan, and with a limit it stops at that many rows
+    (an exact count of ``limit=2000`` on a table of millions reads 2,000)."""
     binder = _Binder(selection.params)
     where = _where(dataset, replace(selection, limit=None), binder)
-    return Query(f"SELECT count(*) FROM {dataset.source} AS _t{where}", tuple(binder.args))
+    if selection.limit is None:
+        return Query(f"SELECT count(*) FROM {dataset.source} AS _t{where}", tuple(binder.args))
+    limit = binder.bind(selection.limit)
+    inner = f"SELECT 1 FROM {dataset.source} AS _t{where} LIMIT {limit}"
+    return Query(f"SELECT count(*) FROM ({inner}) AS _c", tuple(binder.args))
 
 
 #: ``COPY`` options under which each row of ``as_json`` comes out as its JSON text plus

@@ -103,11 +103,11 @@ class Server:
     #: Where its output goes (``start_server(log=...)``), if anywhere.
     log: Path | None = None
 
-    def token(self, sub: str = "tester", ttl: int = 600) -> str:
-        return auth.issue(JWT_SECRET, sub, ttl)
+    def token(self, sub: str = "tester", ttl: int = 600, **claims: Any) -> str:
+        return auth.issue(JWT_SECRET, sub, ttl, claims=claims)
 
-    def headers(self, sub: str = "tester") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token(sub)}"}
+    def headers(self, sub: str = "tester", **claims: Any) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(sub, **claims)}"}
 
 
 def start_server(
@@ -116,6 +116,7 @@ def start_server(
     bare: bool = False,
     log: Path | None = None,
     open_files: int | None = None,
+    port: int | None = None,
     **env: str,
 ) -> Server:
     """Start ``rowstream serve`` in a subprocess on a free port and wait until it answers.
@@ -123,9 +124,9 @@ def start_server(
     ``bare``: run the app factory under plain uvicorn instead, skipping the CLI's
     reachability check and migration (to see how the app itself copes). ``log``: write
     the server's output (at level info) to this file. ``open_files``: the process's
-    open-file limit, soft and hard.
+    open-file limit, soft and hard. ``port``: listen there (a restart on the same address).
     """
-    port = free_port()
+    port = port or free_port()
     environment = {
         **os.environ,
         "DATABASE_URL": database_url,

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app import bench, bench_report
+from app import bench, bench_clients, bench_report
 
 
 def _bench(db_url: str, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -107,3 +107,17 @@ def test_pgbouncer_specs_parse_or_refuse_clearly() -> None:
     for bad in ("12x", "unix:", "65536,tcp:4096", "1"):
         with pytest.raises(argparse.ArgumentTypeError, match=r"\[unix:\]PKT_BUF"):
             bench._pgbouncer_specs(bad)
+
+
+def test_clients_bench_loads_every_way_and_checks_the_rows(db_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    args = ("--clients", "--rows", "1000", "--rounds", "1", "--warmup", "0")
+    done = _bench(db_url, out, *args)
+    report = json.loads((out / "clients.json").read_text())
+    ways = {f"{tool} via {how}" for tool, how in bench_clients.METHODS}
+    assert set(report["summary"]) == ways and len(ways) == 14
+    for name, result in report["summary"].items():
+        assert result["rows"] == 1000, name  # each load's own frame had every row
+        assert result["seconds"] > 0 and result["x read_sql"] > 0
+    assert "| pandas via ADBC |" in done.stdout
+    assert (out / "clients.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

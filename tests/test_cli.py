@@ -58,13 +58,41 @@ def test_token_without_secret_in_development_generates_and_keeps_one(tmp_path: P
     assert (tmp_path / "data" / "jwt_secret").stat().st_mode & 0o077 == 0
 
 
-def test_production_refuses_a_short_secret_in_one_line() -> None:
+@pytest.mark.parametrize("environment", ["production", "development"])
+def test_a_short_secret_is_refused_in_one_line(environment: str) -> None:
+    for command in (("token", "--sub", "a"), ("serve", "--port", "1")):
+        done = rowstream(*command, env={"JWT_SECRET": "short", "ENVIRONMENT": environment})
+        assert done.returncode == 2
+        assert done.stderr.strip().splitlines()[-1].startswith("rowstream: JWT_SECRET")
+        assert "Traceback" not in done.stderr
+
+
+def test_token_carries_extra_claims_json_or_text() -> None:
     done = rowstream(
-        "token", "--sub", "a", env={"JWT_SECRET": "short", "ENVIRONMENT": "production"}
+        *("token", "--sub", "a", "--claim", 'roles=["analyst"]', "--claim", "tenant=acme"),
+        *("--claim", "level=3"),
+        env={"JWT_SECRET": SECRET},
     )
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1].startswith("rowstream: JWT_SECRET")
-    assert "Traceback" not in done.stderr
+    principal = auth.verify(done.stdout.strip().splitlines()[-1], SECRET)
+    assert principal.claims["tenant"] == "acme" and principal.claims["level"] == 3
+    assert principal.roles == {"analyst"}
+    bad = rowstream("token", "--sub", "a", "--claim", "novalue", env={"JWT_SECRET": SECRET})
+    assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
+
+
+def test_link_prints_a_signed_link_that_needs_no_header(server: Server) -> None:
+    done = rowstream(
+        *("link", "/datasets/messages.csv?limit=3", "--ttl", "60", "--url", server.base_url),
+        env={"ROWSTREAM_TOKEN": server.token()},
+    )
+    assert done.returncode == 0, done.stderr
+    link = done.stdout.strip().splitlines()[-1]
+    assert "expires at" in done.stderr and server.token() not in link
+    assert len(httpx.get(link).text.strip().splitlines()) == 4
+    refused = rowstream(
+        "link", "/healthz", "--url", server.base_url, env={"ROWSTREAM_TOKEN": server.token()}
+    )
+    assert refused.returncode != 0 and "404" in refused.stderr
 
 
 def test_unreachable_database_is_one_clear_line_not_a_traceback() -> None:

@@ -3,13 +3,14 @@ the database side of a stream is killed mid-way (every row once, in key order)."
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from rowstream.client import Client, IncompleteExport
-from tests.support import SEED_ROWS, Server, execute, run
+from tests.support import SEED_ROWS, Server, execute, free_port, run, start_server, stop_server
 
 
 @pytest.fixture
@@ -57,6 +58,33 @@ def test_a_stream_killed_mid_way_is_resumed_to_every_row_once(
         if not killed and len(ids) >= 1000:
             killed = _kill_streams(server.database_url)
     assert killed >= 1
+    assert ids == list(range(1, SEED_ROWS + 1))
+
+
+def test_a_server_restarted_mid_stream_is_resumed_to_every_row_once(db_url: str) -> None:
+    """The server process dies (SIGKILL) mid-stream and a new one comes up on the same port
+    a little later: the client's retries back off through the refused connections, then
+    resume with ``after=`` against the new process."""
+    port = free_port()
+    first = start_server(db_url, port=port)
+    replacement: list[Server] = []
+    ids: list[int] = []
+    try:
+        with Client(first.base_url, first.token(), retries=8, backoff_seconds=0.2) as client:
+            for row in client.iter_rows("messages"):
+                ids.append(row["id"])
+                if len(ids) == 1000:
+                    first.process.kill()
+                    first.process.wait()
+                    restart = threading.Timer(
+                        0.5, lambda: replacement.append(start_server(db_url, port=port))
+                    )
+                    restart.start()
+            restart.join()
+    finally:
+        for server in (first, *replacement):
+            stop_server(server)
+    assert replacement, "the replacement server never started"
     assert ids == list(range(1, SEED_ROWS + 1))
 
 

@@ -92,13 +92,19 @@ def test_pandas_reads_the_url(
     assert _pandas(frame) == _normalise(iter(expected))
 
 
-def _duckdb(server: Server) -> duckdb.DuckDBPyConnection:
+def duckdb_with_httpfs() -> duckdb.DuckDBPyConnection:
+    """DuckDB with its http reader, loaded by path from the wheel (no download)."""
     import duckdb_extension_httpfs
 
     folder = pathlib.Path(duckdb_extension_httpfs.__file__).parent
     extension = next(folder.glob(f"extensions/v{duckdb.__version__}/httpfs.duckdb_extension"))
     con = duckdb.connect()
     con.execute(f"LOAD '{extension}'")
+    return con
+
+
+def _duckdb(server: Server) -> duckdb.DuckDBPyConnection:
+    con = duckdb_with_httpfs()
     token = server.headers()["Authorization"]
     headers = f"MAP {{'Authorization': '{token}'}}"
     con.execute(f"CREATE SECRET rowstream (TYPE http, EXTRA_HTTP_HEADERS {headers})")

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
-from jose import jwt
 
 from tests.support import JWT_SECRET, Server, start_server, stop_server
 
@@ -57,7 +57,10 @@ def corpus() -> dict[str, str]:
         "HS384": signed(good, alg="HS384"),
         "HS512": signed(good, alg="HS512"),
         "alg list": raw_token({"alg": ["HS256"]}, good, sig),
-        "expired": signed({**good, "exp": now - 10}),
+        "expired": signed({**good, "exp": now - 120}),  # beyond the default 30 s leeway
+        "exp 30 years ahead": signed({**good, "exp": now + 10**9}),
+        "exp 10^30": signed({**good, "exp": 10**30}),
+        "iat 30 years ahead": signed({**good, "iat": now + 10**9}),
         "exp null": signed({**good, "exp": None}),
         "exp string": signed({**good, "exp": "tomorrow"}),
         "exp infinite": signed({**good, "exp": float("inf")}),

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import Server, metric, start_server, stop_server
+from tests.support import Server, metric, running, start_server, stop_server
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +138,20 @@ def test_expected_aborts_drop_only_marked_exceptions() -> None:
     assert keep.filter(record(RuntimeError("database gone"))) is True
     plain = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, "x", None, None)
     assert keep.filter(plain) is True
+
+
+def test_metrics_need_their_token_and_are_off_in_production_without_one(db_url: str) -> None:
+    scraper = "scrape-" + "m" * 40
+    with running(db_url, METRICS_TOKEN=scraper, ENVIRONMENT="production") as server:
+        url = f"{server.base_url}/metrics"
+        assert httpx.get(url).status_code == 401
+        assert httpx.get(url, headers=server.headers()).status_code == 401  # a user's JWT: no
+        wrong = httpx.get(url, headers={"Authorization": "Bearer " + "x" * 46})
+        assert (
+            wrong.status_code == 401 and wrong.headers["content-type"] == "application/problem+json"
+        )
+        ok = httpx.get(url, headers={"Authorization": f"Bearer {scraper}"})
+        assert ok.status_code == 200 and "rowstream_requests_total" in ok.text
+    with running(db_url, ENVIRONMENT="production") as server:
+        closed = httpx.get(f"{server.base_url}/metrics")
+        assert closed.status_code == 404 and "METRICS_TOKEN" in closed.json()["detail"]

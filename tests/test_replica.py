@@ -5,8 +5,10 @@ and ``READ_MAX_LAG_SECONDS`` refusing exports while replay is behind."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -183,3 +185,41 @@ def test_sigterm_during_a_slow_stream_from_the_standby_leaves_no_session_anywher
     assert took < 10 + 3, took  # the default drain (--graceful-timeout 10) plus 3 s
     assert busy_sessions(pair.standby_url) == []
     assert busy_sessions(pair.primary_url) == []
+
+
+def test_database_roles_and_row_level_security_on_the_standby(pair: Pair, tmp_path: Path) -> None:
+    """``SET LOCAL ROLE`` and ``set_config(…, true)`` are allowed in a standby's read-only
+    transactions: the policy on the primary's table decides there too."""
+    for statement in (
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'rs_standby_a') "
+        "THEN CREATE ROLE rs_standby_a; END IF; END $$",
+        "CREATE TABLE IF NOT EXISTS owned (id int PRIMARY KEY, owner text NOT NULL)",
+        "INSERT INTO owned SELECT i, CASE WHEN i % 2 = 0 THEN 'rs_standby_a' ELSE 'x' END "
+        "FROM generate_series(1, 50) AS i ON CONFLICT DO NOTHING",
+        "GRANT SELECT ON owned TO rs_standby_a",
+        "ALTER TABLE owned ENABLE ROW LEVEL SECURITY",
+        "DROP POLICY IF EXISTS mine ON owned",
+        "CREATE POLICY mine ON owned USING (owner = current_user)",
+    ):
+        run(execute(pair.primary_url, statement))
+    wait_for_replay(pair)
+    config = tmp_path / "datasets.toml"
+    config.write_text('[datasets.owned]\ntable = "owned"\n')
+    env = {
+        "DATABASE_READ_URL": pair.standby_url,
+        "DATASETS_FILE": str(config),
+        "DB_ROLE_CLAIM": "db_role",
+        "DB_ROLES": '["rs_standby_a"]',
+    }
+    server = start_server(pair.primary_url, **env)
+    try:
+        response = httpx.get(
+            f"{server.base_url}/datasets/owned/stream",
+            headers={**server.headers(db_role="rs_standby_a"), "Prefer": "count=exact"},
+        )
+        assert response.status_code == 200, response.text
+        rows = [json.loads(line) for line in response.content.splitlines()]
+        assert [r["id"] for r in rows] == list(range(2, 51, 2))
+        assert response.headers["x-total-count"] == "25"
+    finally:
+        stop_server(server)

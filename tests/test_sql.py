@@ -54,7 +54,7 @@ def test_each_operator_compiles_from_the_table() -> None:
         sql.Condition('a"b', "isnull", True),
         sql.Condition("select", "ne", "2024-01-01"),
     )
-    query = sql.count(d, sql.Selection(fields=("Order",), conditions=conditions, limit=3))
+    query = sql.count(d, sql.Selection(fields=("Order",), conditions=conditions))
     assert query.sql == (
         'SELECT count(*) FROM "public"."Order Items" AS _t WHERE "Order" >= $1::text::bigint '
         'AND "a""b"::text LIKE $2::text::text ESCAPE \'\\\' '
@@ -62,6 +62,16 @@ def test_each_operator_compiles_from_the_table() -> None:
         'AND "select" <> $4::text::date'
     )
     assert query.args == ("5", "50\\%\\_off\\\\%", ["1", "2"], "2024-01-01")
+
+
+def test_an_exact_count_stops_at_the_limit() -> None:
+    condition = sql.Condition("Order", "gte", "5")
+    query = sql.count(dataset(), sql.Selection(fields=("Order",), conditions=(condition,), limit=3))
+    assert query.sql == (
+        'SELECT count(*) FROM (SELECT 1 FROM "public"."Order Items" AS _t '
+        'WHERE "Order" >= $1::text::bigint LIMIT $2) AS _c'
+    )
+    assert query.args == ("5", 3)
 
 
 def test_a_saved_querys_parameters_come_first() -> None:

@@ -1,0 +1,123 @@
+"""The keys tokens are checked against, and an identity provider's JWKS kept fresh.
+
+``Verifier`` joins the configured keys (``JWT_SECRET``, ``JWT_PUBLIC_KEY``,
+``JWT_JWKS_FILE``) with those fetched from ``JWT_JWKS_URL``. The URL is fetched at start,
+again once ``JWT_JWKS_CACHE_SECONDS`` have passed, and at once when a token names a
+``kid`` no loaded key has (a rotation needs no restart) — but never more often than
+every ``JWT_JWKS_REFRESH_MIN_SECONDS``, so a stream of tokens with made-up ``kid``s
+cannot turn into a stream of requests to the identity provider. A failed fetch keeps the
+keys it had (logged); one fetch runs at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from pathlib import Path
+
+import httpx
+
+from app import auth
+from app.auth import Key, Policy, Principal
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: Bytes of a JWKS document read at most (a provider's has a handful of keys).
+MAX_JWKS_BYTES = 256 * 1024
+
+
+class Verifier:
+    def __init__(
+        self,
+        static: list[Key],
+        policy: Policy,
+        *,
+        url: str | None = None,
+        cache_seconds: float = 300.0,
+        refresh_min_seconds: float = 30.0,
+    ) -> None:
+        self.static = static
+        self.policy = policy
+        self.url = url
+        self.cache_seconds = cache_seconds
+        self.refresh_min_seconds = refresh_min_seconds
+        self.fetched: list[Key] = []
+        self.fetched_at = float("-inf")
+        self.attempted_at = float("-inf")
+        #: Fetches made (for tests and metrics).
+        self.fetches = 0
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Verifier:
+        """The configured keys; ``ValueError`` (a start-up error) for a bad one."""
+        static: list[Key] = []
+        secret = settings.resolved_jwt_secret()
+        if secret is not None:
+            static += auth.hmac_keys(secret, settings.jwt_algorithms)
+        if settings.jwt_public_key:
+            static.append(auth.pem_key(settings.jwt_public_key))
+        if settings.jwt_jwks_file:
+            try:
+                document = json.loads(Path(settings.jwt_jwks_file).read_text())
+                static += auth.jwks_keys(document)
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"JWT_JWKS_FILE: {exc}") from None
+        if not static and not settings.jwt_jwks_url:
+            raise ValueError("no key to check tokens with: set JWT_SECRET, JWT_PUBLIC_KEY, ...")
+        policy = Policy(
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            max_ttl_seconds=settings.jwt_max_ttl_seconds,
+            leeway_seconds=settings.jwt_leeway_seconds,
+            max_length=settings.jwt_max_length,
+            roles_claim=settings.jwt_roles_claim,
+        )
+        return cls(
+            static,
+            policy,
+            url=settings.jwt_jwks_url,
+            cache_seconds=settings.jwt_jwks_cache_seconds,
+            refresh_min_seconds=settings.jwt_jwks_refresh_min_seconds,
+        )
+
+    @property
+    def keys(self) -> list[Key]:
+        return self.static + self.fetched
+
+    async def verify(self, token: str) -> Principal:
+        if self.url and time.monotonic() - self.fetched_at > self.cache_seconds:
+            await self.refresh()
+        try:
+            return auth.verify(token, self.keys, self.policy)
+        except auth.UnknownKey:
+            if not self.url or not await self.refresh():
+                raise
+        return auth.verify(token, self.keys, self.policy)
+
+    async def refresh(self) -> bool:
+        """Fetch the JWKS unless one was tried within ``refresh_min_seconds``; True if the
+        keys were replaced."""
+        async with self._lock:
+            if time.monotonic() - self.attempted_at < self.refresh_min_seconds:
+                return False
+            self.attempted_at = time.monotonic()
+            self.fetches += 1
+            try:
+                async with httpx.AsyncClient(timeout=5.0) as client:
+                    response = await client.get(str(self.url))
+                    response.raise_for_status()
+                    if len(response.content) > MAX_JWKS_BYTES:
+                        raise ValueError("JWKS document too large")
+                    keys = auth.jwks_keys(response.json())
+            except (httpx.HTTPError, ValueError) as exc:
+                logger.warning(
+                    "JWT_JWKS_URL: fetch failed, keeping %d keys: %s", len(self.fetched), exc
+                )
+                return False
+            self.fetched, self.fetched_at = keys, time.monotonic()
+            logger.info("JWT_JWKS_URL: %d signing keys loaded", len(keys))
+            return True

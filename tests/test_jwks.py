@@ -1,0 +1,155 @@
+"""An identity provider's JWKS: fetched, used, refetched on rotation, bounded in rate.
+
+A real HTTP server on the loopback serves the key set and counts its requests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from app import auth
+from app.jwks import Verifier
+from tests.support import running
+
+
+class Provider:
+    """Serves ``self.document`` at ``/jwks.json`` and counts the requests."""
+
+    def __init__(self) -> None:
+        self.document: dict[str, Any] = {"keys": []}
+        self.requests = 0
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                provider.requests += 1
+                body = json.dumps(provider.document).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks.json"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def publish(self, *keys: tuple[str, Any]) -> None:
+        self.document = {"keys": [jwk(kid, private) for kid, private in keys]}
+
+
+def jwk(kid: str, private: Any) -> dict[str, Any]:
+    public = private.public_key()
+    cls = jwt.algorithms.RSAAlgorithm if isinstance(public, rsa.RSAPublicKey) else None
+    cls = cls or jwt.algorithms.ECAlgorithm
+    return {**cls.to_jwk(public, as_dict=True), "kid": kid}
+
+
+def token(private: Any, kid: str, sub: str = "alice", **claims: Any) -> str:
+    alg = "RS256" if isinstance(private, rsa.RSAPrivateKey) else "ES256"
+    now = int(time.time())
+    payload = {"sub": sub, "iat": now, "exp": now + 300, **claims}
+    return jwt.encode(payload, private, algorithm=alg, headers={"kid": kid})
+
+
+@pytest.fixture
+def provider() -> Iterator[Provider]:
+    p = Provider()
+    try:
+        yield p
+    finally:
+        p.server.shutdown()
+
+
+RSA_1 = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+RSA_2 = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+EC_1 = ec.generate_private_key(ec.SECP256R1())
+
+
+@pytest.mark.anyio
+async def test_a_rotation_needs_no_restart_and_bogus_kids_cost_one_fetch(
+    provider: Provider,
+) -> None:
+    provider.publish(("k1", RSA_1))
+    verifier = Verifier([], auth.Policy(), url=provider.url, refresh_min_seconds=0.5)
+    assert await verifier.refresh()
+    assert (await verifier.verify(token(RSA_1, "k1"))).subject == "alice"
+    assert provider.requests == 1
+    # the provider rotates: k2 (RSA) and e1 (EC) replace k1
+    provider.publish(("k2", RSA_2), ("e1", EC_1))
+    await asyncio.sleep(0.6)
+    assert (await verifier.verify(token(RSA_2, "k2"))).subject == "alice"
+    assert (await verifier.verify(token(EC_1, "e1"))).subject == "alice"
+    assert provider.requests == 2
+    # a flood of made-up kids: at most one fetch per interval, all 401
+    for i in range(200):
+        with pytest.raises(auth.InvalidToken):
+            await verifier.verify(token(RSA_2, f"bogus-{i}"))
+    assert provider.requests == 2
+    # the retired key no longer verifies once the set has moved on
+    with pytest.raises(auth.InvalidToken):
+        await verifier.verify(token(RSA_1, "k1"))
+
+
+@pytest.mark.anyio
+async def test_a_provider_that_fails_keeps_the_keys_it_had(provider: Provider) -> None:
+    provider.publish(("k1", RSA_1))
+    verifier = Verifier([], auth.Policy(), url=provider.url, refresh_min_seconds=0)
+    await verifier.refresh()
+    provider.document = {"not": "a jwks"}
+    assert not await verifier.refresh()
+    assert (await verifier.verify(token(RSA_1, "k1"))).subject == "alice"
+
+
+def test_the_service_checks_tokens_against_a_jwks_url(db_url: str, provider: Provider) -> None:
+    provider.publish(("k1", RSA_1))
+    env = {"JWT_JWKS_URL": provider.url, "JWT_JWKS_REFRESH_MIN_SECONDS": "0.2", "JWT_SECRET": ""}
+    with running(db_url, **env) as server:
+        url = f"{server.base_url}/datasets/messages/stream"
+        ok = httpx.get(
+            url, params={"limit": 2}, headers={"Authorization": f"Bearer {token(RSA_1, 'k1')}"}
+        )
+        assert ok.status_code == 200 and len(ok.text.splitlines()) == 2
+        provider.publish(("k2", RSA_2))
+        time.sleep(0.3)
+        rotated = {"Authorization": f"Bearer {token(RSA_2, 'k2')}"}
+        assert httpx.get(url, params={"limit": 1}, headers=rotated).status_code == 200
+        # with no JWT_SECRET there is no HMAC key: an HS256 token is refused
+        hmac_token = auth.issue("s" * 40, "eve", 60)
+        refused = httpx.get(url, headers={"Authorization": f"Bearer {hmac_token}"})
+        assert refused.status_code == 401
+        # signed links have no key either (no LINK_SECRET, no JWT_SECRET): said clearly
+        link = httpx.post(
+            f"{server.base_url}/links", json={"url": "/datasets/messages.csv"}, headers=rotated
+        )
+        assert link.status_code == 503 and "LINK_SECRET" in link.json()["detail"]
+
+
+def test_a_public_key_in_pem_is_enough(db_url: str) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    pem = (
+        EC_1.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    with running(db_url, JWT_PUBLIC_KEY=pem, JWT_SECRET="") as server:
+        now = int(time.time())
+        good = jwt.encode({"sub": "a", "exp": now + 60}, EC_1, algorithm="ES256")
+        url = f"{server.base_url}/datasets/messages?limit=1"
+        assert httpx.get(url, headers={"Authorization": f"Bearer {good}"}).status_code == 200
+        forever = jwt.encode({"sub": "a", "exp": 10**30}, EC_1, algorithm="ES256")
+        assert httpx.get(url, headers={"Authorization": f"Bearer {forever}"}).status_code == 401
