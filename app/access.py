@@ -25,7 +25,7 @@ def row_filter_values(dataset: Dataset, principal: Principal) -> tuple[str, ...]
     """The claim values the dataset's row filter binds; 403 when the dataset is not the
     caller's to read or a claim is missing."""
     if not may_read(dataset, principal):
-        raise Forbidden(f"dataset {dataset.name!r} needs one of the roles {list(dataset.roles)}")
+        raise Forbidden(f"dataset {dataset.name!r} needs a role this token does not carry")
     values = []
     for rule in dataset.row_filter:
         value = _claim(principal.claims, rule.claim)

@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 #: Bytes of a JWKS document read at most (a provider's has a handful of keys).
 MAX_JWKS_BYTES = 256 * 1024
+#: Seconds one fetch of the JWKS may take in all.
+FETCH_SECONDS = 5.0
 
 
 class Verifier:
@@ -50,6 +52,7 @@ class Verifier:
         #: Fetches made (for tests and metrics).
         self.fetches = 0
         self._lock = asyncio.Lock()
+        self._background: asyncio.Future[bool] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Verifier:
@@ -66,8 +69,16 @@ class Verifier:
                 static += auth.jwks_keys(document)
             except (OSError, ValueError) as exc:
                 raise ValueError(f"JWT_JWKS_FILE: {exc}") from None
+        public = settings.jwt_public_key or settings.jwt_jwks_file or settings.jwt_jwks_url
         if not static and not settings.jwt_jwks_url:
             raise ValueError("no key to check tokens with: set JWT_SECRET, JWT_PUBLIC_KEY, ...")
+        if public and not settings.jwt_audience:
+            # An identity provider signs tokens for every application it serves: without
+            # an audience, a token issued to any of them would open this one.
+            raise ValueError(
+                "JWT_AUDIENCE must be set when tokens are checked with an identity "
+                "provider's keys (JWT_PUBLIC_KEY, JWT_JWKS_FILE, JWT_JWKS_URL)"
+            )
         policy = Policy(
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
@@ -90,7 +101,11 @@ class Verifier:
 
     async def verify(self, token: str) -> Principal:
         if self.url and time.monotonic() - self.fetched_at > self.cache_seconds:
-            await self.refresh()
+            if not self.fetched:
+                await self.refresh()
+            elif self._background is None or self._background.done():
+                # keys in hand: check with them now, fetch the new set beside the request
+                self._background = asyncio.ensure_future(self.refresh())
         try:
             return auth.verify(token, self.keys, self.policy)
         except auth.UnknownKey:
@@ -107,13 +122,19 @@ class Verifier:
             self.attempted_at = time.monotonic()
             self.fetches += 1
             try:
-                async with httpx.AsyncClient(timeout=5.0) as client:
-                    response = await client.get(str(self.url))
+                async with (
+                    asyncio.timeout(FETCH_SECONDS),
+                    httpx.AsyncClient(timeout=FETCH_SECONDS) as client,
+                    client.stream("GET", str(self.url)) as response,
+                ):
                     response.raise_for_status()
-                    if len(response.content) > MAX_JWKS_BYTES:
-                        raise ValueError("JWKS document too large")
-                    keys = auth.jwks_keys(response.json())
-            except (httpx.HTTPError, ValueError) as exc:
+                    body = bytearray()
+                    async for piece in response.aiter_bytes():
+                        body += piece
+                        if len(body) > MAX_JWKS_BYTES:
+                            raise ValueError("JWKS document too large")
+                    keys = auth.jwks_keys(json.loads(body))
+            except (httpx.HTTPError, ValueError, TimeoutError) as exc:
                 logger.warning(
                     "JWT_JWKS_URL: fetch failed, keeping %d keys: %s", len(self.fetched), exc
                 )

@@ -22,7 +22,7 @@ import hmac
 import json
 import time
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from app import auth
 from app.auth import InvalidToken, Principal
@@ -52,6 +52,9 @@ def sign(key: bytes, path: str, query: str, principal: Principal, expires_at: in
     pairs = parse_qsl(query, keep_blank_values=True)
     if any(name in PARAMETERS for name, _ in pairs):
         raise ValueError(f"the URL already has link parameters ({', '.join(PARAMETERS)})")
+    # One percent-encoding of the query, signed and returned as it is: clients send an
+    # encoded query as they got it, so the bytes the server checks are the bytes signed.
+    query = urlencode(pairs, quote_via=quote)
     claims = {k: v for k, v in principal.claims.items() if k not in _DROPPED}
     carried = _b64(json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode())
     extra = urlencode({EXPIRES: expires_at, CLAIMS: carried})

@@ -98,7 +98,7 @@ async def create_link(
     if name is None:
         raise NotFound(f"url: no data route at {path[:80]!r} (GET /datasets lists them)")
     if not access.may_read(loaded[name], user):
-        raise Forbidden(f"dataset {name!r} needs one of the roles {list(loaded[name].roles)}")
+        raise Forbidden(f"dataset {name!r} needs a role this token does not carry")
     ttl_seconds = min(body.ttl_seconds, settings.link_max_ttl_seconds)
     expires_at = int(time.time() + ttl_seconds)
     token_expiry: Any = user.claims.get("exp")

@@ -23,6 +23,7 @@ from app import (
     openapi,
     redirects,
     routes,
+    ui,
     warmup,
 )
 from app.capacity import MemoryBudget, StreamLimiter
@@ -118,12 +119,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes.extend(health.router.routes)
     app.router.routes.extend(routes.router.routes)
     app.router.routes.extend(links_route.router.routes)
+    app.router.routes.extend(ui.router.routes)
     for name, declared in catalog.config.datasets.items():
         routes.add_dataset(app.router, name, declared.description)
     if "messages" in catalog.config.datasets:
         routes.add_demo_routes(app.router)
     redirects.install(app.router)
-    openapi.install(app, lambda: catalog.loaded)
+    roles = {name: tuple(d.roles or ()) for name, d in catalog.config.datasets.items()}
+    openapi.install(app, lambda: catalog.loaded, roles)
     _prepare_routes(app)
     return app
 

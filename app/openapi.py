@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from starlette.responses import JSONResponse
 
-from app import access, formats, pgtypes
+from app import formats, pgtypes
 from app.auth import Principal
 from app.datasets import Dataset
 from app.deps import current_principal
@@ -224,7 +224,9 @@ def _after_schema(dataset: Dataset) -> dict[str, Any]:
     return {"type": "string", "pattern": "^\\[" + separator.join(items) + "\\]$"}
 
 
-def install(app: FastAPI, datasets: Callable[[], dict[str, Dataset]]) -> None:
+def install(
+    app: FastAPI, datasets: Callable[[], dict[str, Dataset]], roles: dict[str, tuple[str, ...]]
+) -> None:
     """Complete the dataset operations of ``app``'s document from ``datasets()``, and serve
     it at ``/openapi.json`` with only the datasets the caller may read (no token, or an
     invalid one: only those that need no role)."""
@@ -243,9 +245,11 @@ def install(app: FastAPI, datasets: Callable[[], dict[str, Dataset]]) -> None:
         for path, item in document.get("paths", {}).items():
             for operation in item.values():
                 marker = operation.pop(MARKER, None)
-                if marker is None or marker["dataset"] not in loaded:
+                if marker is None:
                     continue
                 owners[path] = marker["dataset"]
+                if marker["dataset"] not in loaded:
+                    continue
                 dataset = loaded[marker["dataset"]]
                 media = tuple(marker["formats"])
                 operation["parameters"] = [
@@ -263,11 +267,11 @@ def install(app: FastAPI, datasets: Callable[[], dict[str, Dataset]]) -> None:
             principal: Principal | None = await current_principal(request)
         except Unauthorized:
             principal = None
-        loaded = datasets()
+        # from the declarations, not the catalog: right even while the database is down
         hidden = {
             name
-            for name, dataset in loaded.items()
-            if dataset.roles and (principal is None or not access.may_read(dataset, principal))
+            for name, needed in roles.items()
+            if needed and (principal is None or principal.roles.isdisjoint(needed))
         }
         if hidden:
             paths = {

@@ -33,16 +33,22 @@ async def warm_up(db: databases.Database, datasets: dict[str, Dataset], batch_si
     the pool for the first request. A failure here (a value Arrow cannot hold) only means
     a colder start.
     """
-    table = next((d for d in datasets.values() if d.kind == "table"), None)
+    # A table anyone may read as the service's own user: views and saved queries may cost a
+    # full evaluation for their first row; a row-filtered or role-bound table is not to be
+    # read without a caller.
+    table = next(
+        (d for d in datasets.values() if d.kind == "table" and not d.row_filter and not d.roles),
+        None,
+    )
     if table is None:
-        return  # views and saved queries: their first row may cost a full evaluation
+        return
     selection = Selection(fields=table.column_names, limit=1)
     count = partial(export.count_headers, dataset=table, selection=selection, mode="estimated")
     for media_type in export.STREAM_FORMATS:
-        source, encoder, _ = export.plan(
-            table, selection, FORMATS[media_type], batch_size, row_group_rows=1
-        )
         try:
+            source, encoder, _ = export.plan(
+                table, selection, FORMATS[media_type], batch_size, row_group_rows=1
+            )
             async with asyncio.timeout(WARM_UP_SECONDS):
                 _, body, cleanup = await cursor.open_stream(db, source, encoder, count)
                 try:

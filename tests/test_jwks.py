@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from app import auth
@@ -61,7 +62,7 @@ def jwk(kid: str, private: Any) -> dict[str, Any]:
 def token(private: Any, kid: str, sub: str = "alice", **claims: Any) -> str:
     alg = "RS256" if isinstance(private, rsa.RSAPrivateKey) else "ES256"
     now = int(time.time())
-    payload = {"sub": sub, "iat": now, "exp": now + 300, **claims}
+    payload = {"sub": sub, "iat": now, "exp": now + 300, "aud": AUDIENCE, **claims}
     return jwt.encode(payload, private, algorithm=alg, headers={"kid": kid})
 
 
@@ -74,6 +75,7 @@ def provider() -> Iterator[Provider]:
         p.server.shutdown()
 
 
+AUDIENCE = "rowstream-tests"
 RSA_1 = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 RSA_2 = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_1 = ec.generate_private_key(ec.SECP256R1())
@@ -116,7 +118,12 @@ async def test_a_provider_that_fails_keeps_the_keys_it_had(provider: Provider) -
 
 def test_the_service_checks_tokens_against_a_jwks_url(db_url: str, provider: Provider) -> None:
     provider.publish(("k1", RSA_1))
-    env = {"JWT_JWKS_URL": provider.url, "JWT_JWKS_REFRESH_MIN_SECONDS": "0.2", "JWT_SECRET": ""}
+    env = {
+        "JWT_JWKS_URL": provider.url,
+        "JWT_JWKS_REFRESH_MIN_SECONDS": "0.2",
+        "JWT_SECRET": "",
+        "JWT_AUDIENCE": AUDIENCE,
+    }
     with running(db_url, **env) as server:
         url = f"{server.base_url}/datasets/messages/stream"
         ok = httpx.get(
@@ -139,17 +146,31 @@ def test_the_service_checks_tokens_against_a_jwks_url(db_url: str, provider: Pro
 
 
 def test_a_public_key_in_pem_is_enough(db_url: str) -> None:
-    from cryptography.hazmat.primitives import serialization
+    pem = (
+        EC_1.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    with running(db_url, JWT_PUBLIC_KEY=pem, JWT_SECRET="", JWT_AUDIENCE=AUDIENCE) as server:
+        now = int(time.time())
+        good = jwt.encode({"sub": "a", "exp": now + 60, "aud": AUDIENCE}, EC_1, algorithm="ES256")
+        other = jwt.encode(
+            {"sub": "a", "exp": now + 60, "aud": "another-app"}, EC_1, algorithm="ES256"
+        )
+        url = f"{server.base_url}/datasets/messages?limit=1"
+        assert httpx.get(url, headers={"Authorization": f"Bearer {good}"}).status_code == 200
+        forever = jwt.encode({"sub": "a", "exp": 10**30, "aud": AUDIENCE}, EC_1, algorithm="ES256")
+        for refused in (forever, other):
+            assert httpx.get(url, headers={"Authorization": f"Bearer {refused}"}).status_code == 401
+
+
+def test_public_keys_without_an_audience_stop_the_service_at_start() -> None:
+    from app.settings import Settings
 
     pem = (
         EC_1.public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
-    with running(db_url, JWT_PUBLIC_KEY=pem, JWT_SECRET="") as server:
-        now = int(time.time())
-        good = jwt.encode({"sub": "a", "exp": now + 60}, EC_1, algorithm="ES256")
-        url = f"{server.base_url}/datasets/messages?limit=1"
-        assert httpx.get(url, headers={"Authorization": f"Bearer {good}"}).status_code == 200
-        forever = jwt.encode({"sub": "a", "exp": 10**30}, EC_1, algorithm="ES256")
-        assert httpx.get(url, headers={"Authorization": f"Bearer {forever}"}).status_code == 401
+    with pytest.raises(ValueError, match="JWT_AUDIENCE"):
+        Verifier.from_settings(Settings(jwt_public_key=pem))

@@ -27,6 +27,14 @@ def test_a_signed_query_verifies_and_carries_the_signer() -> None:
     assert links.without_link_parameters(query) == [("limit", "5"), ("tenant", "acme")]
 
 
+def test_a_query_is_signed_in_one_encoding_that_clients_send_back_unchanged() -> None:
+    query = links.sign(KEY, "/d", 'after=["a b"]&t__prefix=é&x=1+2', ALICE, int(time.time()) + 60)
+    assert query.startswith("after=%5B%22a%20b%22%5D&t__prefix=%C3%A9&x=1%202&rs_expires=")
+    sent = httpx.URL(f"http://h/d?{query}").query.decode()  # what httpx puts on the wire
+    assert links.verify(KEY, "/d", sent, "roles").subject == "alice"
+    assert links.without_link_parameters(sent)[:2] == [("after", '["a b"]'), ("t__prefix", "é")]
+
+
 def test_any_change_to_a_signed_link_is_refused() -> None:
     expires = int(time.time()) + 60
     query = links.sign(KEY, "/datasets/x.csv", "limit=5", ALICE, expires)
