@@ -26,15 +26,17 @@ install: $(VENV)/.installed
 run: $(VENV)/.runtime
 	$(BIN)/rowstream serve --demo --print-curl
 
-# Programs the tests drive besides Python: nginx (reverse proxy) and pgbouncer (pooler).
-# Installed with apt when missing and we are root (as CI is); elsewhere, install them.
-TOOLS := nginx pgbouncer
+# Programs the tests drive besides Python: nginx (reverse proxy), pgbouncer (pooler), and
+# Debian's chromium with its chromedriver (the web page's browser tests). Installed with
+# apt when missing and we are root (as CI is); elsewhere, install them. Each entry is
+# command:package.
+TOOLS := nginx:nginx pgbouncer:pgbouncer chromium:chromium chromedriver:chromium-driver
 tools:
-	@missing=""; for t in $(TOOLS); do command -v $$t >/dev/null 2>&1 || \
-	  [ -x /usr/sbin/$$t ] || missing="$$missing $$t"; done; \
+	@missing=""; for t in $(TOOLS); do c=$${t%%:*}; command -v $$c >/dev/null 2>&1 || \
+	  [ -x /usr/sbin/$$c ] || missing="$$missing $${t##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing$$missing (for the proxy and pooler tests)"; \
+	    echo "installing$$missing (for the proxy, pooler and browser tests)"; \
 	    apt-get update -qq >/dev/null && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive \
 	      apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "make test needs:$$missing (apt-get install$$missing)"; exit 1; fi; fi

@@ -30,7 +30,7 @@ from pydantic import (
 
 from app import pgtypes
 from app.pgtypes import PgType
-from app.sql import ident
+from app.sql import OPERATORS, ident
 
 #: A dataset's name is a URL path segment: letters, digits, ``_`` and ``-`` (no ``.``,
 #: which starts a format suffix such as ``/datasets/orders.csv``).
@@ -398,11 +398,25 @@ def summary(dataset: Dataset) -> dict[str, Any]:
         "kind": dataset.kind,
         "description": dataset.description,
         "columns": [
-            {"name": c.name, "type": c.type.display, "nullable": c.nullable}
+            {
+                "name": c.name,
+                "type": c.type.display,
+                "kind": c.type.kind.value,
+                "nullable": c.nullable,
+            }
             for c in dataset.columns
         ],
         "key": list(dataset.key),
         "filters": list(dataset.filters),
+        #: Which ``col__op`` each filter takes (``eq`` is ``col=v``), as the parser decides.
+        "operators": {
+            name: [
+                op.suffix
+                for op in OPERATORS.values()
+                if op.refusal(name, dataset.by_name[name].type) is None
+            ]
+            for name in dataset.filters
+        },
         "params": [{"name": p.name, "type": p.type.display} for p in dataset.params],
         "roles": list(dataset.roles),
     }

@@ -45,10 +45,11 @@ ways:
   `.json`, `.arrows`): rows read from a server-side cursor (or `COPY`) in batches and
   sent while the query runs.
 
-`GET /datasets` lists them, with their columns, key and filters. Every data route needs
-`Authorization: Bearer <JWT>` (`/healthz`, `/readyz`, `/metrics` and these docs do not);
-mint a token with `rowstream token --sub you` and paste it into **Authorize**. Errors
-are `application/problem+json` (RFC 9457).
+`GET /datasets` lists the ones you may read, with their columns, key and filters. Every
+data route needs `Authorization: Bearer <JWT>`, or a signed link from `POST /links`
+(`/healthz`, `/readyz`, the web page at `/` and these docs do not; `/metrics` takes its own
+`METRICS_TOKEN`); mint a token with `rowstream token --sub you` and paste it into
+**Authorize**. Errors are `application/problem+json` (RFC 9457).
 """
 
 

@@ -174,3 +174,18 @@ def test_public_keys_without_an_audience_stop_the_service_at_start() -> None:
     )
     with pytest.raises(ValueError, match="JWT_AUDIENCE"):
         Verifier.from_settings(Settings(jwt_public_key=pem))
+
+
+def test_a_jwks_file_is_read_at_start(tmp_path: Any) -> None:
+    from app.settings import Settings
+
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [jwk("f1", EC_1)]}))
+    verifier = Verifier.from_settings(
+        Settings(jwt_jwks_file=path, jwt_audience=AUDIENCE, jwt_secret=None, data_dir=tmp_path)
+    )
+    assert [k.kid for k in verifier.static if k.kid] == ["f1"]
+    assert auth.verify(token(EC_1, "f1"), verifier.keys, verifier.policy).subject == "alice"
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="JWT_JWKS_FILE"):
+        Verifier.from_settings(Settings(jwt_jwks_file=path, jwt_audience=AUDIENCE))

@@ -370,8 +370,12 @@ def test_the_dataset_list_describes_each_dataset(zoo_server: Server) -> None:
     assert list(by_name) == ["zoo", "stamps", "order_items", "events_view", "daily", "unordered"]
     zoo = by_name["zoo"]
     assert zoo["key"] == ["id"] and zoo["description"] == "Every supported type"
-    assert {"name": "n52", "type": "numeric(5,2)", "nullable": True} in zoo["columns"]
-    assert {"name": "id", "type": "integer", "nullable": False} in zoo["columns"]
+    n52 = {"name": "n52", "type": "numeric(5,2)", "kind": "numeric", "nullable": True}
+    assert n52 in zoo["columns"]
+    assert {"name": "id", "type": "integer", "kind": "integer", "nullable": False} in zoo["columns"]
+    # which operators each filter takes, as the query-string parser decides
+    assert zoo["operators"]["id"] == ["eq", "ne", "gt", "gte", "lt", "lte", "in", "isnull"]
+    assert "prefix" in zoo["operators"]["t"] and zoo["operators"]["j"] == ["isnull"]
     assert zoo["estimated_rows"] == ZOO_ROWS
     assert zoo["links"]["stream"] == "/datasets/zoo/stream"
     assert by_name["daily"]["params"] == [{"name": "since", "type": "date"}]

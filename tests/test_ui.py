@@ -1,0 +1,306 @@
+"""The web page in a real headless Chromium (Debian's ``chromium`` and ``chromium-driver``,
+driven by Selenium) against a real server: sign in, list, a dataset, filters, the preview
+and "load more", a CSV download equal to the same export by curl, cancel and failure
+mid-export, and a cell holding HTML shown as text.
+
+``ROWSTREAM_SCREENSHOTS=docs`` also writes the list and a dataset page into ``docs/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import NoAlertPresentException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from app import ui
+from tests.support import Server, execute, run, running
+
+XSS = "<img src=x onerror=alert(1)>"
+SCHEMA = f"""
+CREATE TABLE notes (id int PRIMARY KEY, title text NOT NULL, score int NOT NULL, day date);
+INSERT INTO notes SELECT i, 'note ' || i, i % 100, date '2024-01-01' + i
+FROM generate_series(1, 250) AS i;
+UPDATE notes SET title = '{XSS}' WHERE id = 3;
+ANALYZE notes;
+"""
+DATASETS = """
+[datasets.notes]
+table = "notes"
+description = "Notes, one of them holding HTML"
+
+[datasets.slow]
+query = '''SELECT i AS id, md5(i::text) AS v FROM generate_series(1, 2000000) AS i
+  WHERE pg_sleep(0.0005) IS NOT NULL'''
+description = "A saved query that takes its time (about a row every half millisecond)"
+"""
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def ui_url(fresh_database: Callable[[str], str]) -> str:
+    url = fresh_database("rowstream_ui")
+
+    async def build() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(SCHEMA)
+        finally:
+            await conn.close()
+
+    run(build())
+    return url
+
+
+@pytest.fixture(scope="module")
+def server(ui_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    config = tmp_path_factory.mktemp("ui") / "datasets.toml"
+    config.write_text(DATASETS)
+    with running(ui_url, DATASETS_FILE=str(config)) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def downloads(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="module")
+def browser(downloads: Path) -> Iterator[WebDriver]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(argument)
+    options.add_argument("--window-size=1280,1000")
+    options.add_experimental_option(
+        "prefs",
+        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
+    )
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_script_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait(browser: WebDriver, condition: Callable[[WebDriver], object], seconds: float = 20) -> None:
+    WebDriverWait(browser, seconds, poll_frequency=0.05).until(condition)
+
+
+def sign_in(browser: WebDriver, server: Server) -> None:
+    browser.get(server.base_url + "/")
+    if browser.find_element(By.ID, "signin").is_displayed():
+        browser.find_element(By.ID, "token").send_keys(server.token(ttl=3600))
+        browser.find_element(By.CSS_SELECTOR, "#signin-form button").click()
+    wait(browser, lambda b: b.find_element(By.ID, "list").is_displayed())
+
+
+def open_dataset(browser: WebDriver, name: str) -> None:
+    browser.find_element(By.LINK_TEXT, name).click()
+    wait(browser, lambda b: b.find_element(By.ID, "dataset").is_displayed())
+
+
+def preview_ids(browser: WebDriver) -> list[int]:
+    cells = browser.find_elements(By.CSS_SELECTOR, "#preview tbody tr td:first-child")
+    return [int(c.text) for c in cells]
+
+
+def export_status(browser: WebDriver) -> WebElement:
+    return browser.find_element(By.ID, "export-status")
+
+
+def screenshot(browser: WebDriver, name: str) -> None:
+    target = os.environ.get("ROWSTREAM_SCREENSHOTS")
+    if target:
+        browser.save_screenshot(str(Path(target) / name))
+
+
+def test_the_page_lists_shows_filters_pages_and_downloads(
+    browser: WebDriver, server: Server, downloads: Path
+) -> None:
+    sign_in(browser, server)
+    names = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#datasets tbody a")]
+    assert names == ["notes", "slow"]
+    assert "250" in browser.find_element(By.ID, "datasets").text  # the estimate
+    screenshot(browser, "ui-datasets.png")
+
+    open_dataset(browser, "notes")
+    wait(browser, lambda b: len(preview_ids(b)) == 100)
+    assert browser.current_url.endswith("/ui/datasets/notes")
+    assert preview_ids(browser) == list(range(1, 101))
+    # the HTML in a cell is text: no image element, no alert
+    cell = browser.find_element(By.XPATH, "//table[@id='preview']//td[text()='" + XSS + "']")
+    assert cell.text == XSS
+    assert not browser.find_elements(By.CSS_SELECTOR, "#preview img")
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert.text  # noqa: B018
+    # load more: keyset pages of 100, then the last 50, then no more
+    browser.find_element(By.ID, "more").click()
+    wait(browser, lambda b: len(preview_ids(b)) == 200)
+    browser.find_element(By.ID, "more").click()
+    wait(browser, lambda b: len(preview_ids(b)) == 250)
+    assert preview_ids(browser) == list(range(1, 251))
+    assert not browser.find_element(By.ID, "more").is_displayed()
+
+    # a filter (score >= 95) and two columns
+    browser.find_element(By.ID, "add-filter").click()
+    row = browser.find_element(By.CSS_SELECTOR, "#filters .filter")
+    Select(row.find_element(By.CSS_SELECTOR, ".column")).select_by_value("score")
+    Select(row.find_element(By.CSS_SELECTOR, ".operator")).select_by_value("gte")
+    row.find_element(By.CSS_SELECTOR, ".value").send_keys("95")
+    for box in browser.find_elements(By.CSS_SELECTOR, "#fields input"):
+        if box.get_attribute("value") in ("day", "title"):
+            box.click()
+    browser.find_element(By.ID, "apply").click()
+    expected = [i for i in range(1, 251) if i % 100 >= 95]
+    wait(browser, lambda b: preview_ids(b) == expected)
+    headers = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#preview thead th")]
+    assert headers == ["id", "score"]
+    screenshot(browser, "ui-dataset.png")
+    curl = browser.find_element(By.ID, "code-curl").text
+    assert "score__gte=95" in curl and "fields=id%2Cscore" in curl and server.token() not in curl
+    assert 'client.to_pandas("notes"' in browser.find_element(By.ID, "code-python").text
+
+    # download CSV: the saved file is the same export, byte for byte, as curl gets it
+    browser.find_element(By.CSS_SELECTOR, "#export-buttons button[data-format='csv']").click()
+    saved = downloads / "notes.csv"
+    wait(browser, lambda b: saved.exists() and not list(downloads.glob("*.crdownload")))
+    wait(browser, lambda b: export_status(b).text.startswith("Done"))
+    direct = httpx.get(
+        f"{server.base_url}/datasets/notes/stream",
+        params={"format": "csv", "fields": "id,score", "score__gte": "95"},
+        headers=server.headers(),
+    )
+    assert saved.read_bytes() == direct.content
+    assert [int(r["id"]) for r in csv.DictReader(io.StringIO(saved.read_text()))] == expected
+    assert f"{len(expected)} rows" in export_status(browser).text
+
+
+def _slow_sessions(database_url: str) -> int:
+    return int(
+        run(
+            execute(
+                database_url,
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(0.0005)%' "
+                "AND pid <> pg_backend_pid()",
+            )
+        )
+    )
+
+
+def _start_slow_export(browser: WebDriver, server: Server) -> None:
+    browser.get(server.base_url + "/ui/datasets/slow")
+    wait(browser, lambda b: b.find_element(By.ID, "dataset").is_displayed())
+    wait(browser, lambda b: len(preview_ids(b)) == 100)
+    browser.find_element(By.CSS_SELECTOR, "#export-buttons button[data-format='csv']").click()
+    wait(
+        browser, lambda b: " MB" in export_status(b).text and "0.0 MB" not in export_status(b).text
+    )
+    assert _slow_sessions(server.database_url) == 1
+
+
+def test_cancel_stops_the_export_on_the_server(
+    browser: WebDriver, server: Server, downloads: Path
+) -> None:
+    sign_in(browser, server)
+    _start_slow_export(browser, server)
+    browser.find_element(By.ID, "cancel").click()
+    wait(browser, lambda b: export_status(b).text.startswith("Cancelled"))
+    deadline = time.monotonic() + 10
+    while _slow_sessions(server.database_url) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _slow_sessions(server.database_url) == 0
+    idle = run(
+        execute(
+            server.database_url,
+            "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%' "
+            "AND pid <> pg_backend_pid()",
+        )
+    )
+    assert idle == 0
+    assert not (downloads / "slow.csv").exists()
+
+
+def test_a_failed_export_says_so_and_saves_nothing(
+    browser: WebDriver, server: Server, downloads: Path
+) -> None:
+    sign_in(browser, server)
+    _start_slow_export(browser, server)
+    run(
+        execute(
+            server.database_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE query LIKE '%pg_sleep(0.0005)%' AND pid <> pg_backend_pid()",
+        )
+    )
+    wait(browser, lambda b: "failed" in export_status(b).text)
+    status = export_status(browser)
+    assert "incomplete" in status.text and "Done" not in status.text
+    assert status.get_attribute("class") == "error"
+    assert not (downloads / "slow.csv").exists()
+
+
+def test_the_page_has_strict_security_headers_and_no_inline_script(server: Server) -> None:
+    for path in ("/", "/ui/datasets/notes", "/ui/static/app.js", "/ui/static/app.css"):
+        response = httpx.get(server.base_url + path)
+        assert response.status_code == 200
+        for name, value in ui.SECURITY_HEADERS.items():
+            assert response.headers[name] == value
+        assert "'unsafe-inline'" not in response.headers["content-security-policy"]
+    page = httpx.get(server.base_url + "/").text
+    assert (
+        "<script>" not in page
+        and "<style" not in page
+        and " on" not in page.split("<body")[1].split(">")[0]
+    )
+    assert "http://" not in page and "https://" not in page  # nothing from another origin
+    assert httpx.get(server.base_url + "/ui/static/../settings.py").status_code == 404
+
+
+def test_a_phone_width_keeps_the_page_usable(browser: WebDriver, server: Server) -> None:
+    sign_in(browser, server)
+    browser.set_window_size(390, 844)
+    try:
+        open_dataset(browser, "notes")
+        wait(browser, lambda b: len(preview_ids(b)) == 100)
+        width = browser.execute_script("return document.documentElement.scrollWidth")
+        assert width <= 390  # wide tables scroll inside their box, not the page
+        assert browser.find_element(By.CSS_SELECTOR, "#export-buttons button").is_displayed()
+    finally:
+        browser.set_window_size(1280, 1000)
+
+
+def test_the_keyboard_reaches_a_dataset_and_its_export(browser: WebDriver, server: Server) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    sign_in(browser, server)
+    body = browser.find_element(By.TAG_NAME, "body")
+    for _ in range(10):
+        body.send_keys(Keys.TAB)
+        if browser.switch_to.active_element.text == "notes":
+            break
+    assert browser.switch_to.active_element.text == "notes"
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    wait(browser, lambda b: b.find_element(By.ID, "dataset").is_displayed())
+    wait(browser, lambda b: len(preview_ids(b)) == 100)
+    for _ in range(40):
+        browser.switch_to.active_element.send_keys(Keys.TAB)
+        if browser.switch_to.active_element.get_attribute("data-format") == "csv":
+            break
+    assert browser.switch_to.active_element.get_attribute("data-format") == "csv"
