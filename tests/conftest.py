@@ -55,12 +55,24 @@ def admin_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def fresh_database(admin_url: str) -> Iterator[Callable[[str], str]]:
-    """A factory: ``fresh_database(name)`` drops and creates ``name``, returns its URL."""
+def fresh_database(admin_url: str) -> Iterator[Callable[..., str]]:
+    """A factory: ``fresh_database(name, schema=None)`` drops and creates ``name``, runs the
+    SQL ``schema`` in it when given, and returns its URL."""
 
-    def make(name: str) -> str:
+    def make(name: str, schema: str | None = None) -> str:
         run(recreate_database(admin_url, name))
-        return with_database(admin_url, name)
+        url = with_database(admin_url, name)
+        if schema is not None:
+
+            async def build() -> None:
+                conn = await asyncpg.connect(url)
+                try:
+                    await conn.execute(schema)
+                finally:
+                    await conn.close()
+
+            run(build())
+        return url
 
     yield make
 
@@ -87,16 +99,7 @@ def zoo_url(fresh_database: Callable[[str], str]) -> str:
     """A database of the user's own (not the demo's): tests/zoo.py's tables and view."""
     from tests import zoo
 
-    url: str = fresh_database("rowstream_zoo")
-
-    async def build() -> None:
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute(zoo.SCHEMA)
-        finally:
-            await conn.close()
-
-    run(build())
+    url: str = fresh_database("rowstream_zoo", zoo.SCHEMA)
     return url
 
 

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -68,17 +67,8 @@ STREAM_FORMATS = ("ndjson", "json", "csv", "arrow", "parquet")
 
 
 @pytest.fixture(scope="module")
-def access_url(fresh_database: Callable[[str], str]) -> str:
-    url = fresh_database("rowstream_access")
-
-    async def build() -> None:
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute(SCHEMA)
-        finally:
-            await conn.close()
-
-    run(build())
+def access_url(fresh_database: Callable[..., str]) -> str:
+    url: str = fresh_database("rowstream_access", SCHEMA)
     return url
 
 

@@ -34,7 +34,6 @@ from hypothesis import strategies as st
 from app import datasets, sql
 from app.cursor import TRANSACTION_SETTINGS
 from app.pgtypes import Kind
-from tests.support import run
 
 # --- values ----------------------------------------------------------------------------
 
@@ -283,17 +282,8 @@ class Props:
 
 
 @pytest.fixture(scope="module")
-def props_url(fresh_database: Callable[[str], str]) -> str:
-    url = fresh_database("rowstream_props")
-
-    async def create() -> None:
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute(_CREATE)
-        finally:
-            await conn.close()
-
-    run(create())
+def props_url(fresh_database: Callable[..., str]) -> str:
+    url: str = fresh_database("rowstream_props", _CREATE)
     return url
 
 

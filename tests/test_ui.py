@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 from selenium import webdriver
@@ -53,17 +52,8 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 
 @pytest.fixture(scope="module")
-def ui_url(fresh_database: Callable[[str], str]) -> str:
-    url = fresh_database("rowstream_ui")
-
-    async def build() -> None:
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute(SCHEMA)
-        finally:
-            await conn.close()
-
-    run(build())
+def ui_url(fresh_database: Callable[..., str]) -> str:
+    url: str = fresh_database("rowstream_ui", SCHEMA)
     return url
 
 
