@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -90,7 +90,10 @@ def browser(downloads: Path) -> Iterator[WebDriver]:
 
 
 def wait(browser: WebDriver, condition: Callable[[WebDriver], object], seconds: float = 20) -> None:
-    WebDriverWait(browser, seconds, poll_frequency=0.05).until(condition)
+    # the page re-renders as rows arrive: an element read a moment ago may be gone
+    WebDriverWait(
+        browser, seconds, poll_frequency=0.05, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(condition)
 
 
 def sign_in(browser: WebDriver, server: Server) -> None:
