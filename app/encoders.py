@@ -200,6 +200,27 @@ class ArrowFromCSV:
         return self._emit(len(self._pending)) + self.target.end()
 
 
+class ArrowBatches:
+    """Record batches already in Arrow (``adbc.py``), handed to an Arrow or Parquet encoder
+    with the columns' names and nullability (the driver's schema carries its own)."""
+
+    def __init__(self, target: ArrowEncoder | ParquetEncoder) -> None:
+        import pyarrow as pa
+
+        self._pa = pa
+        self.target = target
+
+    def start(self) -> bytes:
+        return self.target.start()
+
+    def batch(self, batch: Any) -> bytes:
+        schema = self.target.schema
+        return self.target.arrow(self._pa.RecordBatch.from_arrays(batch.columns, schema=schema))
+
+    def end(self) -> bytes:
+        return self.target.end()
+
+
 class _Collector:
     """A write-only file for ``pyarrow.parquet.ParquetWriter``: it keeps what is written
     until ``take`` hands it on, so the file goes out as it is written."""

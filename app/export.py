@@ -17,7 +17,7 @@ import asyncpg
 import databases
 from starlette.responses import Response
 
-from app import compression, cursor, encoders, pgtypes, records, sql
+from app import adbc, compression, cursor, encoders, pgtypes, records, sql
 from app.capacity import MemoryBudget, Reservation, StreamLimiter
 from app.datasets import Dataset
 from app.delivery import DeliveryLimits
@@ -76,15 +76,32 @@ async def count_headers(
 
 
 def plan(
-    dataset: Dataset, selection: Selection, fmt: Format, batch_size: int, row_group_rows: int
+    dataset: Dataset,
+    selection: Selection,
+    fmt: Format,
+    batch_size: int,
+    row_group_rows: int,
+    binary: tuple[str, cursor.DbIdentity | None] | None = None,
 ) -> tuple[Source, encoders.Encoder, str]:
     """Where the rows come from, what encodes them, and how they are counted on the way.
 
-    Arrow and Parquet read PostgreSQL's ``COPY`` text, parsed by Arrow's CSV reader, when
-    every selected column's text parses to its Arrow value (``pgtypes``), and cursor
-    records otherwise (arrays, bytea)."""
+    Arrow and Parquet come from the ADBC driver's binary ``COPY`` (``adbc.py``) when
+    ``binary`` (the database URL and role) is given and every selected column's type
+    suits it; else from PostgreSQL's ``COPY`` text, parsed by Arrow's CSV reader, when
+    every selected column's text parses to its Arrow value (``pgtypes``); else from
+    cursor records (arrays, bytea)."""
     columns = [(f, dataset.by_name[f].type, dataset.by_name[f].nullable) for f in selection.fields]
     encoder = fmt.encoder(columns, row_group_rows)
+    types = [t for _, t, _ in columns]
+    if fmt.from_copy_text and binary is not None and adbc.use_for(dataset, selection, types):
+        binary_query = sql.as_binary(dataset, selection)
+        assert isinstance(encoder, encoders.ArrowEncoder | encoders.ParquetEncoder)
+        url, identity = binary
+        return (
+            lambda conn: adbc.batches(conn, url, binary_query, identity),
+            encoders.ArrowBatches(encoder),
+            "records",
+        )
     if fmt.from_copy_text and all(pgtypes.arrow_from_copy_text(t) for _, t, _ in columns):
         query = sql.as_copy_text(dataset, selection)
         assert isinstance(encoder, encoders.ArrowEncoder | encoders.ParquetEncoder)
@@ -194,12 +211,17 @@ class Export:
         await self.lag.admit(self.settings.read_max_lag_seconds)
         self.stats.streamed = True
         settings = self.settings
+        binary = None
+        direct = settings.database_pooler == "none" and not settings.database_read_url
+        if settings.arrow_source == "adbc" and direct and adbc.available():
+            binary = (str(self.db.url), self.identity)
         source, encoder, counter = plan(
             self.dataset,
             self.selection,
             self.fmt,
             settings.stream_batch_size,
             settings.parquet_row_group_rows,
+            binary,
         )
         headers, body, cleanup = await cursor.open_stream(
             self.db,

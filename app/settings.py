@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     #: Rows fetched from the server-side cursor per round trip, and per HTTP chunk.
     stream_batch_size: int = Field(default=1000, ge=1, le=100_000)
 
+    #: Where Arrow and Parquet come from: ``adbc``, PostgreSQL's binary COPY decoded by the
+    #: ADBC driver (where the columns' types suit it; not through PgBouncer in transaction
+    #: mode, nor from a read replica), or ``copy-text``, its CSV text parsed by Arrow.
+    arrow_source: Literal["adbc", "copy-text"] = "adbc"
     #: Rows of one Parquet row group: held in memory until complete (about 3 MB for the
     #: demo's rows), so this is what bounds a Parquet stream's memory.
     parquet_row_group_rows: int = Field(default=16_384, ge=1, le=1_000_000)

@@ -116,6 +116,26 @@ class _Binder:
         return f"{placeholder}::text::{cast}" if cast else placeholder
 
 
+class _SettingsBinder(_Binder):
+    """Values as transaction-local settings (``current_setting('rowstream.arg_N')``), set
+    beforehand with bound ``set_config`` calls: for a statement that must carry no
+    parameters of its own (the ADBC driver streams only a parameterless query, through
+    ``COPY``), with still no value spliced into its text."""
+
+    def bind(self, value: Any, cast: str | None = None) -> str:
+        self.args.append(value)
+        setting = f"current_setting('{SETTING_PREFIX}{len(self.args)}')"
+        if cast:
+            return f"{setting}::text::{cast}"
+        if value is None or isinstance(value, int):
+            return f"{setting}::bigint"  # LIMIT
+        raise ValueError("only text and integer values travel as settings")
+
+
+#: The names of ``_SettingsBinder``'s settings: ``rowstream.arg_1``, ``rowstream.arg_2``…
+SETTING_PREFIX = "rowstream.arg_"
+
+
 def _where(dataset: Dataset, selection: Selection, binder: _Binder) -> str:
     if len(selection.row_filter) != len(dataset.row_filter):
         # Never a query without its row filter, whoever built the selection.
@@ -157,9 +177,12 @@ def _order(dataset: Dataset) -> str:
     return f" ORDER BY {', '.join(map(ident, dataset.key))}" if dataset.key else ""
 
 
-def select(dataset: Dataset, selection: Selection, expression: str) -> Query:
-    """``SELECT expression FROM source WHERE … ORDER BY key LIMIT $n``."""
-    binder = _Binder(selection.params)
+def select(
+    dataset: Dataset, selection: Selection, expression: str, *, as_settings: bool = False
+) -> Query:
+    """``SELECT expression FROM source WHERE … ORDER BY key LIMIT $n``; ``as_settings``: the
+    values as settings instead of parameters (``_SettingsBinder``)."""
+    binder = (_SettingsBinder if as_settings else _Binder)(selection.params)
     where = _where(dataset, selection, binder)
     limit = binder.bind(selection.limit)
     sql = f"SELECT {expression} FROM {dataset.source} AS _t{where}{_order(dataset)} LIMIT {limit}"
@@ -217,6 +240,16 @@ def as_copy_text(dataset: Dataset, selection: Selection) -> Query:
     return _columns(
         dataset, selection, lambda c, t: f"{c}::text" if pgtypes.arrow_is_text(t) else c
     )
+
+
+def as_binary(dataset: Dataset, selection: Selection) -> Query:
+    """The selected columns as their base types (a domain's values as its base type's),
+    for the ADBC driver's binary ``COPY`` (``adbc.py``): a statement without parameters,
+    its values in settings (``_SettingsBinder``; ``Query.args`` says which)."""
+    columns = ", ".join(
+        f"{ident(f)}::{dataset.by_name[f].type.sql} AS {ident(f)}" for f in selection.fields
+    )
+    return select(dataset, selection, columns, as_settings=True)
 
 
 def as_key_lines(dataset: Dataset, selection: Selection) -> Query:

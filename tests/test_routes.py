@@ -150,17 +150,25 @@ def test_timestamps_json_prints_unlike_copy_are_still_exact(
 FROM_COPY_TEXT = [c for c in ZOO_COLUMNS if c not in ("by", "ia", "ta")]
 
 
-@pytest.mark.parametrize("path", ["cursor records", "copy text"])
+#: The zoo columns whose types the ADBC driver decodes from binary COPY (``adbc.py``): a
+#: selection of only these comes from it.
+FROM_BINARY_COPY = ["id", "i2", "i4", "i8", "r", "d", "b", "t", "vc", "dt", "ts", "tstz"]
+
+
+@pytest.mark.parametrize("path", ["cursor records", "copy text", "binary copy"])
 def test_every_type_in_arrow_is_typed_and_equal(
     zoo_server: Server, zoo_url: str, path: str
 ) -> None:
-    selected = ZOO_COLUMNS if path == "cursor records" else FROM_COPY_TEXT
+    selected = {
+        "cursor records": ZOO_COLUMNS,
+        "copy text": FROM_COPY_TEXT,
+        "binary copy": FROM_BINARY_COPY,
+    }[path]
     params = {"format": "arrow", "fields": ",".join(selected)}
     body = _get(zoo_server, "/datasets/zoo/stream", params=params).content
     table = pa.ipc.open_stream(body).read_all()
     assert table.column_names == selected
-    if path == "copy text":
-        table = _with_nulls_for(table, ["by", "ia", "ta"])
+    table = _with_nulls_for(table, [c for c in ZOO_COLUMNS if c not in selected])
     types = {f.name: f.type for f in table.schema}
     assert types["i2"] == pa.int16() and types["i4"] == pa.int32() and types["i8"] == pa.int64()
     assert types["n52"] == pa.decimal128(5, 2) and types["n"] == pa.string()
@@ -187,7 +195,14 @@ def _with_nulls_for(table: pa.Table, names: list[str]) -> pa.Table:
     """``table`` with the columns it lacks added as the types the full selection has, so
     the type assertions read the same for both paths (their values are not compared)."""
     kinds = {"by": pa.binary(), "ia": pa.list_(pa.int32()), "ta": pa.list_(pa.string())}
+    kinds |= {
+        "n": pa.string(),
+        "n52": pa.decimal128(5, 2),
+        "tm": pa.time64("us"),
+        "ip": pa.string(),
+    }
     for name in names:
+        kinds.setdefault(name, pa.string())
         table = table.append_column(name, pa.nulls(table.num_rows, kinds[name]))
     return table
 

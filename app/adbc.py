@@ -1,0 +1,150 @@
+"""Arrow record batches from PostgreSQL's binary ``COPY``, decoded in C++ by the ADBC
+PostgreSQL driver, for the Arrow and Parquet formats.
+
+Measured on 500,000 ``messages`` rows (docs/benchmarks.md): the driver reads them into
+Arrow in about 1.2x the time of ``COPY … (FORMAT csv)``, where parsing PostgreSQL's CSV
+text with Arrow's reader costs 1.6x. The driver is blocking C++ with a libpq connection of
+its own, so each export here:
+
+- opens one driver connection (not pooled: an export holds a stream slot, which bounds
+  them) and joins the export's snapshot: the asyncpg transaction that took the counts
+  runs ``pg_export_snapshot()``, the driver's transaction ``SET TRANSACTION SNAPSHOT``, so
+  rows and counts come from one snapshot, and the same transaction settings and database
+  role (``DB_ROLE_CLAIM``) apply;
+- reads each batch in a worker thread, so the event loop goes on sending the previous one;
+- when the body is closed early (a client that went away, a cut-off), cancels the running
+  query with the driver's cancel (``PQcancel``), waits for the thread, and closes the
+  connection: no session is left behind.
+
+The driver streams (through ``COPY``, in batches) only a statement without parameters: with
+one it reads the whole result into one batch. So the statement carries none: its values are
+set first as transaction-local settings by a bound ``set_config`` call, and the statement
+reads them with ``current_setting`` (``sql._SettingsBinder``). No value is spliced in.
+
+Used only where it is exact and safe (``use_for``): column types whose binary form the
+driver maps to the same Arrow type as ours, no ``__in`` list, not a saved query (its own
+``$n``), no PgBouncer in transaction mode (the driver's statements are its own), and no
+read replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any
+
+import anyio
+import asyncpg
+
+from app import pgtypes
+from app.cursor import _SET_IDENTITY, TRANSACTION_SETTINGS, DbIdentity
+from app.datasets import Dataset
+from app.sql import SETTING_PREFIX, Query, Selection, literal
+
+#: Types whose binary COPY the driver decodes to exactly our Arrow type (``pgtypes``).
+BINARY_TYPES = frozenset(
+    ("int2", "int4", "int8", "float4", "float8", "bool", "text", "varchar", "date",
+     "timestamp", "timestamptz")
+)  # fmt: skip
+#: The driver's statement option for the size of its record batches, and ours.
+BATCH_OPTION = "adbc.postgresql.batch_size_hint_bytes"
+BATCH_BYTES = 1 << 20
+#: ``LIMIT NULL`` means no limit; the driver cannot bind a NULL of no type, so: this.
+NO_LIMIT = 2**62
+
+
+def available() -> bool:
+    try:
+        import adbc_driver_postgresql.dbapi  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def use_for(dataset: Dataset, selection: Selection, columns: Sequence[pgtypes.PgType]) -> bool:
+    """A table or view (a saved query's own ``$n`` need parameters, and the driver streams
+    only a statement without any), no ``__in`` list (a list is no setting), every column
+    of a type in ``BINARY_TYPES``."""
+    return (
+        not dataset.params
+        and all(c.operator != "in" for c in selection.conditions)
+        and all(t.name in BINARY_TYPES for t in columns)
+    )
+
+
+def _statements(
+    snapshot: str, identity: DbIdentity | None, args: Sequence[Any]
+) -> list[tuple[str, tuple[Any, ...]]]:
+    """What the driver's transaction runs before the query: the export's snapshot and
+    settings, its role, and the query's values as settings (``sql._SettingsBinder``),
+    every value bound."""
+    setup: list[tuple[str, tuple[Any, ...]]] = [
+        ("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", ()),
+        (f"SET TRANSACTION SNAPSHOT {literal(snapshot)}", ()),
+    ]
+    setup += [(s.strip(), ()) for s in TRANSACTION_SETTINGS.split(";")]
+    if identity is not None:
+        setup.append((_SET_IDENTITY, (identity.role, identity.claims_json)))
+    if args:
+        calls = ", ".join(
+            f"set_config('{SETTING_PREFIX}{n}', ${n}, true)" for n in range(1, len(args) + 1)
+        )
+        values = tuple(str(NO_LIMIT if a is None else a) for a in args)
+        setup.append((f"SELECT {calls}", values))
+    return setup
+
+
+async def batches(
+    conn: asyncpg.Connection, url: str, query: Query, identity: DbIdentity | None
+) -> AsyncGenerator[Any, None]:
+    """The rows of ``query`` as ``pyarrow.RecordBatch``es, read by the driver inside the
+    snapshot of ``conn``'s (open, REPEATABLE READ) transaction."""
+    import adbc_driver_postgresql.dbapi as dbapi
+
+    snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
+    driver = await asyncio.to_thread(dbapi.connect, url, autocommit=True)
+    cursor = driver.cursor()
+    reading: asyncio.Future[Any] | None = None
+    try:
+
+        def start() -> Any:
+            for statement, parameters in _statements(snapshot, identity, query.args):
+                cursor.execute(statement, parameters or None)
+            # ~1 MB batches (the driver's default is 16 MB): memory stays low per stream,
+            # and the first batch leaves sooner
+            cursor.adbc_statement.set_options(**{BATCH_OPTION: str(BATCH_BYTES)})
+            cursor.execute(query.sql)  # no parameters: the driver streams it through COPY
+            return cursor.fetch_record_batch()
+
+        reading = asyncio.ensure_future(asyncio.to_thread(start))
+        reader = await asyncio.shield(reading)
+        while True:
+            reading = asyncio.ensure_future(asyncio.to_thread(_next, reader))
+            batch = await asyncio.shield(reading)
+            if batch is None:
+                return
+            yield batch
+    finally:
+        # Shielded: this runs when the body is closed early, often from a cancelled task.
+        with anyio.CancelScope(shield=True):
+            if reading is not None and not reading.done():
+                with contextlib.suppress(Exception):
+                    cursor.adbc_cancel()  # the query stops; the blocked read returns
+                with contextlib.suppress(BaseException):
+                    await reading
+            await asyncio.to_thread(_close, cursor, driver)
+
+
+def _next(reader: Any) -> Any:
+    try:
+        return reader.read_next_batch()
+    except StopIteration:
+        return None
+
+
+def _close(cursor: Any, driver: Any) -> None:
+    with contextlib.suppress(Exception):
+        cursor.close()
+    with contextlib.suppress(Exception):
+        driver.close()  # its transaction, read-only, ends with it

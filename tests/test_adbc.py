@@ -1,0 +1,137 @@
+"""Arrow from binary COPY through the ADBC driver (``app/adbc.py``): when it is used, that
+the statement carries no value in its text, that it reads the export's own snapshot, and
+that closing it early cancels the query and leaves no session."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import asyncpg
+import pytest
+
+from app import adbc, export, sql
+from app.cursor import TRANSACTION_SETTINGS, DbIdentity
+from app.datasets import Column, Dataset, Param
+from app.formats import ARROW, FORMATS
+from app.pgtypes import Kind, PgType
+
+INT8 = PgType("int8", "bigint", "bigint", Kind.INTEGER)
+TEXT = PgType("text", "text", "text", Kind.TEXT)
+UUID = PgType("uuid", "uuid", "uuid", Kind.UUID)
+SCHEMA = """
+CREATE TABLE items (id bigint PRIMARY KEY, name text);
+INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 200000) AS i;
+"""
+
+
+def dataset(*columns: Column, params: tuple[Param, ...] = ()) -> Dataset:
+    return Dataset(
+        name="items",
+        kind="table",
+        source='"public"."items"',
+        columns=columns,
+        key=("id",),
+        filters=tuple(c.name for c in columns),
+        params=params,
+    )
+
+
+ITEMS = dataset(Column("id", INT8, False), Column("name", TEXT, True))
+
+
+def test_it_is_used_only_where_it_is_exact() -> None:
+    plain = sql.Selection(fields=("id", "name"))
+    assert adbc.use_for(ITEMS, plain, [INT8, TEXT])
+    assert not adbc.use_for(ITEMS, plain, [INT8, UUID])  # a type it maps otherwise
+    listed = sql.Selection(fields=("id",), conditions=(sql.Condition("id", "in", ("1", "2")),))
+    assert not adbc.use_for(ITEMS, listed, [INT8])
+    saved = dataset(Column("id", INT8, False), params=(Param("since", TEXT),))
+    assert not adbc.use_for(saved, sql.Selection(fields=("id",), params=("x",)), [INT8])
+    _, encoder, counter = export.plan(
+        ITEMS, plain, FORMATS[ARROW], 100, 100, binary=("postgresql://x", None)
+    )
+    assert type(encoder).__name__ == "ArrowBatches" and counter == "records"
+    _, fallback, _ = export.plan(ITEMS, plain, FORMATS[ARROW], 100, 100, binary=None)
+    assert type(fallback).__name__ == "ArrowFromCSV"
+
+
+def test_values_travel_as_bound_settings_never_in_the_statement() -> None:
+    selection = sql.Selection(
+        fields=("id",),
+        conditions=(sql.Condition("name", "prefix", "it's"),),
+        after=("7",),
+        limit=None,
+    )
+    query = sql.as_binary(ITEMS, selection)
+    assert "$" not in query.sql and "it" not in query.sql.replace('"items"', "")
+    assert "current_setting('rowstream.arg_1')::text::text" in query.sql
+    assert query.sql.endswith("LIMIT current_setting('rowstream.arg_3')::bigint")
+    assert query.args == ("it's%", "7", None)
+    statements = adbc._statements("00000003-1", DbIdentity("r", "{}"), query.args)
+    assert statements[1] == ("SET TRANSACTION SNAPSHOT E'00000003-1'", ())
+    last, values = statements[-1]
+    assert last.startswith("SELECT set_config('rowstream.arg_1', $1, true)")
+    assert values == ("it's%", "7", str(adbc.NO_LIMIT))
+    assert len(statements) == 2 + len(TRANSACTION_SETTINGS.split(";")) + 2
+
+
+@pytest.fixture(scope="module")
+def items_url(fresh_database: Callable[..., str]) -> str:
+    url: str = fresh_database("rowstream_adbc", SCHEMA)
+    return url
+
+
+async def _open(url: str) -> tuple[asyncpg.Connection, object]:
+    conn = await asyncpg.connect(url)
+    tx = conn.transaction(isolation="repeatable_read", readonly=True)
+    await tx.start()
+    return conn, tx
+
+
+def test_it_reads_the_exports_snapshot(items_url: str) -> None:
+    async def scenario() -> tuple[int, list[int]]:
+        conn, _ = await _open(items_url)
+        try:
+            count = await conn.fetchval("SELECT count(*) FROM items WHERE id > 199990")
+            writer = await asyncpg.connect(items_url)
+            await writer.execute("INSERT INTO items VALUES (300000, 'late')")  # after the count
+            await writer.close()
+            selection = sql.Selection(
+                fields=("id",), conditions=(sql.Condition("id", "gt", "199990"),), limit=None
+            )
+            ids: list[int] = []
+            async for batch in adbc.batches(conn, items_url, sql.as_binary(ITEMS, selection), None):
+                ids += batch.column("id").to_pylist()
+            return count, ids
+        finally:
+            await conn.close()
+            cleanup = await asyncpg.connect(items_url)
+            await cleanup.execute("DELETE FROM items WHERE id = 300000")
+            await cleanup.close()
+
+    count, ids = asyncio.run(scenario())
+    assert ids == list(range(199991, 200001)) and count == len(ids)  # the late row unseen
+
+
+def test_closing_it_early_cancels_the_query_and_leaves_no_session(items_url: str) -> None:
+    async def scenario() -> list[str]:
+        conn, _ = await _open(items_url)
+        selection = sql.Selection(fields=("id", "name"))
+        body = adbc.batches(conn, items_url, sql.as_binary(ITEMS, selection), None)
+        first = await anext(body)
+        assert first.num_rows > 0
+        await body.aclose()
+        await conn.close()
+        await asyncio.sleep(0.3)
+        watcher = await asyncpg.connect(items_url)
+        try:
+            rows = await watcher.fetch(
+                "SELECT state FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            )
+            return [r["state"] for r in rows]
+        finally:
+            await watcher.close()
+
+    assert asyncio.run(scenario()) == []
