@@ -40,6 +40,7 @@ import asyncpg
 from app import pgtypes
 from app.cursor import _SET_IDENTITY, TRANSACTION_SETTINGS, DbIdentity
 from app.datasets import Dataset
+from app.settings import Settings
 from app.sql import SETTING_PREFIX, Query, Selection, literal
 
 #: Types whose binary COPY the driver decodes to exactly our Arrow type (``pgtypes``).
@@ -95,20 +96,61 @@ def _statements(
     return setup
 
 
+def pool_for(settings: Settings, url: str) -> DriverPool | None:
+    """The driver's pool where Arrow and Parquet are to come from it: ``ARROW_SOURCE=adbc``,
+    the driver installed, straight to the primary (not PgBouncer in transaction mode: the
+    driver's statements are its own; not a read replica)."""
+    direct = settings.database_pooler == "none" and not settings.database_read_url
+    if settings.arrow_source != "adbc" or not direct or not available():
+        return None
+    return DriverPool(url)
+
+
+class DriverPool:
+    """Idle driver connections kept for the next export: a new one costs about 50 ms (libpq
+    connects, then the driver reads the type catalog), a reused one nothing. Only one
+    whose transaction ended cleanly is kept; one whose query was cancelled is closed.
+    Everything an export sets is local to its transaction."""
+
+    def __init__(self, url: str, max_idle: int = 4) -> None:
+        self.url = url
+        self.max_idle = max_idle
+        self._idle: list[Any] = []
+
+    async def acquire(self) -> Any:
+        if self._idle:
+            return self._idle.pop()
+        import adbc_driver_postgresql.dbapi as dbapi
+
+        return await asyncio.to_thread(dbapi.connect, self.url, autocommit=True)
+
+    async def release(self, driver: Any, *, reusable: bool) -> None:
+        if reusable and len(self._idle) < self.max_idle:
+            self._idle.append(driver)
+        else:
+            await asyncio.to_thread(_close, driver)
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for driver in idle:
+            await asyncio.to_thread(_close, driver)
+
+
 async def batches(
-    conn: asyncpg.Connection, url: str, query: Query, identity: DbIdentity | None
+    conn: asyncpg.Connection, pool: DriverPool, query: Query, identity: DbIdentity | None
 ) -> AsyncGenerator[Any, None]:
     """The rows of ``query`` as ``pyarrow.RecordBatch``es, read by the driver inside the
     snapshot of ``conn``'s (open, REPEATABLE READ) transaction."""
-    import adbc_driver_postgresql.dbapi as dbapi
-
     snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
-    driver = await asyncio.to_thread(dbapi.connect, url, autocommit=True)
-    cursor = driver.cursor()
+    driver = await pool.acquire()
     reading: asyncio.Future[Any] | None = None
+    finished = False
+    cursors: list[Any] = []
     try:
 
         def start() -> Any:
+            cursor = driver.cursor()
+            cursors.append(cursor)
             for statement, parameters in _statements(snapshot, identity, query.args):
                 cursor.execute(statement, parameters or None)
             # ~1 MB batches (the driver's default is 16 MB): memory stays low per stream,
@@ -123,17 +165,35 @@ async def batches(
             reading = asyncio.ensure_future(asyncio.to_thread(_next, reader))
             batch = await asyncio.shield(reading)
             if batch is None:
+                finished = True
                 return
             yield batch
     finally:
         # Shielded: this runs when the body is closed early, often from a cancelled task.
+        # Closed before the end (a client gone, a cut-off, an error): the query is cancelled
+        # rather than drained, and the connection is not kept.
         with anyio.CancelScope(shield=True):
-            if reading is not None and not reading.done():
+            if not finished:
                 with contextlib.suppress(Exception):
-                    cursor.adbc_cancel()  # the query stops; the blocked read returns
+                    driver.adbc_cancel()  # the query stops; a blocked read returns
+            if reading is not None and not reading.done():
                 with contextlib.suppress(BaseException):
                     await reading
-            await asyncio.to_thread(_close, cursor, driver)
+            reusable = finished and await asyncio.to_thread(_end, driver, cursors)
+            await pool.release(driver, reusable=reusable)
+
+
+def _end(driver: Any, cursors: list[Any]) -> bool:
+    """Close the export's cursor and roll the driver's transaction back; whether the
+    connection is fit for reuse."""
+    try:
+        for used in cursors:
+            used.close()
+        with driver.cursor() as cursor:
+            cursor.execute("ROLLBACK")
+        return True
+    except Exception:
+        return False
 
 
 def _next(reader: Any) -> Any:
@@ -143,8 +203,6 @@ def _next(reader: Any) -> Any:
         return None
 
 
-def _close(cursor: Any, driver: Any) -> None:
+def _close(driver: Any) -> None:
     with contextlib.suppress(Exception):
-        cursor.close()
-    with contextlib.suppress(Exception):
-        driver.close()  # its transaction, read-only, ends with it
+        driver.close()  # a transaction still open, read-only, ends with it

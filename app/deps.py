@@ -17,6 +17,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
 from app import auth, links
+from app.adbc import DriverPool
 from app.capacity import MemoryBudget, StreamLimiter
 from app.catalog import Catalog
 from app.errors import Unauthorized
@@ -41,6 +42,8 @@ class State(TypedDict):
     budget: MemoryBudget
     metrics: Metrics
     catalog: Catalog
+    #: The ADBC driver's connections for Arrow and Parquet (``adbc.py``); None: not used.
+    drivers: DriverPool | None
 
 
 def _state(request: Request) -> State:
@@ -133,17 +136,20 @@ CurrentUser = Annotated[auth.Principal, Depends(current_principal)]
 
 @dataclass(frozen=True)
 class Sources:
-    """What both data routes read from: the read database, the settings, the datasets and
-    the replica's lag."""
+    """What both data routes read from: the read database, the settings, the datasets, the
+    replica's lag and the ADBC driver's connections."""
 
     db: databases.Database
     settings: Settings
     catalog: Catalog
     lag: LagMonitor
+    drivers: DriverPool | None
 
 
-async def get_sources(db: ReadDb, settings: AppSettings, catalog: Datasets, lag: Lag) -> Sources:
-    return Sources(db, settings, catalog, lag)
+async def get_sources(
+    request: Request, db: ReadDb, settings: AppSettings, catalog: Datasets, lag: Lag
+) -> Sources:
+    return Sources(db, settings, catalog, lag, _state(request)["drivers"])
 
 
 ExportSources = Annotated[Sources, Depends(get_sources)]

@@ -81,7 +81,7 @@ def plan(
     fmt: Format,
     batch_size: int,
     row_group_rows: int,
-    binary: tuple[str, cursor.DbIdentity | None] | None = None,
+    binary: tuple[adbc.DriverPool, cursor.DbIdentity | None] | None = None,
 ) -> tuple[Source, encoders.Encoder, str]:
     """Where the rows come from, what encodes them, and how they are counted on the way.
 
@@ -96,9 +96,9 @@ def plan(
     if fmt.from_copy_text and binary is not None and adbc.use_for(dataset, selection, types):
         binary_query = sql.as_binary(dataset, selection)
         assert isinstance(encoder, encoders.ArrowEncoder | encoders.ParquetEncoder)
-        url, identity = binary
+        pool, identity = binary
         return (
-            lambda conn: adbc.batches(conn, url, binary_query, identity),
+            lambda conn: adbc.batches(conn, pool, binary_query, identity),
             encoders.ArrowBatches(encoder),
             "records",
         )
@@ -157,9 +157,12 @@ class Export:
         *,
         download: bool = False,
         identity: cursor.DbIdentity | None = None,
+        drivers: adbc.DriverPool | None = None,
     ) -> None:
         self.db = db
         self.identity = identity
+        #: The ADBC driver's connections, where Arrow and Parquet come from it (``adbc.py``).
+        self.drivers = drivers
         self.download = download
         self.settings = settings
         self.lag = lag
@@ -211,10 +214,7 @@ class Export:
         await self.lag.admit(self.settings.read_max_lag_seconds)
         self.stats.streamed = True
         settings = self.settings
-        binary = None
-        direct = settings.database_pooler == "none" and not settings.database_read_url
-        if settings.arrow_source == "adbc" and direct and adbc.available():
-            binary = (str(self.db.url), self.identity)
+        binary = (self.drivers, self.identity) if self.drivers is not None else None
         source, encoder, counter = plan(
             self.dataset,
             self.selection,

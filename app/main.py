@@ -15,6 +15,7 @@ from fastapi_offline import FastAPIOffline
 
 from app import (
     __version__,
+    adbc,
     database,
     datasets,
     errors,
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 pool_in_use=lambda: database.pool_stats(db)["in_use"],
                 read_lag=lambda: lag.last,
             )
+            drivers = adbc.pool_for(settings, read_url)
             try:
                 await catalog.load(read_db, at_start=True)
                 if catalog.loaded:
@@ -100,8 +102,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     budget=MemoryBudget(settings.standard_memory_budget_mb << 20),
                     metrics=metrics,
                     catalog=catalog,
+                    drivers=drivers,
                 )
             finally:
+                if drivers is not None:
+                    await drivers.close()
                 if read_db is not db:
                     await database.close(read_db)
                 await database.close(db)

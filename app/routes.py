@@ -130,6 +130,7 @@ async def _export(
         prefer,
         download=requested.download,
         identity=identity,
+        drivers=sources.drivers,
     )
 
 

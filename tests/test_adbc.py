@@ -49,7 +49,7 @@ def test_it_is_used_only_where_it_is_exact() -> None:
     saved = dataset(Column("id", INT8, False), params=(Param("since", TEXT),))
     assert not adbc.use_for(saved, sql.Selection(fields=("id",), params=("x",)), [INT8])
     _, encoder, counter = export.plan(
-        ITEMS, plain, FORMATS[ARROW], 100, 100, binary=("postgresql://x", None)
+        ITEMS, plain, FORMATS[ARROW], 100, 100, binary=(adbc.DriverPool("postgresql://x"), None)
     )
     assert type(encoder).__name__ == "ArrowBatches" and counter == "records"
     _, fallback, _ = export.plan(ITEMS, plain, FORMATS[ARROW], 100, 100, binary=None)
@@ -101,8 +101,12 @@ def test_it_reads_the_exports_snapshot(items_url: str) -> None:
                 fields=("id",), conditions=(sql.Condition("id", "gt", "199990"),), limit=None
             )
             ids: list[int] = []
-            async for batch in adbc.batches(conn, items_url, sql.as_binary(ITEMS, selection), None):
+            pool = adbc.DriverPool(items_url)
+            query = sql.as_binary(ITEMS, selection)
+            async for batch in adbc.batches(conn, pool, query, None):
                 ids += batch.column("id").to_pylist()
+            assert len(pool._idle) == 1  # a clean end: kept for the next export
+            await pool.close()
             return count, ids
         finally:
             await conn.close()
@@ -118,10 +122,12 @@ def test_closing_it_early_cancels_the_query_and_leaves_no_session(items_url: str
     async def scenario() -> list[str]:
         conn, _ = await _open(items_url)
         selection = sql.Selection(fields=("id", "name"))
-        body = adbc.batches(conn, items_url, sql.as_binary(ITEMS, selection), None)
+        pool = adbc.DriverPool(items_url)
+        body = adbc.batches(conn, pool, sql.as_binary(ITEMS, selection), None)
         first = await anext(body)
         assert first.num_rows > 0
         await body.aclose()
+        assert pool._idle == []  # cancelled mid-way: closed, not kept
         await conn.close()
         await asyncio.sleep(0.3)
         watcher = await asyncpg.connect(items_url)
