@@ -118,8 +118,13 @@ class DriverPool:
         self._idle: list[Any] = []
 
     async def acquire(self) -> Any:
-        if self._idle:
-            return self._idle.pop()
+        """An idle connection that still answers (the server may have closed it since:
+        a restart, an idle timeout), else a new one."""
+        while self._idle:
+            driver = self._idle.pop()
+            if await asyncio.to_thread(_answers, driver):
+                return driver
+            await asyncio.to_thread(_close, driver)
         import adbc_driver_postgresql.dbapi as dbapi
 
         return await asyncio.to_thread(dbapi.connect, self.url, autocommit=True)
@@ -191,6 +196,16 @@ def _end(driver: Any, cursors: list[Any]) -> bool:
             used.close()
         with driver.cursor() as cursor:
             cursor.execute("ROLLBACK")
+        return True
+    except Exception:
+        return False
+
+
+def _answers(driver: Any) -> bool:
+    try:
+        with driver.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchall()
         return True
     except Exception:
         return False

@@ -141,3 +141,26 @@ def test_closing_it_early_cancels_the_query_and_leaves_no_session(items_url: str
             await watcher.close()
 
     assert asyncio.run(scenario()) == []
+
+
+def test_a_pooled_connection_the_server_closed_is_replaced(items_url: str) -> None:
+    async def scenario() -> int:
+        pool = adbc.DriverPool(items_url)
+        selection = sql.Selection(fields=("id",), limit=5)
+        for _ in range(2):
+            conn, _ = await _open(items_url)
+            got = [b async for b in adbc.batches(conn, pool, sql.as_binary(ITEMS, selection), None)]
+            await conn.close()
+            assert sum(b.num_rows for b in got) == 5
+            # the server ends the idle pooled session, as a restart or a timeout would
+            killer = await asyncpg.connect(items_url)
+            await killer.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            await killer.close()
+        idle = len(pool._idle)
+        await pool.close()
+        return idle
+
+    assert asyncio.run(scenario()) == 1
