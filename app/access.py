@@ -7,6 +7,7 @@ Checked once per request, before anything is read; what a refusal says names the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from app import auth
@@ -17,15 +18,25 @@ from app.errors import Forbidden
 from app.settings import Settings
 
 
+def has_role(needed: Sequence[str], principal: Principal | None) -> bool:
+    """Whether ``principal`` (None: no token) carries one of ``needed`` (none needed: yes)."""
+    return not needed or (principal is not None and not principal.roles.isdisjoint(needed))
+
+
 def may_read(dataset: Dataset, principal: Principal) -> bool:
-    return not dataset.roles or not principal.roles.isdisjoint(dataset.roles)
+    return has_role(dataset.roles, principal)
+
+
+def check_may_read(dataset: Dataset, principal: Principal) -> None:
+    """403 when the dataset needs a role the caller lacks (which, it does not say)."""
+    if not may_read(dataset, principal):
+        raise Forbidden(f"dataset {dataset.name!r} needs a role this token does not carry")
 
 
 def row_filter_values(dataset: Dataset, principal: Principal) -> tuple[str, ...]:
     """The claim values the dataset's row filter binds; 403 when the dataset is not the
     caller's to read or a claim is missing."""
-    if not may_read(dataset, principal):
-        raise Forbidden(f"dataset {dataset.name!r} needs a role this token does not carry")
+    check_may_read(dataset, principal)
     values = []
     for rule in dataset.row_filter:
         value = _claim(principal.claims, rule.claim)
@@ -46,9 +57,8 @@ def row_filter_values_or_none(dataset: Dataset, principal: Principal) -> tuple[s
 
 
 def _claim(claims: dict[str, Any], name: str) -> str | None:
-    value: Any = claims
-    for part in name.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
+    """A claim bound as a value: a string or a number (not a bool, list or object)."""
+    value = auth.claim_at(claims, name)
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return None
     return str(value)

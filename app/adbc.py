@@ -38,7 +38,7 @@ import anyio
 import asyncpg
 
 from app import pgtypes
-from app.cursor import _SET_IDENTITY, TRANSACTION_SETTINGS, DbIdentity
+from app.cursor import SET_IDENTITY, TRANSACTION_SETTINGS, DbIdentity
 from app.datasets import Dataset
 from app.settings import Settings
 from app.sql import SETTING_PREFIX, Query, Selection, literal
@@ -86,7 +86,7 @@ def _statements(
     ]
     setup += [(s.strip(), ()) for s in TRANSACTION_SETTINGS.split(";")]
     if identity is not None:
-        setup.append((_SET_IDENTITY, (identity.role, identity.claims_json)))
+        setup.append((SET_IDENTITY, (identity.role, identity.claims_json)))
     if args:
         calls = ", ".join(
             f"set_config('{SETTING_PREFIX}{n}', ${n}, true)" for n in range(1, len(args) + 1)

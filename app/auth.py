@@ -157,15 +157,19 @@ def issue(
     return jwt.encode(payload, secret, algorithm=algorithm)
 
 
+def claim_at(claims: dict[str, Any], name: str) -> Any:
+    """The claim ``name``; a dotted name reaches into objects (``realm_access.roles``)."""
+    value: Any = claims
+    for part in name.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def roles_of(claims: dict[str, Any], roles_claim: str) -> frozenset[str]:
     """The roles a token grants: ``roles_claim`` (a list of strings, or a space-separated
-    string; a dotted name reaches into objects, e.g. ``realm_access.roles``) and the OAuth
-    ``scope`` string."""
+    string; see ``claim_at``) and the OAuth ``scope`` string."""
     found: set[str] = set()
-    value: Any = claims
-    for part in roles_claim.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    for source in (value, claims.get("scope")):
+    for source in (claim_at(claims, roles_claim), claims.get("scope")):
         if isinstance(source, str):
             found.update(source.split())
         elif isinstance(source, list):

@@ -55,7 +55,7 @@ class DbIdentity:
 
 
 #: Bound, not spliced: ``set_config('role', …, true)`` is ``SET LOCAL ROLE`` (PostgREST's).
-_SET_IDENTITY = "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)"
+SET_IDENTITY = "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)"
 
 
 @contextlib.asynccontextmanager
@@ -81,7 +81,7 @@ async def snapshot(
                 setup += f"; SET LOCAL idle_in_transaction_session_timeout = {milliseconds}"
             await conn.execute(setup)
             if identity is not None:
-                await conn.fetchrow(_SET_IDENTITY, identity.role, identity.claims_json)
+                await conn.fetchrow(SET_IDENTITY, identity.role, identity.claims_json)
             yield conn
         finally:
             await _end(tx)

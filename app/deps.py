@@ -79,6 +79,10 @@ async def get_lag(request: Request) -> LagMonitor:
     return _state(request)["lag"]
 
 
+async def get_link_key(request: Request) -> bytes | None:
+    return _state(request)["link_key"]
+
+
 async def get_metrics(request: Request) -> Metrics:
     return _state(request)["metrics"]
 
@@ -131,6 +135,7 @@ Limiter = Annotated[StreamLimiter, Depends(get_limiter)]
 Budget = Annotated[MemoryBudget, Depends(get_budget)]
 Lag = Annotated[LagMonitor, Depends(get_lag)]
 AppMetrics = Annotated[Metrics, Depends(get_metrics)]
+LinkKey = Annotated[bytes | None, Depends(get_link_key)]
 CurrentUser = Annotated[auth.Principal, Depends(current_principal)]
 
 

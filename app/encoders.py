@@ -150,12 +150,10 @@ class ArrowFromCSV:
         target: ArrowEncoder | ParquetEncoder,
         piece_bytes: int = 1 << 20,
     ) -> None:
-        import pyarrow as pa
         import pyarrow.csv as pacsv
 
-        self._pa = pa
         self._csv = pacsv
-        self.target = target
+        self._batches = ArrowBatches(target)
         self.piece_bytes = piece_bytes
         self._pending = bytearray()
         names = [name for name, _, _ in columns]
@@ -171,7 +169,7 @@ class ArrowFromCSV:
         )
 
     def start(self) -> bytes:
-        return self.target.start()
+        return self._batches.start()
 
     def batch(self, chunk: bytes) -> bytes:
         self._pending += chunk
@@ -190,19 +188,16 @@ class ArrowFromCSV:
             convert_options=self._convert,
         )
         del self._pending[:end]
-        schema = self.target.schema  # with the columns' nullability, which CSV lacks
-        return b"".join(
-            self.target.arrow(self._pa.RecordBatch.from_arrays(b.columns, schema=schema))
-            for b in table.to_batches()
-        )
+        return b"".join(self._batches.batch(b) for b in table.to_batches())
 
     def end(self) -> bytes:
-        return self._emit(len(self._pending)) + self.target.end()
+        return self._emit(len(self._pending)) + self._batches.end()
 
 
 class ArrowBatches:
-    """Record batches already in Arrow (``adbc.py``), handed to an Arrow or Parquet encoder
-    with the columns' names and nullability (the driver's schema carries its own)."""
+    """Record batches already in Arrow (parsed CSV, the ADBC driver's), handed to an Arrow
+    or Parquet encoder with the columns' names and nullability (theirs may differ: CSV has
+    no nullability, the driver's schema carries metadata of its own)."""
 
     def __init__(self, target: ArrowEncoder | ParquetEncoder) -> None:
         import pyarrow as pa

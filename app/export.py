@@ -86,7 +86,7 @@ def plan(
     """Where the rows come from, what encodes them, and how they are counted on the way.
 
     Arrow and Parquet come from the ADBC driver's binary ``COPY`` (``adbc.py``) when
-    ``binary`` (the database URL and role) is given and every selected column's type
+    ``binary`` (the driver's pool and the database role) is given and every selected column's type
     suits it; else from PostgreSQL's ``COPY`` text, parsed by Arrow's CSV reader, when
     every selected column's text parses to its Arrow value (``pgtypes``); else from
     cursor records (arrays, bytea)."""

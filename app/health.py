@@ -20,6 +20,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header
 from starlette.responses import JSONResponse, Response
 
+from app import auth
 from app.database import describe, pool_stats, raw_connection
 from app.deps import AppMetrics, AppSettings, Datasets, Db, Lag, ReadDb
 from app.errors import NotFound, ProblemError, Unauthorized, problem_response
@@ -50,7 +51,10 @@ async def metrics(
     from prometheus_client import CONTENT_TYPE_LATEST
 
     if settings.metrics_token:
-        given = (authorization or "").partition(" ")[2].strip().encode()
+        try:
+            given = auth.token_from_header(authorization).encode()
+        except auth.InvalidToken:
+            given = b""
         if not hmac.compare_digest(given, settings.metrics_token.encode()):
             raise Unauthorized("/metrics needs 'Authorization: Bearer <METRICS_TOKEN>'")
     elif settings.environment != "development":

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import datetime
 import time
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from app import access, links
-from app.deps import AppSettings, CurrentUser, Datasets, ReadDb, _state
-from app.errors import Forbidden, NotFound, ServiceUnavailable
+from app.deps import AppSettings, CurrentUser, Datasets, LinkKey, ReadDb
+from app.errors import NotFound, ServiceUnavailable
 from app.formats import SUFFIXES
 from app.params import UnprocessableContent
+from app.routes import DEMO_PATHS
 
 router = APIRouter()
-
-#: The demo's historical data routes (``routes.add_demo_routes``).
-DEMO_PATHS = ("/messages", "/standard", "/messages/stream", "/chunked")
 
 
 class LinkRequest(BaseModel):
@@ -40,13 +38,6 @@ class LinkRequest(BaseModel):
 class Link(BaseModel):
     url: str
     expires_at: str
-
-
-async def _link_key(request: Request) -> bytes | None:
-    return _state(request)["link_key"]
-
-
-LinkKey = Annotated[bytes | None, Depends(_link_key)]
 
 
 def dataset_of(path: str, names: list[str]) -> str | None:
@@ -87,18 +78,13 @@ async def create_link(
 ) -> Link:
     if key is None:
         raise ServiceUnavailable("signed links are off: set LINK_SECRET (or JWT_SECRET)")
-    parts = urlsplit(body.url)
-    if parts.scheme or parts.netloc or not parts.path.startswith("/"):
-        raise UnprocessableContent(
-            "url: give the path and query, e.g. /datasets/x.csv", field="url"
-        )
+    parts = urlsplit(body.url)  # a path and query: LinkRequest's pattern says so
     path = unquote(parts.path)
     loaded = await catalog.all(db)
     name = dataset_of(path, list(loaded))
     if name is None:
         raise NotFound(f"url: no data route at {path[:80]!r} (GET /datasets lists them)")
-    if not access.may_read(loaded[name], user):
-        raise Forbidden(f"dataset {name!r} needs a role this token does not carry")
+    access.check_may_read(loaded[name], user)
     ttl_seconds = min(body.ttl_seconds, settings.link_max_ttl_seconds)
     expires_at = int(time.time() + ttl_seconds)
     token_expiry: Any = user.claims.get("exp")

@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from starlette.responses import JSONResponse
 
-from app import formats, pgtypes
+from app import access, formats, pgtypes
 from app.auth import Principal
 from app.datasets import Dataset
 from app.deps import current_principal
@@ -268,11 +268,7 @@ def install(
         except Unauthorized:
             principal = None
         # from the declarations, not the catalog: right even while the database is down
-        hidden = {
-            name
-            for name, needed in roles.items()
-            if needed and (principal is None or principal.roles.isdisjoint(needed))
-        }
+        hidden = {name for name, needed in roles.items() if not access.has_role(needed, principal)}
         if hidden:
             paths = {
                 p: item for p, item in document["paths"].items() if owners.get(p) not in hidden

@@ -225,6 +225,10 @@ def add_dataset(router: APIRouter, name: str, description: str | None) -> None:
         )
 
 
+#: The demo's historical data routes (below), all of the ``messages`` dataset.
+DEMO_PATHS = ("/messages", "/standard", "/messages/stream", "/chunked")
+
+
 def add_demo_routes(router: APIRouter) -> None:
     """The demo's historical URLs, as routes of the ``messages`` dataset."""
     legacy = tuple(params.LEGACY_NAMES)
