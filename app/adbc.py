@@ -21,10 +21,11 @@ one it reads the whole result into one batch. So the statement carries none: its
 set first as transaction-local settings by a bound ``set_config`` call, and the statement
 reads them with ``current_setting`` (``sql._SettingsBinder``). No value is spliced in.
 
-Used only where it is exact and safe (``use_for``): column types whose binary form the
-driver maps to the same Arrow type as ours, no ``__in`` list, not a saved query (its own
-``$n``), no PgBouncer in transaction mode (the driver's statements are its own), and no
-read replica.
+Each column is selected as ``pgtypes.binary_sql`` casts it, and each batch's columns are
+then cast to our Arrow types (``encoders.ArrowBatches``: the driver's extension types give
+their storage, a numeric's text becomes decimal128). Used where it is safe (``use_for``):
+no ``__in`` list, not a saved query (its own ``$n``), no PgBouncer in transaction mode
+(the driver's statements are its own), and no read replica.
 """
 
 from __future__ import annotations
@@ -37,17 +38,11 @@ from typing import Any
 import anyio
 import asyncpg
 
-from app import pgtypes
 from app.cursor import SET_IDENTITY, TRANSACTION_SETTINGS, DbIdentity
 from app.datasets import Dataset
 from app.settings import Settings
 from app.sql import SETTING_PREFIX, Query, Selection, literal
 
-#: Types whose binary COPY the driver decodes to exactly our Arrow type (``pgtypes``).
-BINARY_TYPES = frozenset(
-    ("int2", "int4", "int8", "float4", "float8", "bool", "text", "varchar", "date",
-     "timestamp", "timestamptz")
-)  # fmt: skip
 #: The driver's statement option for the size of its record batches, and ours.
 BATCH_OPTION = "adbc.postgresql.batch_size_hint_bytes"
 BATCH_BYTES = 1 << 20
@@ -63,15 +58,11 @@ def available() -> bool:
     return True
 
 
-def use_for(dataset: Dataset, selection: Selection, columns: Sequence[pgtypes.PgType]) -> bool:
+def use_for(dataset: Dataset, selection: Selection) -> bool:
     """A table or view (a saved query's own ``$n`` need parameters, and the driver streams
-    only a statement without any), no ``__in`` list (a list is no setting), every column
-    of a type in ``BINARY_TYPES``."""
-    return (
-        not dataset.params
-        and all(c.operator != "in" for c in selection.conditions)
-        and all(t.name in BINARY_TYPES for t in columns)
-    )
+    only a statement without any) and no ``__in`` list (a list is no setting). Every type
+    is read, as ``pgtypes.binary_sql`` casts it."""
+    return not dataset.params and all(c.operator != "in" for c in selection.conditions)
 
 
 def _statements(

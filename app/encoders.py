@@ -197,7 +197,10 @@ class ArrowFromCSV:
 class ArrowBatches:
     """Record batches already in Arrow (parsed CSV, the ADBC driver's), handed to an Arrow
     or Parquet encoder with the columns' names and nullability (theirs may differ: CSV has
-    no nullability, the driver's schema carries metadata of its own)."""
+    no nullability, the driver's schema carries metadata of its own), each column in our
+    type: an extension type (the driver's ``arrow.json``, a numeric's ``arrow.opaque``)
+    gives its storage, and a column of another type is cast (a numeric's text to
+    decimal128, checked: a value that does not fit fails the export)."""
 
     def __init__(self, target: ArrowEncoder | ParquetEncoder) -> None:
         import pyarrow as pa
@@ -210,7 +213,13 @@ class ArrowBatches:
 
     def batch(self, batch: Any) -> bytes:
         schema = self.target.schema
-        return self.target.arrow(self._pa.RecordBatch.from_arrays(batch.columns, schema=schema))
+        columns = [self._conform(c, f.type) for c, f in zip(batch.columns, schema, strict=True)]
+        return self.target.arrow(self._pa.RecordBatch.from_arrays(columns, schema=schema))
+
+    def _conform(self, column: Any, target: Any) -> Any:
+        if isinstance(column.type, self._pa.ExtensionType):
+            column = column.storage
+        return column if column.type.equals(target) else column.cast(target)
 
     def end(self) -> bytes:
         return self.target.end()
@@ -282,22 +291,23 @@ class ParquetEncoder:
         return self.arrow(self._arrow.record_batch(rows)) if rows else b""
 
     def arrow(self, batch: Any) -> bytes:
-        """One record batch, already built: a row group is written once enough are in."""
+        """One record batch, already built: each complete row group of ``row_group_rows``
+        is written, the rest kept for the next (a batch may hold several groups' rows)."""
         self._pending.append(batch)
         self._pending_rows += batch.num_rows
         if self._pending_rows < self.row_group_rows:
             return b""
-        self._flush()
+        table = self._pa.Table.from_batches(self._pending, schema=self.schema)
+        whole = self._pending_rows - self._pending_rows % self.row_group_rows
+        self._writer.write_table(table.slice(0, whole), row_group_size=self.row_group_rows)
+        rest = table.slice(whole)
+        self._pending, self._pending_rows = rest.to_batches(), rest.num_rows
         return self._sink.take()
 
-    def _flush(self) -> None:
-        if self._pending:
-            table = self._pa.Table.from_batches(self._pending, schema=self.schema)
-            self._writer.write_table(table, row_group_size=max(self._pending_rows, 1))
-            self._pending, self._pending_rows = [], 0
-
     def end(self) -> bytes:
-        self._flush()
+        if self._pending_rows:
+            table = self._pa.Table.from_batches(self._pending, schema=self.schema)
+            self._writer.write_table(table, row_group_size=self._pending_rows)
         self._writer.close()
         return self._sink.take()
 

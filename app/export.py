@@ -86,14 +86,13 @@ def plan(
     """Where the rows come from, what encodes them, and how they are counted on the way.
 
     Arrow and Parquet come from the ADBC driver's binary ``COPY`` (``adbc.py``) when
-    ``binary`` (the driver's pool and the database role) is given and every selected column's type
-    suits it; else from PostgreSQL's ``COPY`` text, parsed by Arrow's CSV reader, when
+    ``binary`` (the driver's pool and the database role) is given and the selection suits
+    it; else from PostgreSQL's ``COPY`` text, parsed by Arrow's CSV reader, when
     every selected column's text parses to its Arrow value (``pgtypes``); else from
     cursor records (arrays, bytea)."""
     columns = [(f, dataset.by_name[f].type, dataset.by_name[f].nullable) for f in selection.fields]
     encoder = fmt.encoder(columns, row_group_rows)
-    types = [t for _, t, _ in columns]
-    if fmt.from_copy_text and binary is not None and adbc.use_for(dataset, selection, types):
+    if fmt.from_copy_text and binary is not None and adbc.use_for(dataset, selection):
         binary_query = sql.as_binary(dataset, selection)
         assert isinstance(encoder, encoders.ArrowEncoder | encoders.ParquetEncoder)
         pool, identity = binary

@@ -213,6 +213,34 @@ def arrow_is_text(pgtype: PgType) -> bool:
     return kind in (Kind.UUID, Kind.JSON, Kind.JSONB, Kind.ENUM, Kind.OTHER)
 
 
+def binary_sql(column: str, pgtype: PgType) -> str:
+    """The SELECT expression of ``column`` for the ADBC driver's binary ``COPY``
+    (``adbc.py``): the columns Arrow carries as text cast as the cursor path casts them
+    (the driver decodes a uuid to 16 bytes, an interval to months-days-nanoseconds, numeric
+    NaN to ``nan``), the rest to a built-in type the driver knows (a domain to its base
+    type). The driver reads a multi-dimensional array as one flat list, so one fails the
+    export instead (a cast of text naming it)."""
+    if arrow_is_text(pgtype):
+        return f"{column}::text"
+    base = _binary_base(pgtype.element if pgtype.element is not None else pgtype)
+    if pgtype.kind is not Kind.ARRAY:
+        return f"{column}::{base}"
+    refuse = f"(array_ndims({column}) || '-dimensional array: Arrow lists have one')::int"
+    return (
+        f"CASE WHEN array_ndims({column}) > 1 THEN CASE WHEN {refuse} = 0 THEN {column} END "
+        f"ELSE {column} END::{base}[]"
+    )
+
+
+def _binary_base(pgtype: PgType) -> str:
+    """The built-in type name to cast to: ``bpchar`` keeps ``char(n)``'s padding (where
+    ``character`` would mean ``char(1)``), other text types (``citext``, ``name``) are
+    ``text``."""
+    if pgtype.kind is Kind.TEXT:
+        return "bpchar" if pgtype.name == "bpchar" else "text"
+    return pgtype.name
+
+
 def arrow_from_copy_text(pgtype: PgType) -> bool:
     """Whether Arrow's CSV reader turns PostgreSQL's ``COPY`` text of the type into its
     Arrow value exactly (``encoders.ArrowFromCSV``); arrays and bytea are not."""

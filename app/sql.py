@@ -211,7 +211,13 @@ def as_columns(dataset: Dataset, selection: Selection) -> Query:
     return select(dataset, selection, ", ".join(map(ident, selection.fields)))
 
 
-def _columns(dataset: Dataset, selection: Selection, render: Callable[[str, Any], str]) -> Query:
+def _columns(
+    dataset: Dataset,
+    selection: Selection,
+    render: Callable[[str, Any], str],
+    *,
+    as_settings: bool = False,
+) -> Query:
     """The selected columns, each rendered by ``render(quoted name, type)`` and named."""
     return select(
         dataset,
@@ -219,6 +225,7 @@ def _columns(dataset: Dataset, selection: Selection, render: Callable[[str, Any]
         ", ".join(
             f"{render(ident(f), dataset.by_name[f].type)} AS {ident(f)}" for f in selection.fields
         ),
+        as_settings=as_settings,
     )
 
 
@@ -243,13 +250,10 @@ def as_copy_text(dataset: Dataset, selection: Selection) -> Query:
 
 
 def as_binary(dataset: Dataset, selection: Selection) -> Query:
-    """The selected columns as their base types (a domain's values as its base type's),
-    for the ADBC driver's binary ``COPY`` (``adbc.py``): a statement without parameters,
-    its values in settings (``_SettingsBinder``; ``Query.args`` says which)."""
-    columns = ", ".join(
-        f"{ident(f)}::{dataset.by_name[f].type.sql} AS {ident(f)}" for f in selection.fields
-    )
-    return select(dataset, selection, columns, as_settings=True)
+    """The selected columns for the ADBC driver's binary ``COPY`` (``adbc.py``,
+    ``pgtypes.binary_sql``): a statement without parameters, its values in settings
+    (``_SettingsBinder``; ``Query.args`` says which)."""
+    return _columns(dataset, selection, pgtypes.binary_sql, as_settings=True)
 
 
 def as_key_lines(dataset: Dataset, selection: Selection) -> Query:
