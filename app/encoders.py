@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from app import pgtypes
-from app.records import last_records
+from rowstream.records import last_records
 
 Batch = Sequence[Sequence[Any]]
 

@@ -17,7 +17,7 @@ import asyncpg
 import databases
 from starlette.responses import Response
 
-from app import adbc, compression, cursor, encoders, pgtypes, records, sql
+from app import adbc, compression, cursor, encoders, pgtypes, sql
 from app.capacity import MemoryBudget, Reservation, StreamLimiter
 from app.datasets import Dataset
 from app.delivery import DeliveryLimits
@@ -28,6 +28,7 @@ from app.replica import LagMonitor
 from app.responses import PrebuiltJSONResponse, StreamingResponse
 from app.settings import Settings
 from app.sql import Selection
+from rowstream import records
 
 #: What each route can answer with; the first is the default.
 STREAM_FORMATS = (NDJSON, JSON, CSV, ARROW, PARQUET)

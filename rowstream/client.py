@@ -24,9 +24,13 @@ import io
 import json
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from rowstream.download import Download, Progress
 
 NDJSON = "application/x-ndjson"
 ARROW = "application/vnd.apache.arrow.stream"
@@ -39,7 +43,7 @@ class ClientError(Exception):
 class IncompleteExport(ClientError):
     """The export ended before all its rows arrived, and resuming did not complete it."""
 
-    def __init__(self, detail: str, *, received: int, total: int | None) -> None:
+    def __init__(self, detail: str, *, received: int | None, total: int | None) -> None:
         super().__init__(detail)
         self.received = received
         self.total = total
@@ -63,11 +67,11 @@ class Client:
         self.retries = retries
         self.backoff_seconds = backoff_seconds
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(headers=headers, timeout=timeout_seconds)
+        self.http = httpx.Client(headers=headers, timeout=timeout_seconds)
         self._keys: dict[str, list[str]] = {}
 
     def close(self) -> None:
-        self._http.close()
+        self.http.close()
 
     def __enter__(self) -> Client:
         return self
@@ -77,8 +81,8 @@ class Client:
 
     def datasets(self) -> list[dict[str, Any]]:
         """``GET /datasets``: each dataset's name, key, columns and links."""
-        response = self._http.get(f"{self.url}/datasets")
-        _raise_for_problem(response)
+        response = self.http.get(f"{self.url}/datasets")
+        raise_for_problem(response)
         listed: list[dict[str, Any]] = response.json()["datasets"]
         return listed
 
@@ -89,6 +93,13 @@ class Client:
         if name not in self._keys:
             raise ClientError(f"the server lists no dataset {name!r}")
         return self._keys[name]
+
+    def resume_key(self, name: str) -> list[str]:
+        """The key to resume ``name`` by; a ``ClientError`` when it has none."""
+        key = self.key(name)
+        if not key:
+            raise ClientError(f"cannot resume: dataset {name!r} has no key")
+        return key
 
     def iter_rows(self, name: str, **params: Any) -> Iterator[dict[str, Any]]:
         """Every row of ``name`` (filters, ``fields``, ``limit`` as keyword arguments), as
@@ -128,15 +139,34 @@ class Client:
 
         return pl.from_arrow(self.to_arrow(name, **params))
 
-    def download(self, name: str, path: str, **params: Any) -> int:
-        """Write ``name`` to ``path`` as NDJSON (complete, or an ``IncompleteExport``);
-        return its rows."""
-        count = 0
-        with open(path, "wb") as out:
-            for row in self.iter_rows(name, **params):
-                out.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
-                count += 1
-        return count
+    def download(
+        self,
+        name: str,
+        path: str | Path,
+        *,
+        format: str = "ndjson",
+        resume: bool = False,
+        route: str | None = None,
+        progress: Progress | None = None,
+        **params: Any,
+    ) -> Download:
+        """Write ``name`` to ``path`` in ``format`` exactly as the server sends it, checked
+        against ``X-Total-Count`` and resumed after a dropped connection (NDJSON, CSV); with
+        ``resume``, continue the file a failed download left. ``route`` asks another of
+        the dataset's routes (the demo's ``/messages/stream``, ``/datasets/x.csv``) than
+        ``/datasets/{name}/stream``. See ``rowstream.download``."""
+        from rowstream import download
+
+        return download.write(
+            self,
+            name,
+            Path(path),
+            media=download.media_type(format),
+            route=route or f"/datasets/{name}/stream",
+            params={k: _param(v) for k, v in params.items()},
+            resume=resume,
+            progress=progress,
+        )
 
     def _export(
         self,
@@ -162,8 +192,8 @@ class Client:
             headers = {"Accept": media, "Prefer": "count=exact", "Accept-Encoding": "identity"}
             url = f"{self.url}/datasets/{name}/stream"
             try:
-                with self._http.stream("GET", url, params=query, headers=headers) as response:
-                    _raise_for_problem(response)
+                with self.http.stream("GET", url, params=query, headers=headers) as response:
+                    raise_for_problem(response)
                     if total is None and "x-total-count" in response.headers:
                         total = int(response.headers["x-total-count"])
                     for item in items(response):
@@ -206,15 +236,17 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
-def _raise_for_problem(response: httpx.Response) -> None:
+def raise_for_problem(response: httpx.Response) -> None:
+    """A ``ClientError`` saying the problem's status and ``detail`` (RFC 9457)."""
     if response.status_code < 400:
         return
     response.read()
     try:
-        detail = response.json().get("detail", response.text)
+        body = response.json()
+        detail = body.get("detail") or body.get("title") or response.text[:200]
     except ValueError:
         detail = response.text[:200]
-    raise ClientError(f"{response.status_code}: {detail}")
+    raise ClientError(f"HTTP {response.status_code}: {detail}")
 
 
 class ResponseFile(io.RawIOBase):

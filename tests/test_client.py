@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from rowstream.client import Client, IncompleteExport
@@ -40,8 +41,35 @@ def test_rows_dataframes_and_a_download(client: Client, tmp_path: Path) -> None:
     frame = client.to_pandas("messages", limit=300, channel="sms")
     assert len(frame) == 300 and set(frame["channel"]) == {"sms"}
     assert client.to_polars("messages", limit=200).height == 200
-    assert client.download("messages", str(tmp_path / "m.ndjson"), limit=50) == 50
-    assert len((tmp_path / "m.ndjson").read_bytes().splitlines()) == 50
+    done = client.download("messages", tmp_path / "m.ndjson", limit=50)
+    assert done.rows == 50 and len((tmp_path / "m.ndjson").read_bytes().splitlines()) == 50
+    arrow = client.download("messages", tmp_path / "m.arrows", format="arrow", limit=50)
+    assert arrow.rows is None and arrow.bytes == (tmp_path / "m.arrows").stat().st_size
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "csv"])
+def test_a_download_killed_mid_way_is_resumed_to_the_same_bytes(
+    server: Server, client: Client, tmp_path: Path, fmt: str
+) -> None:
+    """The file is cut back to its last whole row and continued with ``after=``: it equals
+    an uninterrupted download byte for byte (the CSV header once)."""
+    killed: list[int] = []
+
+    def kill_once(done: int, total: int | None) -> None:
+        if not killed and done >= 1000:
+            killed.append(_kill_streams(server.database_url))
+
+    out = tmp_path / f"m.{fmt}"
+    done = client.download("messages", out, format=fmt, progress=kill_once)
+    assert killed and killed[0] >= 1
+    assert done.rows == SEED_ROWS
+    whole = httpx.get(
+        f"{server.base_url}/datasets/messages/stream",
+        params={"format": fmt},
+        headers=server.headers(),
+        timeout=60,
+    )
+    assert out.read_bytes() == whole.content
 
 
 @pytest.mark.parametrize("kind", ["rows", "batches"])

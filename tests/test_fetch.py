@@ -69,6 +69,8 @@ def test_resume_after_the_server_is_killed_mid_download(
                 str(out),
                 "--format",
                 fmt,
+                "--retries",
+                "0",
             ],
             env={**os.environ, "ROWSTREAM_TOKEN": slow.token()},
             stderr=subprocess.PIPE,
@@ -83,7 +85,7 @@ def test_resume_after_the_server_is_killed_mid_download(
     finally:
         stop_server(slow)
     assert proc.returncode == 1, stderr
-    assert "transfer interrupted" in stderr and "--resume" in stderr
+    assert "the connection dropped" in stderr and "--resume" in stderr
     partial = out.stat().st_size
     assert partial >= 1_000_000
 
@@ -114,15 +116,16 @@ def test_resume_of_a_complete_file_with_limit_fetches_nothing_more(
 
 
 def test_resume_needs_the_key_and_drops_a_partial_last_record(tmp_path: Path) -> None:
-    from app.fetch import FetchError, _resume_point
+    from rowstream.client import ClientError
+    from rowstream.download import resume_point
 
     no_id = tmp_path / "x.ndjson"
     no_id.write_bytes(b'{"channel":"sms"}\n{"chan')
-    with pytest.raises(FetchError, match=r"lack the key \(id\)"):
-        _resume_point(no_id, "application/x-ndjson", ["id"])
+    with pytest.raises(ClientError, match=r"lack the key \(id\)"):
+        resume_point(no_id, "application/x-ndjson", ["id"])
     quoted = tmp_path / "x.csv"
     quoted.write_bytes(b'id,body\n7,"multi\nline"\n8,"cut')
-    assert _resume_point(quoted, "text/csv", ["id"]) == (["7"], 1, b"id,body\n")
+    assert resume_point(quoted, "text/csv", ["id"]) == (["7"], 1, b"id,body\n")
     assert quoted.read_bytes() == b'id,body\n7,"multi\nline"\n'
 
 

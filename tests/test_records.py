@@ -1,6 +1,6 @@
 """app/records.py: record boundaries in NDJSON and CSV bytes (row counters, ``fetch --resume``)."""
 
-from app import records
+from rowstream import records
 
 
 def test_csv_records_ignore_newlines_inside_quoted_fields_across_chunks() -> None:
