@@ -217,7 +217,7 @@ class ArrowBatches:
         return self.target.arrow(self._pa.RecordBatch.from_arrays(columns, schema=schema))
 
     def _conform(self, column: Any, target: Any) -> Any:
-        if isinstance(column.type, self._pa.ExtensionType):
+        if isinstance(column.type, self._pa.BaseExtensionType):
             column = column.storage
         return column if column.type.equals(target) else column.cast(target)
 
