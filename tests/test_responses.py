@@ -50,7 +50,7 @@ def _read_some(sock: socket.socket, at_least: int) -> bytes:
     return got
 
 
-@pytest.mark.parametrize("fmt", ["ndjson", "arrow"])  # a cursor's stream, a COPY's
+@pytest.mark.parametrize("fmt", ["ndjson", "arrow"])  # a cursor's stream, the ADBC driver's
 def test_a_hundred_vanishing_clients_leave_nothing_behind(tight: Server, fmt: str) -> None:
     for i in range(100):
         # even: reads a little while the server is fetching; odd: never reads, so the
