@@ -213,22 +213,39 @@ def arrow_is_text(pgtype: PgType) -> bool:
     return kind in (Kind.UUID, Kind.JSON, Kind.JSONB, Kind.ENUM, Kind.OTHER)
 
 
+#: Values the driver would decode wrongly, by kind: it reads a multi-dimensional array as
+#: one flat list, and it overflows on ±infinity (and on timestamps past Arrow's year
+#: 292277): a SQL condition true for such a value, and what to say.
+_NO_ARROW_VALUE = {
+    Kind.ARRAY: ("array_ndims({c}) > 1", "a multi-dimensional array: Arrow lists have one"),
+    Kind.DATE: ("NOT isfinite({c})", "an infinite date: Arrow has none"),
+    Kind.TIMESTAMP: (
+        "NOT ({c} > '-infinity' AND {c} < '292277-01-01')",
+        "a timestamp Arrow cannot hold (infinite, or after year 292276)",
+    ),
+}
+_NO_ARROW_VALUE[Kind.TIMESTAMPTZ] = _NO_ARROW_VALUE[Kind.TIMESTAMP]
+
+
 def binary_sql(column: str, pgtype: PgType) -> str:
     """The SELECT expression of ``column`` for the ADBC driver's binary ``COPY``
     (``adbc.py``): the columns Arrow carries as text cast as the cursor path casts them
     (the driver decodes a uuid to 16 bytes, an interval to months-days-nanoseconds, numeric
     NaN to ``nan``), the rest to a built-in type the driver knows (a domain to its base
-    type). The driver reads a multi-dimensional array as one flat list, so one fails the
-    export instead (a cast of text naming it)."""
+    type). A value the driver would decode wrongly (``_NO_ARROW_VALUE``) fails the export
+    instead, as it does on the other paths: a cast to integer of a text that says why."""
     if arrow_is_text(pgtype):
         return f"{column}::text"
     base = _binary_base(pgtype.element if pgtype.element is not None else pgtype)
-    if pgtype.kind is not Kind.ARRAY:
-        return f"{column}::{base}"
-    refuse = f"(array_ndims({column}) || '-dimensional array: Arrow lists have one')::int"
+    cast = f"{base}[]" if pgtype.kind is Kind.ARRAY else base
+    if pgtype.kind not in _NO_ARROW_VALUE:
+        return f"{column}::{cast}"
+    condition, message = _NO_ARROW_VALUE[pgtype.kind]
+    # left(…, 0) makes the text depend on the row, so it is not evaluated while planning
+    refuse = f"(left({column}::text, 0) || '{message}')::int"
     return (
-        f"CASE WHEN array_ndims({column}) > 1 THEN CASE WHEN {refuse} = 0 THEN {column} END "
-        f"ELSE {column} END::{base}[]"
+        f"CASE WHEN {condition.format(c=column)} THEN CASE WHEN {refuse} = 0 THEN {column} END "
+        f"ELSE {column} END::{cast}"
     )
 
 

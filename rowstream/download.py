@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rowstream.records import csv_records, last_records
+from rowstream.records import csv_records, last_records_in
 
 if TYPE_CHECKING:
     from rowstream.client import Client
@@ -42,6 +42,8 @@ MEDIA_TYPES = {
     "arrow": ARROW,
     "parquet": PARQUET,
 }
+#: How much of a file is read at a time to find its last whole record.
+BLOCK_BYTES = 1 << 20
 #: Formats with a row per line, whose rows are counted on the way.
 LINE_FORMATS = (NDJSON, CSV, TEXT)
 #: Formats that can be resumed: a row per line, its key readable from the line.
@@ -76,21 +78,22 @@ def resume_point(
     the CSV header line)."""
     from rowstream.client import ClientError
 
-    data = path.read_bytes()
-    start, end, records = last_records(data, csv=media == CSV)
     with path.open("r+b") as f:
+        blocks = iter(lambda: f.read(BLOCK_BYTES), b"")
+        start, end, records = last_records_in(blocks, csv=media == CSV)
         f.truncate(end)
+        f.seek(0)
+        header = f.readline()
+        f.seek(start)
+        last = f.read(end - start)
     if not records:
         return None, 0, None
-    last = data[start:end]
     wanted = ", ".join(key)
     if media == NDJSON:
         row = json.loads(last)
         if not isinstance(row, dict) or any(k not in row for k in key):
             raise ClientError(f"cannot resume: the rows lack the key ({wanted}); add it to fields=")
         return [row[k] for k in key], records, None
-    header_end = data.index(b"\n") + 1
-    header = data[:header_end]
     names = next(csv.reader(io.StringIO(header.decode())))
     if any(k not in names for k in key):
         raise ClientError(f"cannot resume: the CSV lacks the key ({wanted}); add it to fields=")
@@ -112,7 +115,7 @@ def write(
     progress: Progress | None,
 ) -> Download:
     """``Client.download``: see the module's docstring."""
-    from rowstream.client import RETRYABLE, IncompleteExport
+    from rowstream.client import RETRYABLE, ClientError, IncompleteExport
 
     limit = int(params["limit"]) if "limit" in params else None
     after: list[Any] | None = None
@@ -145,7 +148,10 @@ def write(
                     f"{what}; {path} keeps what was received{hint}", received=None, total=None
                 ) from exc
             time.sleep(client.backoff_seconds * 2 ** (failures - 1))
-            after, kept, header = _resumable(client, name, path, media)
+            try:
+                after, kept, header = _resumable(client, name, path, media)
+            except ClientError as cannot:
+                raise IncompleteExport(f"{what}; {cannot}", received=None, total=None) from exc
             appending = True
     counted = media in LINE_FORMATS
     return Download(rows=rows if counted else None, bytes=path.stat().st_size)

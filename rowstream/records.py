@@ -6,6 +6,8 @@ the server and the client, with no dependencies.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 def csv_records(chunk: bytes | bytearray, in_quotes: bool) -> tuple[int, bool]:
     """Count the CSV records that end in ``chunk`` (RFC 4180: a newline inside a quoted
@@ -25,26 +27,29 @@ def last_records(data: bytes, csv: bool) -> tuple[int, int, int]:
 
     Records end with a newline; for CSV only with one outside quotes. (0, 0, 0) if none.
     """
-    if not csv:
-        end = data.rfind(b"\n") + 1
-        start = data.rfind(b"\n", 0, max(end - 1, 0)) + 1
-        return (start, end, data.count(b"\n")) if end else (0, 0, 0)
+    return last_records_in([data], csv)
+
+
+def last_records_in(blocks: Iterable[bytes], csv: bool) -> tuple[int, int, int]:
+    """``last_records`` of the concatenation of ``blocks``, read one block at a time (a
+    file of any size, in constant memory)."""
     in_quotes = False
     position = 0
     count = 0
     ends = [0, 0]
-    segments = data.split(b'"')
-    for i, segment in enumerate(segments):
-        if not in_quotes:
-            newlines = segment.count(b"\n")
-            if newlines:
-                count += newlines
-                last = segment.rfind(b"\n")
-                if newlines > 1:
-                    ends = [position + segment.rfind(b"\n", 0, last) + 1, position + last + 1]
-                else:
-                    ends = [ends[1], position + last + 1]
-        position += len(segment) + 1
-        if i < len(segments) - 1:
-            in_quotes = not in_quotes
+    for block in blocks:
+        segments = block.split(b'"') if csv else [block]
+        for i, segment in enumerate(segments):
+            if not in_quotes:
+                newlines = segment.count(b"\n")
+                if newlines:
+                    count += newlines
+                    last = segment.rfind(b"\n")
+                    if newlines > 1:
+                        ends = [position + segment.rfind(b"\n", 0, last) + 1, position + last + 1]
+                    else:
+                        ends = [ends[1], position + last + 1]
+            position += len(segment) + (i < len(segments) - 1)
+            if i < len(segments) - 1:
+                in_quotes = not in_quotes
     return (ends[0], ends[1], count) if count else (0, 0, 0)

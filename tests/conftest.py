@@ -30,6 +30,7 @@ from tests.support import (
     start_server,
     stop_server,
     with_database,
+    zoo_server_with,
 )
 
 
@@ -106,15 +107,7 @@ def zoo_url(fresh_database: Callable[[str], str]) -> str:
 @pytest.fixture(scope="session")
 def zoo_server(zoo_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server for tests/zoo.py's datasets (``DATASETS_FILE``)."""
-    from tests import zoo
-
-    path = tmp_path_factory.mktemp("zoo") / "datasets.toml"
-    path.write_text(zoo.DATASETS)
-    s = start_server(zoo_url, DATASETS_FILE=str(path), PARQUET_ROW_GROUP_ROWS="100")
-    try:
-        yield s
-    finally:
-        stop_server(s)
+    yield from zoo_server_with(zoo_url, tmp_path_factory, PARQUET_ROW_GROUP_ROWS="100")
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
+import pytest
 
 from app import auth
 from app.pooler import free_port
@@ -59,6 +60,7 @@ __all__ = [
     "stop_server",
     "wait_for_replay",
     "with_database",
+    "zoo_server_with",
 ]
 
 T = TypeVar("T")
@@ -385,3 +387,18 @@ def start_nginx(
     proc.kill()
     proc.wait()
     raise RuntimeError((directory / "error.log").read_text())
+
+
+def zoo_server_with(
+    zoo_url: str, tmp_path_factory: pytest.TempPathFactory, **env: str
+) -> Iterator[Server]:
+    """A server for tests/zoo.py's datasets with ``env``, for a fixture to yield from."""
+    from tests import zoo
+
+    path = tmp_path_factory.mktemp("zoo") / "datasets.toml"
+    path.write_text(zoo.DATASETS)
+    s = start_server(zoo_url, DATASETS_FILE=str(path), **env)
+    try:
+        yield s
+    finally:
+        stop_server(s)

@@ -1,4 +1,4 @@
-"""app/records.py: record boundaries in NDJSON and CSV bytes (row counters, ``fetch --resume``)."""
+"""rowstream/records.py: record boundaries in NDJSON and CSV bytes (counters, resuming)."""
 
 from rowstream import records
 
@@ -24,3 +24,14 @@ def test_last_records_finds_the_last_complete_record() -> None:
     assert nd[start:end] == b'{"id":2}\n' and count == 2
     assert records.last_records(b"no newline", csv=False) == (0, 0, 0)
     assert records.last_records(b'"open\n', csv=True) == (0, 0, 0)
+
+
+def test_last_records_read_in_blocks_equal_those_of_the_whole() -> None:
+    for csv, data in (
+        (True, b'id,body\n1,"a\nb"\n2,"say ""hi""\n"\n3,"unfinished\n'),
+        (False, b'{"id":1}\n{"id":2}\n{"id":3}\n{"id":'),
+    ):
+        whole = records.last_records(data, csv=csv)
+        for size in range(1, len(data) + 1):
+            blocks = [data[i : i + size] for i in range(0, len(data), size)]
+            assert records.last_records_in(blocks, csv=csv) == whole, (csv, size)

@@ -17,8 +17,7 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from tests import zoo
-from tests.support import Server, raw_request, run, start_server, stop_server
+from tests.support import Server, raw_request, run, zoo_server_with
 from tests.zoo import ZOO_COLUMNS, ZOO_ROWS
 
 STREAM_FORMATS = ["ndjson", "json", "csv", "arrow"]
@@ -156,13 +155,7 @@ FROM_COPY_TEXT = [c for c in ZOO_COLUMNS if c not in ("by", "ia", "ta")]
 @pytest.fixture(scope="module")
 def copy_text_server(zoo_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The zoo's datasets with the ADBC driver off (``ARROW_SOURCE=copy-text``)."""
-    path = tmp_path_factory.mktemp("zoo-copy-text") / "datasets.toml"
-    path.write_text(zoo.DATASETS)
-    s = start_server(zoo_url, DATASETS_FILE=str(path), ARROW_SOURCE="copy-text")
-    try:
-        yield s
-    finally:
-        stop_server(s)
+    yield from zoo_server_with(zoo_url, tmp_path_factory, ARROW_SOURCE="copy-text")
 
 
 @pytest.mark.parametrize("path", ["cursor records", "copy text", "binary copy"])
@@ -602,3 +595,32 @@ def test_a_path_that_looks_like_a_host_is_not_redirected_to(zoo_server: Server, 
     head = received.split(b"\r\n\r\n", 1)[0].decode("latin-1")
     assert head.startswith("HTTP/1.1 404"), head
     assert "location" not in head.lower()
+
+
+def test_arrow_dates_and_timestamps_are_exact_and_an_infinite_one_fails(
+    zoo_server: Server, zoo_url: str
+) -> None:
+    """BC and five-digit years are exact (as integers since the epoch: Python's datetime
+    stops at year 1 and 9999); ``infinity`` has no Arrow value, so that export fails."""
+    finite = _get(zoo_server, "/datasets/stamps.arrows", params={"id__ne": "2"}).content
+    table = pa.ipc.open_stream(finite).read_all()
+    got = [
+        table.column(c).cast(pa.int64() if c != "dt" else pa.int32()).to_pylist()
+        for c in ("ts", "tstz", "dt")
+    ]
+    epoch = "(extract(epoch FROM {0}) * 1000000)::int8"
+    rows = run(
+        _fetch(
+            zoo_url,
+            f"SELECT {epoch.format('ts')}, {epoch.format('tstz')}, dt - date '1970-01-01' "
+            "FROM stamps WHERE id <> 2 ORDER BY id",
+        )
+    )
+    assert got == [[r[i] for r in rows] for i in range(3)]
+    infinite = httpx.get(
+        f"{zoo_server.base_url}/datasets/stamps.arrows",
+        params={"id": "2"},
+        headers=zoo_server.headers(),
+        timeout=30,
+    )
+    assert infinite.status_code == 500, infinite.status_code
