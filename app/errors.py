@@ -70,6 +70,13 @@ class Forbidden(ProblemError):
     status, title = 403, "Forbidden"
 
 
+class NotRepresentable(ProblemError):
+    """A value of the selection has no form in the format asked for (an infinite timestamp
+    in Arrow): another format, or a filter leaving the value out, will do."""
+
+    status, title = 422, "Unprocessable Content"
+
+
 class ServiceUnavailable(ProblemError):
     status, title = 503, "Service Unavailable"
 

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
+import httpx
+
 from rowstream.client import Client, ClientError
 from rowstream.download import LINE_FORMATS, Download, media_type
 
@@ -89,7 +91,7 @@ def fetch(
             resume=resume,
             route=parts.path,
             progress=progress,
-            **params,
+            params=params,
         )
 
 
@@ -107,6 +109,9 @@ def run(args: argparse.Namespace, settings: Any) -> None:
         )
     except (FetchError, ClientError) as exc:
         print(f"rowstream fetch: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except httpx.HTTPError as exc:
+        print(f"rowstream fetch: {type(exc).__name__}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     what = f"{done.rows:,} rows" if done.rows is not None else f"{done.bytes:,} bytes"
     print(f"{args.output}: {what}, complete", file=sys.stderr)

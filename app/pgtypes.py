@@ -214,14 +214,14 @@ def arrow_is_text(pgtype: PgType) -> bool:
 
 
 #: Values the driver would decode wrongly, by kind: it reads a multi-dimensional array as
-#: one flat list, and it overflows on ±infinity (and on timestamps past Arrow's year
-#: 292277): a SQL condition true for such a value, and what to say.
+#: one flat list, and it overflows on ±infinity (and on timestamps past the end of Arrow's
+#: int64 microseconds, 294247-01-10): a SQL condition true for such a value, and what to say.
 _NO_ARROW_VALUE = {
     Kind.ARRAY: ("array_ndims({c}) > 1", "a multi-dimensional array: Arrow lists have one"),
     Kind.DATE: ("NOT isfinite({c})", "an infinite date: Arrow has none"),
     Kind.TIMESTAMP: (
-        "NOT ({c} > '-infinity' AND {c} < '292277-01-01')",
-        "a timestamp Arrow cannot hold (infinite, or after year 292276)",
+        "NOT ({c} > '-infinity' AND {c} <= '294247-01-10 04:00:54.775807')",
+        "a timestamp Arrow cannot hold (infinite, or after 294247-01-10)",
     ),
 }
 _NO_ARROW_VALUE[Kind.TIMESTAMPTZ] = _NO_ARROW_VALUE[Kind.TIMESTAMP]

@@ -174,7 +174,12 @@ def _like_prefix(text: str) -> str:
 
 
 def _order(dataset: Dataset) -> str:
-    return f" ORDER BY {', '.join(map(ident, dataset.key))}" if dataset.key else ""
+    """``ORDER BY`` the key's columns, qualified: a bare name in ``ORDER BY`` means the
+    output column of that name first, and a format's rendering of the column (``::text``,
+    a ``CASE``) would sort differently and without the key's index."""
+    if not dataset.key:
+        return ""
+    return f" ORDER BY {', '.join(f'_t.{ident(k)}' for k in dataset.key)}"
 
 
 def select(

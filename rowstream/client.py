@@ -23,7 +23,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -148,13 +148,15 @@ class Client:
         resume: bool = False,
         route: str | None = None,
         progress: Progress | None = None,
-        **params: Any,
+        params: Mapping[str, Any] | None = None,
+        **filters: Any,
     ) -> Download:
         """Write ``name`` to ``path`` in ``format`` exactly as the server sends it, checked
         against ``X-Total-Count`` and resumed after a dropped connection (NDJSON, CSV); with
         ``resume``, continue the file a failed download left. ``route`` asks another of
         the dataset's routes (the demo's ``/messages/stream``, ``/datasets/x.csv``) than
-        ``/datasets/{name}/stream``. See ``rowstream.download``."""
+        ``/datasets/{name}/stream``; ``params``: filters whose names are taken here (a
+        column called ``name`` or ``path``). See ``rowstream.download``."""
         from rowstream import download
 
         return download.write(
@@ -163,7 +165,7 @@ class Client:
             Path(path),
             media=download.media_type(format),
             route=route or f"/datasets/{name}/stream",
-            params={k: _param(v) for k, v in params.items()},
+            params={k: _param(v) for k, v in {**(params or {}), **filters}.items()},
             resume=resume,
             progress=progress,
         )

@@ -90,7 +90,7 @@ def resume_point(
         return None, 0, None
     wanted = ", ".join(key)
     if media == NDJSON:
-        row = json.loads(last)
+        row = json.loads(last, parse_float=str)  # a decimal key stays exact in after=
         if not isinstance(row, dict) or any(k not in row for k in key):
             raise ClientError(f"cannot resume: the rows lack the key ({wanted}); add it to fields=")
         return [row[k] for k in key], records, None
@@ -117,49 +117,81 @@ def write(
     """``Client.download``: see the module's docstring."""
     from rowstream.client import RETRYABLE, ClientError, IncompleteExport
 
-    limit = int(params["limit"]) if "limit" in params else None
-    after: list[Any] | None = None
-    kept, header = 0, None
+    limit = _int_or_none(params.get("limit"))
     appending = resume and path.exists()
-    if appending:
-        after, kept, header = _resumable(client, name, path, media)
+    state: tuple[list[Any] | None, int, bytes | None] | None = None
+    tally = _Tally()
     failures = 0
-    rows = kept
-    while limit is None or kept < limit:
-        query = dict(params)
-        if after is not None:
-            query["after"] = json.dumps(after, ensure_ascii=False)
-        if limit is not None:
-            query["limit"] = str(limit - kept)
+    while True:
         try:
+            if state is None:  # where the file stands: read again after each drop
+                state = _resume_state(client, name, path, media) if appending else (None, 0, None)
+            after, kept, header = state
+            if appending and limit is not None and 0 < limit <= kept:
+                return Download(rows=kept, bytes=path.stat().st_size)  # complete already
+            query = dict(params)
+            if after is not None:
+                query["after"] = json.dumps(after, ensure_ascii=False)
+            if limit is not None and kept:
+                query["limit"] = str(limit - kept)
+            tally = _Tally(kept=kept)
             with path.open("ab" if appending else "wb") as out:
-                rows = kept + _response(client, route, query, media, out, header, kept, progress)
-            break
+                _response(client, route, query, media, out, header, tally, progress)
+            rows = tally.kept + tally.rows if media in LINE_FORMATS else None
+            return Download(rows=rows, bytes=path.stat().st_size)
         except RETRYABLE as exc:
             failures += 1
+            received = path.exists() and path.stat().st_size > 0
             what = f"{name}: the connection dropped ({type(exc).__name__})"
-            if media not in RESUMABLE or failures > client.retries:
+            if failures > client.retries or (received and media not in RESUMABLE):
                 hint = (
                     "; download again with resume=True (rowstream fetch --resume) to continue"
                     if media in RESUMABLE
                     else ""
                 )
                 raise IncompleteExport(
-                    f"{what}; {path} keeps what was received{hint}", received=None, total=None
+                    f"{what} after {tally.kept + tally.rows:,} rows; {path} keeps them{hint}"
+                    if media in LINE_FORMATS
+                    else f"{what}; {path} keeps what was received{hint}",
+                    received=tally.kept + tally.rows if media in LINE_FORMATS else None,
+                    total=tally.total,
                 ) from exc
             time.sleep(client.backoff_seconds * 2 ** (failures - 1))
-            try:
-                after, kept, header = _resumable(client, name, path, media)
-            except ClientError as cannot:
-                raise IncompleteExport(f"{what}; {cannot}", received=None, total=None) from exc
-            appending = True
-    counted = media in LINE_FORMATS
-    return Download(rows=rows if counted else None, bytes=path.stat().st_size)
+            appending, state = received, None
+        except ClientError as cannot:
+            if failures == 0:
+                raise
+            raise IncompleteExport(
+                f"{name}: the connection dropped, and resuming failed: {cannot}",
+                received=tally.kept + tally.rows if media in LINE_FORMATS else None,
+                total=tally.total,
+            ) from cannot
 
 
-def _resumable(client: Client, name: str, path: Path, media: str) -> tuple[Any, int, bytes | None]:
+@dataclass
+class _Tally:
+    """What a download has: rows kept from before this request, rows written by it, and
+    the rows expected in all (``X-Total-Count``, once known)."""
+
+    kept: int = 0
+    rows: int = 0
+    total: int | None = None
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None  # sent as it is: the server's 422 says what is wrong
+
+
+def _resume_state(
+    client: Client, name: str, path: Path, media: str
+) -> tuple[list[Any] | None, int, bytes | None]:
     from rowstream.client import ClientError
 
+    if path.stat().st_size == 0:
+        return None, 0, None  # nothing to keep: start again
     if media not in RESUMABLE:
         raise ClientError(f"resuming works for NDJSON and CSV, not {media}")
     return resume_point(path, media, client.resume_key(name))
@@ -172,21 +204,28 @@ def _response(
     media: str,
     out: Any,
     header: bytes | None,
-    kept: int,
+    tally: _Tally,
     progress: Progress | None,
-) -> int:
+) -> None:
     """One request: its body appended to ``out`` (the CSV header skipped when ``header``
-    is already there), its rows counted against its ``X-Total-Count`` and returned."""
-    from rowstream.client import IncompleteExport, raise_for_problem
+    is already there), its rows counted in ``tally`` and checked against its
+    ``X-Total-Count``."""
+    from rowstream.client import ClientError, IncompleteExport, raise_for_problem
 
     headers = {"Accept": media, "Prefer": "count=exact", "Accept-Encoding": "identity"}
     with client.http.stream("GET", f"{client.url}{route}", params=query, headers=headers) as r:
         raise_for_problem(r)
+        sent = r.headers.get("content-type", "").split(";")[0].strip()
+        if sent != media:
+            raise ClientError(f"the server sent {sent or 'no type'}, not {media}: ask for it")
         count = r.headers.get("x-total-count")
         expected = int(count) if count is not None and media in LINE_FORMATS else None
+        if expected is not None:
+            tally.total = tally.kept + expected
         skipping = media == CSV and header is not None
+        header_lines = 1 if media == CSV and header is None else 0
         pending = b""
-        rows, written, in_quotes = 0, 0, False
+        ended, written, in_quotes = 0, 0, False
         for chunk in r.iter_bytes():
             if skipping:
                 pending += chunk
@@ -194,30 +233,24 @@ def _response(
                 if not newline:
                     continue
                 if head + newline != header:
-                    raise IncompleteExport(
-                        "cannot resume: the CSV columns differ", received=kept, total=None
-                    )
+                    raise ClientError("cannot resume: the CSV columns differ from the file's")
                 skipping = False
             out.write(chunk)
             written += len(chunk)
             if media == CSV:
-                ended, in_quotes = csv_records(chunk, in_quotes)
-                rows += ended
+                n, in_quotes = csv_records(chunk, in_quotes)
+                ended += n
             elif media in LINE_FORMATS:
-                rows += chunk.count(b"\n")
+                ended += chunk.count(b"\n")
+            tally.rows = max(ended - header_lines, 0)
             if progress is not None:
-                data_rows = rows - (media == CSV and header is None)
                 if media in LINE_FORMATS:
-                    progress(
-                        kept + max(data_rows, 0), None if expected is None else kept + expected
-                    )
+                    progress(tally.kept + tally.rows, tally.total)
                 else:
                     progress(written, None)
-    got = max(rows - (media == CSV and header is None), 0)
-    if expected is not None and got != expected:
+    if expected is not None and tally.rows != expected:
         raise IncompleteExport(
-            f"received {kept + got:,} of {kept + expected:,} rows",
-            received=kept + got,
-            total=kept + expected,
+            f"received {tally.kept + tally.rows:,} of {tally.total:,} rows",
+            received=tally.kept + tally.rows,
+            total=tally.total,
         )
-    return got

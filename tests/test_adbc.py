@@ -33,6 +33,8 @@ INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 200000) AS i;
 CREATE TABLE grids (id bigint PRIMARY KEY, ref uuid, g integer[]);
 INSERT INTO grids VALUES (1, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{1,NULL,3}'),
     (2, NULL, '{}'), (3, NULL, NULL), (4, NULL, '{{1,2},{3,4}}');
+CREATE TABLE amounts (n numeric PRIMARY KEY);
+INSERT INTO amounts VALUES (10), (2), (1.5);
 """
 
 
@@ -217,3 +219,33 @@ def test_every_type_arrives_as_ours_and_a_flat_read_of_a_grid_fails(items_url: s
     ]
     with pytest.raises(Exception, match="a multi-dimensional array: Arrow lists have one"):
         asyncio.run(read(sql.Selection(fields=("id", "g"))))
+
+
+def test_rows_come_in_key_order_however_a_column_is_rendered(items_url: str) -> None:
+    """A numeric key travels as text: ordered by the column, not by its text (where 10
+    sorts before 2)."""
+    numeric = PgType("numeric", "numeric", "numeric", Kind.NUMERIC)
+    amounts = Dataset(
+        name="amounts",
+        kind="table",
+        source='"public"."amounts"',
+        columns=(Column("n", numeric, False),),
+        key=("n",),
+        filters=("n",),
+    )
+
+    async def read() -> list[str]:
+        conn, _ = await _open(items_url)
+        pool = adbc.DriverPool(items_url)
+        try:
+            query = sql.as_binary(amounts, sql.Selection(fields=("n",)))
+            return [
+                v
+                for b in [b async for b in adbc.batches(conn, pool, query, None)]
+                for v in b.column("n").to_pylist()
+            ]
+        finally:
+            await pool.close()
+            await conn.close()
+
+    assert asyncio.run(read()) == ["1.5", "2", "10"]

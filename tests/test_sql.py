@@ -40,7 +40,7 @@ def test_rows_come_in_key_order_and_resume_with_a_row_value_comparison() -> None
     query = sql.as_columns(d, selection)
     assert query.sql == (
         'SELECT "Order" FROM "public"."Order Items" AS _t WHERE ("Order", "select") > '
-        '($1::text::bigint, $2::text::date) ORDER BY "Order", "select" LIMIT $3'
+        '($1::text::bigint, $2::text::date) ORDER BY _t."Order", _t."select" LIMIT $3'
     )
     assert query.args == ("7", "2024-01-02", 10)
 
