@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
@@ -41,7 +40,7 @@ import asyncpg
 
 from app.cursor import SET_IDENTITY, TRANSACTION_SETTINGS, DbIdentity
 from app.datasets import Dataset
-from app.errors import NotRepresentable
+from app.errors import refused
 from app.settings import Settings
 from app.sql import SETTING_PREFIX, Query, Selection, literal
 
@@ -167,10 +166,12 @@ async def batches(
                 return
             yield batch
     except OSError as exc:
-        refused = _refusal(exc)
-        if refused is None:
+        # the driver reports every error while streaming as an OSError (a lost connection
+        # too, which stays one: 503 before the headers); a refused value says so (422)
+        refusal = refused(exc)
+        if refusal is None:
             raise
-        raise refused from exc
+        raise refusal from exc
     finally:
         # Shielded: this runs when the body is closed early, often from a cancelled task.
         # Closed before the end (a client gone, a cut-off, an error): the query is cancelled
@@ -184,22 +185,6 @@ async def batches(
                     await reading
             reusable = finished and await asyncio.to_thread(_end, driver, cursors)
             await pool.release(driver, reusable=reusable)
-
-
-#: How PostgreSQL reports a refusal of ``pgtypes.binary_sql`` (its text cast to integer).
-_REFUSED = re.compile(r'invalid input syntax for type integer: "([^"]*Arrow[^"]*)"')
-
-
-def _refusal(exc: OSError) -> NotRepresentable | None:
-    """The driver reports every error while streaming as an ``OSError`` (a lost connection
-    too, which stays one: 503 before the headers). One of our refusals is the selection's
-    fault, said plainly (422 before the headers)."""
-    found = _REFUSED.search(str(exc))
-    if found is None:
-        return None
-    return NotRepresentable(
-        f"the selection holds {found.group(1)}; choose another format, or filter it out"
-    )
 
 
 def _end(driver: Any, cursors: list[Any]) -> bool:

@@ -8,6 +8,7 @@ leaves through ``problem_response`` so clients parse exactly one format.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
@@ -137,9 +138,28 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
     return problem_response(422, detail or "invalid request", errors=errors)
 
 
+#: How PostgreSQL reports a value refused by ``pgtypes.arrow_guard`` (its text cast to
+#: integer): the text says which value has no Arrow form.
+_REFUSED = re.compile(r'invalid input syntax for type integer: "([^"]*Arrow[^"]*)"')
+
+
+def refused(exc: BaseException) -> NotRepresentable | None:
+    """The ``NotRepresentable`` that ``exc`` (PostgreSQL's error, or the ADBC driver's
+    report of it) reports, if it reports one of ``pgtypes.arrow_guard``'s refusals."""
+    found = _REFUSED.search(str(exc))
+    if found is None:
+        return None
+    return NotRepresentable(
+        f"the selection holds {found.group(1)}; choose another format, or filter it out"
+    )
+
+
 async def _on_invalid_value(request: Request, exc: Exception) -> Response:
     # PostgreSQL refused a value that passed our validation (SQLSTATE class 22): the
-    # request's fault, so a 4xx, though validation should have caught it first.
+    # request's fault, so a 4xx, though validation should have caught it first; or a
+    # value of the data with no form in the format asked for (``refused``).
+    if (refusal := refused(exc)) is not None:
+        return await _on_problem(request, refusal)
     logger.warning("invalid value reached the database on %s: %s", request.url.path, exc)
     return problem_response(422, "a parameter value is out of range or malformed")
 

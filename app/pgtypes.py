@@ -189,12 +189,12 @@ def arrow_sql(column: str, pgtype: PgType) -> str:
     """The SELECT expression feeding ``ArrowEncoder`` for ``column``."""
     kind = pgtype.kind
     if kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ, Kind.TIME):
-        return _EPOCH_MICROSECONDS.format(c=column)
+        return arrow_guard(column, pgtype, _EPOCH_MICROSECONDS.format(c=column))
     if kind is Kind.DATE:
-        return _EPOCH_DAYS.format(c=column)
+        return arrow_guard(column, pgtype, _EPOCH_DAYS.format(c=column))
     if arrow_is_text(pgtype):
         return f"{column}::text"
-    return column
+    return arrow_guard(column, pgtype, column)
 
 
 def arrow_is_text(pgtype: PgType) -> bool:
@@ -213,9 +213,10 @@ def arrow_is_text(pgtype: PgType) -> bool:
     return kind in (Kind.UUID, Kind.JSON, Kind.JSONB, Kind.ENUM, Kind.OTHER)
 
 
-#: Values the driver would decode wrongly, by kind: it reads a multi-dimensional array as
-#: one flat list, and it overflows on ±infinity (and on timestamps past the end of Arrow's
-#: int64 microseconds, 294247-01-10): a SQL condition true for such a value, and what to say.
+#: Values with no Arrow form, by kind: a multi-dimensional array (Arrow lists have one
+#: dimension; the ADBC driver would read it as one flat list), ±infinity, and timestamps
+#: past the end of Arrow's int64 microseconds (294247-01-10; the driver would overflow):
+#: a SQL condition true for such a value, and what to say.
 _NO_ARROW_VALUE = {
     Kind.ARRAY: ("array_ndims({c}) > 1", "a multi-dimensional array: Arrow lists have one"),
     Kind.DATE: ("NOT isfinite({c})", "an infinite date: Arrow has none"),
@@ -227,26 +228,33 @@ _NO_ARROW_VALUE = {
 _NO_ARROW_VALUE[Kind.TIMESTAMPTZ] = _NO_ARROW_VALUE[Kind.TIMESTAMP]
 
 
+def arrow_guard(column: str, pgtype: PgType, expression: str) -> str:
+    """``expression`` (how an Arrow path selects ``column``), except for a value with no
+    Arrow form (``_NO_ARROW_VALUE``): that fails the export, on every path alike, with a
+    message saying why (a cast to integer of a text saying it, which ``errors.refused``
+    finds in PostgreSQL's error). Columns Arrow carries as text need none."""
+    if arrow_is_text(pgtype) or pgtype.kind not in _NO_ARROW_VALUE:
+        return expression
+    condition, message = _NO_ARROW_VALUE[pgtype.kind]
+    # left(…, 0) makes the text depend on the row, so it is not evaluated while planning
+    refuse = f"(left({column}::text, 0) || '{message}')::int"
+    return (
+        f"CASE WHEN {condition.format(c=column)} "
+        f"THEN CASE WHEN {refuse} = 0 THEN {expression} END ELSE {expression} END"
+    )
+
+
 def binary_sql(column: str, pgtype: PgType) -> str:
     """The SELECT expression of ``column`` for the ADBC driver's binary ``COPY``
     (``adbc.py``): the columns Arrow carries as text cast as the cursor path casts them
     (the driver decodes a uuid to 16 bytes, an interval to months-days-nanoseconds, numeric
     NaN to ``nan``), the rest to a built-in type the driver knows (a domain to its base
-    type). A value the driver would decode wrongly (``_NO_ARROW_VALUE``) fails the export
-    instead, as it does on the other paths: a cast to integer of a text that says why."""
+    type), guarded (``arrow_guard``)."""
     if arrow_is_text(pgtype):
         return f"{column}::text"
     base = _binary_base(pgtype.element if pgtype.element is not None else pgtype)
     cast = f"{base}[]" if pgtype.kind is Kind.ARRAY else base
-    if pgtype.kind not in _NO_ARROW_VALUE:
-        return f"{column}::{cast}"
-    condition, message = _NO_ARROW_VALUE[pgtype.kind]
-    # left(…, 0) makes the text depend on the row, so it is not evaluated while planning
-    refuse = f"(left({column}::text, 0) || '{message}')::int"
-    return (
-        f"CASE WHEN {condition.format(c=column)} THEN CASE WHEN {refuse} = 0 THEN {column} END "
-        f"ELSE {column} END::{cast}"
-    )
+    return arrow_guard(column, pgtype, f"{column}::{cast}")
 
 
 def _binary_base(pgtype: PgType) -> str:

@@ -250,7 +250,9 @@ def as_copy_text(dataset: Dataset, selection: Selection) -> Query:
     writes (booleans ``t``/``f``, ISO dates and times in UTC); the columns Arrow carries
     as text are cast as the cursor path casts them (``inet``'s ``::text`` keeps its mask)."""
     return _columns(
-        dataset, selection, lambda c, t: f"{c}::text" if pgtypes.arrow_is_text(t) else c
+        dataset,
+        selection,
+        lambda c, t: f"{c}::text" if pgtypes.arrow_is_text(t) else pgtypes.arrow_guard(c, t, c),
     )
 
 

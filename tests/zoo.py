@@ -75,13 +75,14 @@ SELECT i,
 FROM generate_series(3, {rows}) AS i;
 
 -- timestamps COPY prints unlike JSON: before year 1, infinite, beyond 9999
-CREATE TABLE stamps (id int PRIMARY KEY, ts timestamp, tstz timestamptz, dt date);
+-- (g: an array, so a selection with it takes Arrow's cursor-records path)
+CREATE TABLE stamps (id int PRIMARY KEY, ts timestamp, tstz timestamptz, dt date, g int[]);
 INSERT INTO stamps VALUES
-    (1, '0044-03-15 12:00:00 BC', '0044-03-15 12:00:00+00 BC', '0044-03-15 BC'),
-    (2, 'infinity', '-infinity', 'infinity'),
-    (3, '12345-06-07 08:09:10.5', '12345-06-07 08:09:10.5+00', '12345-06-07'),
-    (4, '0001-01-01 00:00:00', '0001-01-01 00:00:00+00', '0001-01-01'),
-    (5, '2024-02-29 23:59:59.999999', '2024-02-29 23:59:59.999999+00', '2024-02-29');
+    (1, '0044-03-15 12:00:00 BC', '0044-03-15 12:00:00+00 BC', '0044-03-15 BC', '{1}'),
+    (2, 'infinity', '-infinity', 'infinity', '{2}'),
+    (3, '12345-06-07 08:09:10.5', '12345-06-07 08:09:10.5+00', '12345-06-07', '{3}'),
+    (4, '0001-01-01 00:00:00', '0001-01-01 00:00:00+00', '0001-01-01', '{4}'),
+    (5, '2024-02-29 23:59:59.999999', '2024-02-29 23:59:59.999999+00', '2024-02-29', '{5}');
 
 CREATE TABLE "Order Items" (
     "Order"   integer NOT NULL,
