@@ -190,9 +190,7 @@ def _candidates(keys: Sequence[Key], header: dict[str, Any]) -> list[Key]:
     return matching
 
 
-def verify(
-    token: str, keys: str | Sequence[Key], policy: Policy | None = None, *, now: float | None = None
-) -> Principal:
+def verify(token: str, keys: str | Sequence[Key], policy: Policy | None = None) -> Principal:
     """The principal of a valid ``token`` under ``keys`` (a secret: HS256) and ``policy``."""
     policy = policy or Policy()
     if isinstance(keys, str):
@@ -224,7 +222,7 @@ def verify(
                 continue
         if claims is None:
             raise InvalidToken("invalid token")
-        _check_times(claims, policy, time.time() if now is None else now)
+        _check_times(claims, policy, time.time())
     except InvalidToken:
         raise
     except jwt.ExpiredSignatureError:

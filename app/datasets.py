@@ -30,7 +30,7 @@ from pydantic import (
 
 from app import pgtypes
 from app.pgtypes import PgType
-from app.sql import OPERATORS, ident
+from app.sql import ident, operators_for
 
 #: A dataset's name is a URL path segment: letters, digits, ``_`` and ``-`` (no ``.``,
 #: which starts a format suffix such as ``/datasets/orders.csv``).
@@ -410,11 +410,7 @@ def summary(dataset: Dataset) -> dict[str, Any]:
         "filters": list(dataset.filters),
         #: Which ``col__op`` each filter takes (``eq`` is ``col=v``), as the parser decides.
         "operators": {
-            name: [
-                op.suffix
-                for op in OPERATORS.values()
-                if op.refusal(name, dataset.by_name[name].type) is None
-            ]
+            name: [op.suffix for op in operators_for(name, dataset.by_name[name].type)]
             for name in dataset.filters
         },
         "params": [{"name": p.name, "type": p.type.display} for p in dataset.params],

@@ -297,19 +297,22 @@ class ParquetEncoder:
         self._pending_rows += batch.num_rows
         if self._pending_rows < self.row_group_rows:
             return b""
-        table = self._pa.Table.from_batches(self._pending, schema=self.schema)
-        whole = self._pending_rows - self._pending_rows % self.row_group_rows
-        self._writer.write_table(table.slice(0, whole), row_group_size=self.row_group_rows)
-        rest = table.slice(whole)
-        self._pending, self._pending_rows = rest.to_batches(), rest.num_rows
+        self._write(self._pending_rows - self._pending_rows % self.row_group_rows)
         return self._sink.take()
 
     def end(self) -> bytes:
         if self._pending_rows:
-            table = self._pa.Table.from_batches(self._pending, schema=self.schema)
-            self._writer.write_table(table, row_group_size=self._pending_rows)
+            self._write(self._pending_rows)
         self._writer.close()
         return self._sink.take()
+
+    def _write(self, rows: int) -> None:
+        """The first ``rows`` pending rows as row groups of ``row_group_rows``; the rest
+        stays pending."""
+        table = self._pa.Table.from_batches(self._pending, schema=self.schema)
+        self._writer.write_table(table.slice(0, rows), row_group_size=self.row_group_rows)
+        rest = table.slice(rows)
+        self._pending, self._pending_rows = rest.to_batches(), rest.num_rows
 
 
 class BufferedBody:

@@ -68,9 +68,7 @@ async def count_headers(
 ) -> dict[str, str]:
     """Taken inside the export's snapshot, before the first row is read."""
     if mode == "exact":
-        total = await cursor.exact_count(conn, sql.count(dataset, selection))
-        if selection.limit is not None:
-            total = min(total, selection.limit)
+        total = await cursor.exact_count(conn, sql.count(dataset, selection))  # ≤ limit
         return {"X-Total-Count": str(total), "Preference-Applied": "count=exact"}
     estimate = await cursor.estimated_count(conn, sql.as_columns(dataset, selection))
     return {"X-Total-Count-Estimate": str(estimate)}
@@ -256,9 +254,7 @@ class Export:
         selection = self.selection
         if selection.limit is not None and selection.limit <= maximum:
             return None
-        total = await cursor.exact_count(conn, sql.count(self.dataset, selection))
-        if selection.limit is not None:
-            total = min(total, selection.limit)
+        total = await cursor.exact_count(conn, sql.count(self.dataset, selection))  # ≤ limit
         if total > maximum:
             stream = f"/datasets/{self.dataset.name}/stream"
             raise TooLarge(

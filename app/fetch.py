@@ -63,9 +63,8 @@ def fetch(
     parts = urlsplit(url)
     params = dict(parse_qsl(parts.query, keep_blank_values=True))
     suffix = parts.path.rpartition(".")[2] if "." in parts.path.rpartition("/")[2] else None
-    named = {"arrows": "arrow"}.get(suffix or "", suffix)
-    media = media_type(fmt or params.pop("format", None) or named or "ndjson")
-    params.pop("format", None)  # the Accept header says it
+    requested = params.pop("format", None)  # the Accept header says it
+    media = media_type(fmt or requested or suffix or "ndjson")
     counted = media in LINE_FORMATS
     base = urlunsplit(parts._replace(path="", query="", fragment=""))
     columns = [BarColumn(), MofNCompleteColumn() if counted else DownloadColumn()]

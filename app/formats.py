@@ -19,13 +19,12 @@ from typing import Any, Literal
 
 from app import encoders, sql
 from app.errors import ProblemError
-
-NDJSON = "application/x-ndjson"
-JSON = "application/json"
-CSV = "text/csv"
-TEXT = "text/plain"
-ARROW = "application/vnd.apache.arrow.stream"
-PARQUET = "application/vnd.apache.parquet"
+from rowstream.media import ARROW as ARROW
+from rowstream.media import CSV as CSV
+from rowstream.media import JSON as JSON
+from rowstream.media import NDJSON as NDJSON
+from rowstream.media import PARQUET as PARQUET
+from rowstream.media import TEXT as TEXT
 
 
 @dataclass(frozen=True)

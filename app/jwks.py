@@ -49,8 +49,6 @@ class Verifier:
         self.fetched: list[Key] = []
         self.fetched_at = float("-inf")
         self.attempted_at = float("-inf")
-        #: Fetches made (for tests and metrics).
-        self.fetches = 0
         self._lock = asyncio.Lock()
         self._background: asyncio.Future[bool] | None = None
 
@@ -120,7 +118,6 @@ class Verifier:
             if time.monotonic() - self.attempted_at < self.refresh_min_seconds:
                 return False
             self.attempted_at = time.monotonic()
-            self.fetches += 1
             try:
                 async with (
                     asyncio.timeout(FETCH_SECONDS),

@@ -67,9 +67,7 @@ def is_signed(query: str) -> bool:
     return f"{SIGNATURE}=" in query
 
 
-def verify(
-    key: bytes, path: str, query: str, roles_claim: str, *, now: float | None = None
-) -> Principal:
+def verify(key: bytes, path: str, query: str, roles_claim: str) -> Principal:
     """The signer's principal, if ``path?query`` is a link signed with ``key`` that has
     not expired; ``InvalidToken`` otherwise."""
     signed_query, marker, signature = query.rpartition(f"&{SIGNATURE}=")
@@ -83,7 +81,7 @@ def verify(
         claims: Any = json.loads(_unb64(fields[CLAIMS]))
     except (KeyError, ValueError):
         raise InvalidToken("malformed signed link") from None
-    if (time.time() if now is None else now) >= expires_at:
+    if time.time() >= expires_at:
         raise InvalidToken("the signed link has expired")
     subject = claims.get("sub") if isinstance(claims, dict) else None
     if not isinstance(subject, str) or not subject:

@@ -24,7 +24,7 @@ from app.datasets import Dataset
 from app.deps import current_principal
 from app.errors import Unauthorized
 from app.params import DOWNLOAD_VALUES, LEGACY_NAMES
-from app.sql import OPERATORS
+from app.sql import operators_for
 
 MARKER = "x-rowstream-dataset"
 
@@ -184,9 +184,7 @@ def parameters(
         )
     for name in dataset.filters:
         pgtype = dataset.by_name[name].type
-        for op in OPERATORS.values():
-            if op.refusal(name, pgtype) is not None:
-                continue
+        for op in operators_for(name, pgtype):
             if op.suffix == "isnull":
                 schema: dict[str, Any] = {"type": "boolean"}
             elif op.suffix == "in":

@@ -192,8 +192,6 @@ def arrow_sql(column: str, pgtype: PgType) -> str:
         return arrow_guard(column, pgtype, _EPOCH_MICROSECONDS.format(c=column))
     if kind is Kind.DATE:
         return arrow_guard(column, pgtype, _EPOCH_DAYS.format(c=column))
-    if arrow_is_text(pgtype):
-        return f"{column}::text"
     return arrow_guard(column, pgtype, column)
 
 
@@ -232,8 +230,11 @@ def arrow_guard(column: str, pgtype: PgType, expression: str) -> str:
     """``expression`` (how an Arrow path selects ``column``), except for a value with no
     Arrow form (``_NO_ARROW_VALUE``): that fails the export, on every path alike, with a
     message saying why (a cast to integer of a text saying it, which ``errors.refused``
-    finds in PostgreSQL's error). Columns Arrow carries as text need none."""
-    if arrow_is_text(pgtype) or pgtype.kind not in _NO_ARROW_VALUE:
+    finds in PostgreSQL's error). A column Arrow carries as text is that text (``::text``),
+    and needs no guard."""
+    if arrow_is_text(pgtype):
+        return f"{column}::text"
+    if pgtype.kind not in _NO_ARROW_VALUE:
         return expression
     condition, message = _NO_ARROW_VALUE[pgtype.kind]
     # left(…, 0) makes the text depend on the row, so it is not evaluated while planning
@@ -250,8 +251,6 @@ def binary_sql(column: str, pgtype: PgType) -> str:
     (the driver decodes a uuid to 16 bytes, an interval to months-days-nanoseconds, numeric
     NaN to ``nan``), the rest to a built-in type the driver knows (a domain to its base
     type), guarded (``arrow_guard``)."""
-    if arrow_is_text(pgtype):
-        return f"{column}::text"
     base = _binary_base(pgtype.element if pgtype.element is not None else pgtype)
     cast = f"{base}[]" if pgtype.kind is Kind.ARRAY else base
     return arrow_guard(column, pgtype, f"{column}::{cast}")

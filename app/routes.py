@@ -234,24 +234,18 @@ def add_demo_routes(router: APIRouter) -> None:
     legacy = tuple(params.LEGACY_NAMES)
     standard = _standard("messages", legacy=True)
     stream = _stream("messages", True, DEMO_STREAM_FORMATS, None)
-    for path, endpoint, summary, media, response_class in (
+    routes = (
+        (standard, "Messages, loaded then sent (standard)", STANDARD_FORMATS, PrebuiltJSONResponse),
+        (standard, "Alias of /messages", STANDARD_FORMATS, PrebuiltJSONResponse),
         (
-            "/messages",
-            standard,
-            "Messages, loaded then sent (standard)",
-            STANDARD_FORMATS,
-            PrebuiltJSONResponse,
-        ),
-        ("/standard", standard, "Alias of /messages", STANDARD_FORMATS, PrebuiltJSONResponse),
-        (
-            "/messages/stream",
             stream,
             "Messages, streamed from a server-side cursor",
             DEMO_STREAM_FORMATS,
             StreamingResponse,
         ),
-        ("/chunked", stream, "Alias of /messages/stream", DEMO_STREAM_FORMATS, StreamingResponse),
-    ):
+        (stream, "Alias of /messages/stream", DEMO_STREAM_FORMATS, StreamingResponse),
+    )
+    for path, (endpoint, summary, media, response_class) in zip(DEMO_PATHS, routes, strict=True):
         _add(
             router,
             path,

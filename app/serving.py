@@ -71,8 +71,7 @@ async def _serve(server: uvicorn.Server, settings: Settings, args: argparse.Name
     task = asyncio.create_task(server.serve())
     while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
         await asyncio.sleep(0.05)
-    secret = settings.resolved_jwt_secret()
-    if server.started and args.print_curl and secret is not None:
+    if server.started and args.print_curl and (secret := settings.resolved_jwt_secret()):
         token = auth.issue(
             secret,
             "demo",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from app import pgtypes
@@ -58,6 +58,12 @@ class Operator:
         if self.text_only and pgtype.kind is not pgtypes.Kind.TEXT:
             return f"__{self.suffix} applies to text columns only"
         return None
+
+
+def operators_for(column: str, pgtype: pgtypes.PgType) -> list[Operator]:
+    """The operators that apply to ``column`` of ``pgtype`` (the dataset list and the
+    OpenAPI document show these; the parser refuses the others)."""
+    return [op for op in OPERATORS.values() if op.refusal(column, pgtype) is None]
 
 
 #: The filter operators, declared once: the parser, the SQL and the docs read this table.
@@ -252,7 +258,7 @@ def as_copy_text(dataset: Dataset, selection: Selection) -> Query:
     return _columns(
         dataset,
         selection,
-        lambda c, t: f"{c}::text" if pgtypes.arrow_is_text(t) else pgtypes.arrow_guard(c, t, c),
+        lambda c, t: pgtypes.arrow_guard(c, t, c),
     )
 
 
@@ -275,7 +281,7 @@ def count(dataset: Dataset, selection: Selection) -> Query:
     ordering, so PostgreSQL may use any scan, and with a limit it stops at that many rows
     (an exact count of ``limit=2000`` on a table of millions reads 2,000)."""
     binder = _Binder(selection.params)
-    where = _where(dataset, replace(selection, limit=None), binder)
+    where = _where(dataset, selection, binder)  # the limit is not a condition
     if selection.limit is None:
         return Query(f"SELECT count(*) FROM {dataset.source} AS _t{where}", tuple(binder.args))
     limit = binder.bind(selection.limit)

@@ -20,6 +20,7 @@ says how many rows it has of how many.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import time
@@ -29,11 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from rowstream.media import ARROW, NDJSON
+
 if TYPE_CHECKING:
     from rowstream.download import Download, Progress
-
-NDJSON = "application/x-ndjson"
-ARROW = "application/vnd.apache.arrow.stream"
 
 
 class ClientError(Exception):
@@ -170,6 +170,15 @@ class Client:
             progress=progress,
         )
 
+    @contextlib.contextmanager
+    def stream(self, route: str, query: dict[str, str], media: str) -> Iterator[httpx.Response]:
+        """``GET route?query`` as ``media``, with the exact count, uncompressed (the bytes
+        are the file), its body not yet read; a problem answer raises ``ClientError``."""
+        headers = {"Accept": media, "Prefer": "count=exact", "Accept-Encoding": "identity"}
+        with self.http.stream("GET", f"{self.url}{route}", params=query, headers=headers) as r:
+            raise_for_problem(r)
+            yield r
+
     def _export(
         self,
         name: str,
@@ -191,11 +200,8 @@ class Client:
                 query["after"] = json.dumps(after)
                 if limit is not None:
                     query["limit"] = str(limit - received)
-            headers = {"Accept": media, "Prefer": "count=exact", "Accept-Encoding": "identity"}
-            url = f"{self.url}/datasets/{name}/stream"
             try:
-                with self.http.stream("GET", url, params=query, headers=headers) as response:
-                    raise_for_problem(response)
+                with self.stream(f"/datasets/{name}/stream", query, media) as response:
                     if total is None and "x-total-count" in response.headers:
                         total = int(response.headers["x-total-count"])
                     for item in items(response):

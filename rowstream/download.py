@@ -20,19 +20,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from rowstream.client import RETRYABLE, Client, ClientError, IncompleteExport
+from rowstream.media import ARROW, CSV, JSON, NDJSON, PARQUET, TEXT
 from rowstream.records import csv_records, last_records_in
 
-if TYPE_CHECKING:
-    from rowstream.client import Client
-
-NDJSON = "application/x-ndjson"
-JSON = "application/json"
-CSV = "text/csv"
-TEXT = "text/plain"
-ARROW = "application/vnd.apache.arrow.stream"
-PARQUET = "application/vnd.apache.parquet"
 MEDIA_TYPES = {
     "ndjson": NDJSON,
     "jsonl": NDJSON,
@@ -40,6 +33,7 @@ MEDIA_TYPES = {
     "csv": CSV,
     "text": TEXT,
     "arrow": ARROW,
+    "arrows": ARROW,
     "parquet": PARQUET,
 }
 #: How much of a file is read at a time to find its last whole record.
@@ -63,7 +57,6 @@ class Download:
 
 
 def media_type(fmt: str) -> str:
-    from rowstream.client import ClientError
 
     media = MEDIA_TYPES.get(fmt.lower(), fmt.lower())
     if media not in MEDIA_TYPES.values():
@@ -76,7 +69,6 @@ def resume_point(
 ) -> tuple[list[Any] | None, int, bytes | None]:
     """Cut ``path`` after its last whole record; return (that record's key, the rows kept,
     the CSV header line)."""
-    from rowstream.client import ClientError
 
     with path.open("r+b") as f:
         blocks = iter(lambda: f.read(BLOCK_BYTES), b"")
@@ -115,8 +107,7 @@ def write(
     progress: Progress | None,
 ) -> Download:
     """``Client.download``: see the module's docstring."""
-    from rowstream.client import RETRYABLE, ClientError, IncompleteExport
-
+    counted = media in LINE_FORMATS
     limit = _int_or_none(params.get("limit"))
     appending = resume and path.exists()
     state: tuple[list[Any] | None, int, bytes | None] | None = None
@@ -137,8 +128,7 @@ def write(
             tally = _Tally(kept=kept)
             with path.open("ab" if appending else "wb") as out:
                 _response(client, route, query, media, out, header, tally, progress)
-            rows = tally.kept + tally.rows if media in LINE_FORMATS else None
-            return Download(rows=rows, bytes=path.stat().st_size)
+            return Download(rows=tally.received(counted), bytes=path.stat().st_size)
         except RETRYABLE as exc:
             failures += 1
             received = path.exists() and path.stat().st_size > 0
@@ -149,11 +139,12 @@ def write(
                     if media in RESUMABLE
                     else ""
                 )
+                rows = tally.received(counted)
                 raise IncompleteExport(
-                    f"{what} after {tally.kept + tally.rows:,} rows; {path} keeps them{hint}"
-                    if media in LINE_FORMATS
+                    f"{what} after {rows:,} rows; {path} keeps them{hint}"
+                    if rows is not None
                     else f"{what}; {path} keeps what was received{hint}",
-                    received=tally.kept + tally.rows if media in LINE_FORMATS else None,
+                    received=rows,
                     total=tally.total,
                 ) from exc
             time.sleep(client.backoff_seconds * 2 ** (failures - 1))
@@ -163,7 +154,7 @@ def write(
                 raise
             raise IncompleteExport(
                 f"{name}: the connection dropped, and resuming failed: {cannot}",
-                received=tally.kept + tally.rows if media in LINE_FORMATS else None,
+                received=tally.received(counted),
                 total=tally.total,
             ) from cannot
 
@@ -177,6 +168,10 @@ class _Tally:
     rows: int = 0
     total: int | None = None
 
+    def received(self, counted: bool) -> int | None:
+        """The rows the file holds; None where rows are not counted (JSON, Arrow…)."""
+        return self.kept + self.rows if counted else None
+
 
 def _int_or_none(text: str | None) -> int | None:
     try:
@@ -188,7 +183,6 @@ def _int_or_none(text: str | None) -> int | None:
 def _resume_state(
     client: Client, name: str, path: Path, media: str
 ) -> tuple[list[Any] | None, int, bytes | None]:
-    from rowstream.client import ClientError
 
     if path.stat().st_size == 0:
         return None, 0, None  # nothing to keep: start again
@@ -210,11 +204,8 @@ def _response(
     """One request: its body appended to ``out`` (the CSV header skipped when ``header``
     is already there), its rows counted in ``tally`` and checked against its
     ``X-Total-Count``."""
-    from rowstream.client import ClientError, IncompleteExport, raise_for_problem
 
-    headers = {"Accept": media, "Prefer": "count=exact", "Accept-Encoding": "identity"}
-    with client.http.stream("GET", f"{client.url}{route}", params=query, headers=headers) as r:
-        raise_for_problem(r)
+    with client.stream(route, query, media) as r:
         sent = r.headers.get("content-type", "").split(";")[0].strip()
         if sent != media:
             raise ClientError(f"the server sent {sent or 'no type'}, not {media}: ask for it")

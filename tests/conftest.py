@@ -27,10 +27,10 @@ from tests.support import (
     pg_bin,
     recreate_database,
     run,
+    serving,
     start_server,
     stop_server,
     with_database,
-    zoo_server_with,
 )
 
 
@@ -107,7 +107,11 @@ def zoo_url(fresh_database: Callable[[str], str]) -> str:
 @pytest.fixture(scope="session")
 def zoo_server(zoo_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server for tests/zoo.py's datasets (``DATASETS_FILE``)."""
-    yield from zoo_server_with(zoo_url, tmp_path_factory, PARQUET_ROW_GROUP_ROWS="100")
+    from tests import zoo
+
+    directory = tmp_path_factory.mktemp("zoo")
+    with serving(zoo_url, zoo.DATASETS, directory, PARQUET_ROW_GROUP_ROWS="100") as s:
+        yield s
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
-import pytest
 
 from app import auth
 from app.pooler import free_port
@@ -53,6 +52,7 @@ __all__ = [
     "reset",
     "run",
     "running",
+    "serving",
     "sessions",
     "sigterm_during_a_stalled_stream",
     "start_nginx",
@@ -60,7 +60,6 @@ __all__ = [
     "stop_server",
     "wait_for_replay",
     "with_database",
-    "zoo_server_with",
 ]
 
 T = TypeVar("T")
@@ -177,6 +176,16 @@ def running(database_url: str, **kwargs: Any) -> Iterator[Server]:
         yield server
     finally:
         stop_server(server)
+
+
+@contextmanager
+def serving(database_url: str, datasets: str, directory: Path, **kwargs: Any) -> Iterator[Server]:
+    """``running`` a server for the datasets that ``datasets`` (TOML) declares, written to
+    ``directory``/datasets.toml (``DATASETS_FILE``)."""
+    config = directory / "datasets.toml"
+    config.write_text(datasets)
+    with running(database_url, DATASETS_FILE=str(config), **kwargs) as server:
+        yield server
 
 
 def _limit_open_files(limit: int) -> None:
@@ -387,18 +396,3 @@ def start_nginx(
     proc.kill()
     proc.wait()
     raise RuntimeError((directory / "error.log").read_text())
-
-
-def zoo_server_with(
-    zoo_url: str, tmp_path_factory: pytest.TempPathFactory, **env: str
-) -> Iterator[Server]:
-    """A server for tests/zoo.py's datasets with ``env``, for a fixture to yield from."""
-    from tests import zoo
-
-    path = tmp_path_factory.mktemp("zoo") / "datasets.toml"
-    path.write_text(zoo.DATASETS)
-    s = start_server(zoo_url, DATASETS_FILE=str(path), **env)
-    try:
-        yield s
-    finally:
-        stop_server(s)

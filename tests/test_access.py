@@ -22,7 +22,7 @@ from app.datasets import Column, Dataset, RowFilter
 from app.errors import Forbidden
 from app.pgtypes import Kind, PgType
 from app.settings import Settings
-from tests.support import Server, run, running
+from tests.support import Server, run, running, serving
 
 SCHEMA = """
 CREATE TABLE orders (id int PRIMARY KEY, tenant text NOT NULL, total int NOT NULL);
@@ -74,11 +74,10 @@ def access_url(fresh_database: Callable[..., str]) -> str:
 
 @pytest.fixture(scope="module")
 def server(access_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    config = tmp_path_factory.mktemp("access") / "datasets.toml"
-    config.write_text(DATASETS)
-    with running(
+    with serving(
         access_url,
-        DATASETS_FILE=str(config),
+        DATASETS,
+        tmp_path_factory.mktemp("access"),
         DB_ROLE_CLAIM="db_role",
         DB_ROLES='["rs_alice", "rs_bob"]',
     ) as s:
@@ -296,10 +295,8 @@ def test_database_roles_hold_through_pgbouncer_in_transaction_mode(
 def test_openapi_hides_restricted_datasets_even_with_the_database_down(tmp_path: Path) -> None:
     from app.pooler import free_port
 
-    config = tmp_path / "datasets.toml"
-    config.write_text(DATASETS)
     dead = f"postgresql://nobody@127.0.0.1:{free_port()}/none"
-    with running(dead, bare=True, DATASETS_FILE=str(config)) as server:
+    with serving(dead, DATASETS, tmp_path, bare=True) as server:
         paths = httpx.get(f"{server.base_url}/openapi.json").json()["paths"]
         assert "/datasets/orders/stream" in paths
         assert not [p for p in paths if "tenant_orders" in p]

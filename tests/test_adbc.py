@@ -39,13 +39,18 @@ INSERT INTO amounts VALUES (10), (2), (1.5);
 """
 
 
-def dataset(*columns: Column, params: tuple[Param, ...] = ()) -> Dataset:
+def dataset(
+    *columns: Column,
+    name: str = "items",
+    key: tuple[str, ...] = ("id",),
+    params: tuple[Param, ...] = (),
+) -> Dataset:
     return Dataset(
-        name="items",
+        name=name,
         kind="table",
-        source='"public"."items"',
+        source=f'"public"."{name}"',
         columns=columns,
-        key=("id",),
+        key=key,
         filters=tuple(c.name for c in columns),
         params=params,
     )
@@ -179,13 +184,8 @@ def test_a_pooled_connection_the_server_closed_is_replaced(items_url: str) -> No
     assert asyncio.run(scenario()) == 1
 
 
-GRIDS = Dataset(
-    name="grids",
-    kind="table",
-    source='"public"."grids"',
-    columns=(Column("id", INT8, False), Column("ref", UUID, True), Column("g", INTS, True)),
-    key=("id",),
-    filters=("id",),
+GRIDS = dataset(
+    Column("id", INT8, False), Column("ref", UUID, True), Column("g", INTS, True), name="grids"
 )
 
 
@@ -226,14 +226,7 @@ def test_rows_come_in_key_order_however_a_column_is_rendered(items_url: str) -> 
     """A numeric key travels as text: ordered by the column, not by its text (where 10
     sorts before 2)."""
     numeric = PgType("numeric", "numeric", "numeric", Kind.NUMERIC)
-    amounts = Dataset(
-        name="amounts",
-        kind="table",
-        source='"public"."amounts"',
-        columns=(Column("n", numeric, False),),
-        key=("n",),
-        filters=("n",),
-    )
+    amounts = dataset(Column("n", numeric, False), name="amounts", key=("n",))
 
     async def read() -> list[str]:
         conn, _ = await _open(items_url)

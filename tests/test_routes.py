@@ -17,7 +17,8 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from tests.support import Server, raw_request, run, zoo_server_with
+from tests import zoo
+from tests.support import Server, raw_request, run, serving
 from tests.zoo import ZOO_COLUMNS, ZOO_ROWS
 
 STREAM_FORMATS = ["ndjson", "json", "csv", "arrow"]
@@ -156,7 +157,9 @@ FROM_COPY_TEXT = [c for c in ZOO_COLUMNS if c not in ("by", "ia", "ta")]
 @pytest.fixture(scope="module")
 def copy_text_server(zoo_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The zoo's datasets with the ADBC driver off (``ARROW_SOURCE=copy-text``)."""
-    yield from zoo_server_with(zoo_url, tmp_path_factory, ARROW_SOURCE="copy-text")
+    directory = tmp_path_factory.mktemp("zoo-copy-text")
+    with serving(zoo_url, zoo.DATASETS, directory, ARROW_SOURCE="copy-text") as s:
+        yield s
 
 
 @pytest.mark.parametrize("path", ["cursor records", "copy text", "binary copy"])

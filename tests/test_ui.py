@@ -27,7 +27,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from app import ui
-from tests.support import Server, execute, run, running
+from tests.support import Server, execute, run, serving
 
 XSS = "<img src=x onerror=alert(1)>"
 SCHEMA = f"""
@@ -59,9 +59,7 @@ def ui_url(fresh_database: Callable[..., str]) -> str:
 
 @pytest.fixture(scope="module")
 def server(ui_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    config = tmp_path_factory.mktemp("ui") / "datasets.toml"
-    config.write_text(DATASETS)
-    with running(ui_url, DATASETS_FILE=str(config)) as s:
+    with serving(ui_url, DATASETS, tmp_path_factory.mktemp("ui")) as s:
         yield s
 
 
