@@ -7,9 +7,12 @@ choice is explicit here:
   Ed25519: EdDSA). A token's header only picks among the keys (``kid``, then ``alg``);
   the signature is checked with the key's algorithm alone, so an HS256 token "signed"
   with a public key, or ``alg: none``, matches no key;
-- ``exp`` and ``sub`` are required; ``exp`` may lie at most ``max_ttl_seconds`` ahead and
-  ``iat`` not in the future (both beyond ``leeway_seconds``); ``aud`` (a string or an
-  array) and ``iss`` are checked when configured;
+- ``exp`` and ``sub`` are required; ``exp``, ``iat`` and ``nbf`` are finite JSON numbers
+  (not numeric strings, ``NaN`` or ``Infinity``, which Python's JSON reader accepts);
+  ``exp`` may lie at most ``max_ttl_seconds`` ahead and ``iat`` not in the future (both
+  beyond ``leeway_seconds``); ``aud`` (a string or an array) must name the configured
+  audience, and a token that names an audience when none is configured is refused (it
+  was made for another service); ``iss`` is checked when configured;
 - a size cap comes before any parsing, a ``crit`` header is refused (RFC 7515 §4.1.11),
   and *any* exception while decoding becomes ``InvalidToken``.
 
@@ -19,6 +22,7 @@ choice is explicit here:
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -222,6 +226,8 @@ def verify(token: str, keys: str | Sequence[Key], policy: Policy | None = None) 
                 continue
         if claims is None:
             raise InvalidToken("invalid token")
+        if policy.audience is None and "aud" in claims:
+            raise InvalidToken("token is for another audience (this service sets none)")
         _check_times(claims, policy, time.time())
     except InvalidToken:
         raise
@@ -236,16 +242,17 @@ def verify(token: str, keys: str | Sequence[Key], policy: Policy | None = None) 
 
 
 def _check_times(claims: dict[str, Any], policy: Policy, now: float) -> None:
+    for name in ("exp", "iat", "nbf"):
+        value = claims.get(name)
+        if name in claims and not (
+            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        ):
+            raise InvalidToken(f"token's {name} is not a finite number")
     exp, iat = claims["exp"], claims.get("iat")
-    if not isinstance(exp, int | float) or isinstance(exp, bool):
-        raise InvalidToken("invalid token")
     if exp - now > policy.max_ttl_seconds + policy.leeway_seconds:
         raise InvalidToken("token lifetime exceeds the maximum this service accepts")
-    if iat is not None:
-        if not isinstance(iat, int | float) or isinstance(iat, bool):
-            raise InvalidToken("invalid token")
-        if iat > now + policy.leeway_seconds:
-            raise InvalidToken("token issued in the future")
+    if iat is not None and iat > now + policy.leeway_seconds:
+        raise InvalidToken("token issued in the future")
 
 
 def claims_json(principal: Principal) -> str:

@@ -748,6 +748,12 @@ def add_parser(sub: Any) -> None:
         "connections, a huge header (app/bench_hostile.py); compare with --baseline",
     )
     b.add_argument(
+        "--hostile-cases",
+        type=lambda text: text.split(","),
+        default=["memory", "connections", "slow-bodies"],
+        help="with --hostile: which cases, comma-separated (memory,connections,slow-bodies)",
+    )
+    b.add_argument(
         "--clients",
         action="store_true",
         help="instead: the largest --rows into pandas and polars DataFrames, through "

@@ -8,7 +8,13 @@ another checkout in the same round (the build before the limits), on the demo ta
   bench sets to 5 s for both builds);
 - connections: 500 silent and 500 half-sent-head connections (how many the server still
   holds after 15 s), a 16 MiB header sent in 64 KiB writes (what answers it, how long, and
-  ``/healthz``'s latency meanwhile).
+  ``/healthz``'s latency meanwhile);
+- slow bodies: 1,000 connections, each from its own loopback address (so the per-client
+  cap cannot help), that send ``POST /links`` with ``Content-Length: 100`` and no token,
+  then one byte: what answers them, how many the server still holds after the body
+  deadline, ``/healthz``'s latency throughout, and the server's memory.
+
+``--hostile-cases`` picks among ``memory``, ``connections`` and ``slow-bodies``.
 
 Medians of ``--rounds``. Numbers, not assertions: the tests assert the behaviour.
 """
@@ -30,7 +36,7 @@ from typing import Any
 import httpx
 import psutil
 
-from app import auth, bench, database
+from app import auth, bench, database, migrate
 from app.bench_report import machine
 from app.settings import Settings
 
@@ -62,11 +68,19 @@ class PeakRSS:
         return self.peak
 
 
-def _connect(base: str, rcvbuf: int | None = None) -> socket.socket:
+#: Each case's function, by the name ``--hostile-cases`` takes.
+CASES = ("memory", "connections", "slow-bodies")
+#: The body deadline both builds run with in the slow-bodies case (the default).
+BODY_DEADLINE_SECONDS = 10
+
+
+def _connect(base: str, rcvbuf: int | None = None, source: str | None = None) -> socket.socket:
     host, port = base.removeprefix("http://").split(":")
     sock = socket.socket()
     if rcvbuf:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    if source:
+        sock.bind((source, 0))
     sock.connect((host, int(port)))
     return sock
 
@@ -129,7 +143,8 @@ def _memory(base: str, process: psutil.Process, token: str, rows: int) -> dict[s
 def _healthz_ms(base: str) -> float:
     started = time.perf_counter()
     try:
-        httpx.get(f"{base}/healthz", timeout=10)
+        if httpx.get(f"{base}/healthz", timeout=10).status_code != 200:
+            return float("inf")  # refused (503): it did not answer
     except httpx.HTTPError:
         return float("inf")
     return (time.perf_counter() - started) * 1000
@@ -181,13 +196,74 @@ def _connections(base: str, process: psutil.Process) -> dict[str, Any]:
     return out
 
 
-def _round(url: str, secret: str, rows: int, cwd: Path | None) -> dict[str, Any]:
+def _held(base: str, process: psutil.Process) -> int:
+    port = int(base.rsplit(":", 1)[1])
+    return len([c for c in process.net_connections("tcp") if c.laddr.port == port and c.raddr])
+
+
+def _slow_bodies(base: str, process: psutil.Process) -> dict[str, Any]:
+    """1,000 unauthenticated ``POST /links`` that announce 100 bytes and send one."""
+    out: dict[str, Any] = {}
+    latencies: list[float] = []
+    stop = threading.Event()
+
+    def probe() -> None:  # from 127.0.0.1, as a neighbour would
+        while not stop.is_set():
+            latencies.append(_healthz_ms(base))
+            stop.wait(0.1)
+
+    idle = process.memory_info().rss
+    peak = PeakRSS(process)
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    head = (
+        b"POST /links HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n{"
+    )
+    attackers = []
+    started = time.perf_counter()
+    for n in range(1000):
+        source = f"127.0.{2 + n // 250}.{1 + n % 250}"
+        try:
+            sock = _connect(base, source=source)
+            sock.sendall(head)
+        except OSError:
+            continue
+        attackers.append(sock)
+    out["slow bodies: seconds to open 1,000"] = time.perf_counter() - started
+    time.sleep(2)
+    out["slow bodies: answers"] = dict(Counter(_first_words(s, 0) for s in attackers))
+    out["slow bodies: held at 2 s"] = _held(base, process)
+    time.sleep(BODY_DEADLINE_SECONDS)
+    out[f"slow bodies: held at {BODY_DEADLINE_SECONDS + 2} s (body deadline + 2 s)"] = _held(
+        base, process
+    )
+    stop.set()
+    thread.join()
+    out["slow bodies: /healthz worst ms"] = max(latencies, default=0.0)
+    out["slow bodies: /healthz probes that failed"] = sum(x == float("inf") for x in latencies)
+    out["slow bodies: server peak MB above idle"] = (peak.stop() - idle) / MB
+    for sock in attackers:
+        sock.close()
+    return out
+
+
+def _round(
+    url: str, secret: str, rows: int, cwd: Path | None, cases: tuple[str, ...]
+) -> dict[str, Any]:
     token = auth.issue(secret, "hostile", 3600)
     with bench._server(url, secret, cwd=cwd, extra_env=SERVER_ENV) as (base, pid):
         assert pid is not None
         process = psutil.Process(pid)
         httpx.get(f"{base}/standard?limit=10", headers={"Authorization": f"Bearer {token}"})
-        return {**_memory(base, process, token, rows), **_connections(base, process)}
+        out: dict[str, Any] = {}
+        if "memory" in cases:
+            out |= _memory(base, process, token, rows)
+        if "connections" in cases:
+            out |= _connections(base, process)
+        if "slow-bodies" in cases:
+            out |= _slow_bodies(base, process)
+        return out
 
 
 def _median(values: list[Any]) -> Any:
@@ -206,10 +282,11 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
     rounds: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in builds}
     rows = max(args.rows)
     with database.database_url(settings) as url:
+        migrate.upgrade(url)  # a fresh embedded database has no table yet
         asyncio.run(bench._ensure_rows(url, rows))
         for number in range(args.rounds):
             for label, cwd in builds if number % 2 == 0 else builds[::-1]:
-                rounds[label].append(_round(url, secret, rows, cwd))
+                rounds[label].append(_round(url, secret, rows, cwd, tuple(args.hostile_cases)))
     summary = {
         label: {key: _median([r[key] for r in results]) for key in results[0]}
         for label, results in rounds.items()

@@ -9,10 +9,16 @@ descriptors. ``LimitedHttpProtocol`` adds, per connection:
 
 - a deadline for the request head (``HEADER_TIMEOUT_SECONDS``): from the connection's
   start, or from the first byte of a later request on a kept-alive connection (the
-  silence between requests is uvicorn's keep-alive timeout);
+  silence between requests is uvicorn's keep-alive timeout, ``KEEP_ALIVE_TIMEOUT_SECONDS``);
 - a cap on the bytes of one request head (431, counted before the parser sees them);
+- a deadline and a cap for the request body (``BODY_TIMEOUT_SECONDS``: 408;
+  ``MAX_BODY_BYTES``: 413, from ``Content-Length`` before any byte of it is read). A
+  request answered before its body arrived (a 401 from the head) has its connection
+  closed at once: uvicorn would otherwise keep reading a trickling body for ever, since
+  each byte postpones its keep-alive timeout;
 - a cap on open connections (``MAX_CONNECTIONS``): beyond it a new connection gets a 503
-  with ``Retry-After`` at once, before its request is read;
+  with ``Retry-After`` at once, before its request is read; and one per client address
+  (``MAX_CONNECTIONS_PER_CLIENT``; trusted proxies, ``FORWARDED_ALLOW_IPS``, exempt);
 - a way for a response to cut its connection off with a TCP reset (``abort_connection``):
   ``close()`` would first wait for the unsent data of a stalled client, which holds the
   descriptor and the kernel's send queue for as long as the client keeps the window shut.
@@ -36,6 +42,7 @@ from typing import Any
 import orjson
 import uvicorn
 from starlette.types import Scope
+from uvicorn.middleware.proxy_headers import _TrustedHosts
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
@@ -53,9 +60,16 @@ RESERVED_DESCRIPTORS = 64
 
 @dataclass(frozen=True)
 class ConnectionLimits:
-    header_timeout_seconds: float = 10.0
-    max_header_bytes: int = 64 * 1024
-    max_connections: int = 1000
+    """The settings of the same names (``settings.py`` holds their defaults)."""
+
+    header_timeout_seconds: float
+    max_header_bytes: int
+    body_timeout_seconds: float
+    max_body_bytes: int
+    max_connections: int
+    max_connections_per_client: int
+    #: ``FORWARDED_ALLOW_IPS``: proxies, exempt from the per-client cap.
+    trusted_proxies: str
 
 
 class ServerConfig(uvicorn.Config):
@@ -65,8 +79,11 @@ class ServerConfig(uvicorn.Config):
     pickled) rebuild it."""
 
     def __init__(self, app: Any, *, limits: ConnectionLimits, **kwargs: Any) -> None:
-        super().__init__(app, http=LimitedHttpProtocol, **kwargs)
+        super().__init__(
+            app, http=LimitedHttpProtocol, forwarded_allow_ips=limits.trusted_proxies, **kwargs
+        )
         self.limits = limits
+        self.trusted_proxies = _TrustedHosts(limits.trusted_proxies)
 
 
 def connection_of(scope: Scope) -> LimitedHttpProtocol | None:
@@ -100,11 +117,20 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self.limits: ConnectionLimits = getattr(config, "limits", ConnectionLimits())
+        assert isinstance(config, ServerConfig), "LimitedHttpProtocol needs a ServerConfig"
+        self.limits: ConnectionLimits = config.limits
+        self._trusted_proxies = config.trusted_proxies
         self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
         #: Bytes of the current request head seen so far; None once the head is complete.
         self._head_bytes: int | None = 0
+        #: Bytes of the current request body seen so far; None when none is awaited.
+        self._body_bytes: int | None = None
         self._refused = False
+        #: The client address counted against ``MAX_CONNECTIONS_PER_CLIENT``, if any.
+        self._counted_as: str | None = None
+        #: Open connections per client address, shared by this server's connections.
+        self._per_client: dict[str, int] = _shared_counts(server_state)
         #: Set when the server begins its shutdown.
         self.shutting_down = False
 
@@ -119,10 +145,32 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 retry_after=1,
             )
             return
+        address = self.client[0] if self.client else None
+        if address is not None and address not in self._trusted_proxies:
+            held = self._per_client.get(address, 0) + 1
+            self._per_client[address] = held
+            self._counted_as = address
+            if held > self.limits.max_connections_per_client:
+                _log_refusal(held - 1, self.limits.max_connections_per_client, address)
+                self._refuse(
+                    503,
+                    f"this client address has {self.limits.max_connections_per_client} "
+                    "connections open, its limit (MAX_CONNECTIONS_PER_CLIENT); retry shortly",
+                    retry_after=1,
+                )
+                return
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
+        self._disarm_body_timer()
+        if self._counted_as is not None:
+            left = self._per_client.get(self._counted_as, 1) - 1
+            if left > 0:
+                self._per_client[self._counted_as] = left
+            else:
+                self._per_client.pop(self._counted_as, None)
+            self._counted_as = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -161,11 +209,46 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._head_bytes = None
         self._disarm_head_timer()
+        length, chunked = _body_framing(self.headers)
+        if length is not None and length > self.limits.max_body_bytes:
+            self._refuse(413, self._too_large())  # before the app, before any body byte
+            return
         super().on_headers_complete()
+        if chunked or length:
+            self._body_bytes = 0
+            self._body_timer = self.loop.call_later(
+                self.limits.body_timeout_seconds, self._body_timed_out
+            )
+
+    def on_body(self, body: bytes) -> None:
+        if self._refused:
+            return
+        if self._body_bytes is not None:
+            self._body_bytes += len(body)
+            if self._body_bytes > self.limits.max_body_bytes:  # a chunked body, growing
+                self._end_request(413, self._too_large())
+                return
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
+        if self._refused:
+            return
+        self._disarm_body_timer()
+        self._body_bytes = None
         super().on_message_complete()
         self._head_bytes = 0  # what follows is the next request's head
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        answered = self.cycle is not None and self.cycle.response_complete
+        if answered and self._body_bytes is not None and not self._refused:
+            # Answered before its body arrived (a 401 from the head, a 404): the rest of
+            # the body is not worth waiting for, and a trickle would hold the connection.
+            # Closed at once, not after a linger: a flood of such requests must not hold
+            # descriptors (what arrived so far has been read, so the close is a FIN).
+            self._disarm_body_timer()
+            self._refused = True
+            self.transport.close()
 
     def shutdown(self) -> None:
         self.shutting_down = True
@@ -215,6 +298,41 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         else:
             self.transport.close()  # said nothing: nothing to answer
 
+    def _disarm_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _too_large(self) -> str:
+        return f"the request's body exceeds {self.limits.max_body_bytes:,} bytes (MAX_BODY_BYTES)"
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        if self.transport.is_closing() or self._body_bytes is None:
+            return
+        self._end_request(
+            408,
+            f"the request's body was not complete within "
+            f"{self.limits.body_timeout_seconds:g} s (BODY_TIMEOUT_SECONDS)",
+        )
+
+    def _end_request(self, status: int, detail: str) -> None:
+        """Stop reading this request's body: answer ``status`` if the app has not begun
+        its response (the app's ``receive`` then sees a disconnect, and what it sends is
+        dropped), else end the connection once the response is out."""
+        cycle = self.cycle
+        if cycle is None or not cycle.response_started:
+            if cycle is not None:
+                cycle.disconnected = True
+                cycle.message_event.set()
+            self._refuse(status, detail)
+        elif cycle.response_complete:
+            self._refused = True
+            self.transport.close()
+        else:
+            self._refused = True  # drop the rest of the body
+            cycle.keep_alive = False  # the response closes the connection when it ends
+
     def _refuse(self, status: int, detail: str, *, retry_after: int | None = None) -> None:
         """Answer ``status`` without running the app, then close once the client has read.
 
@@ -223,6 +341,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         and the client could lose the answer."""
         self._refused = True
         self._disarm_head_timer()
+        self._disarm_body_timer()
         body = orjson.dumps(
             {
                 "type": "about:blank",
@@ -243,26 +362,61 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if len(self.connections) > self.limits.max_connections + RESERVED_DESCRIPTORS // 4:
             self.transport.close()  # a flood: descriptors first, politeness second
             return
+        self._close_after_linger()
+
+    def _close_after_linger(self) -> None:
+        """Half-close now, close once the client has read (or ``REFUSAL_LINGER_SECONDS``)."""
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(REFUSAL_LINGER_SECONDS, self.transport.close)
+
+
+def _body_framing(headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bool]:
+    """A request's ``Content-Length`` (None without one) and whether its body is chunked.
+    The parser has already refused a malformed length (400)."""
+    length: int | None = None
+    chunked = False
+    for name, value in headers:
+        if name == b"content-length" and value.strip().isdigit():
+            length = int(value)
+        elif name == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+    return length, chunked
+
+
+def _shared_counts(server_state: ServerState) -> dict[str, int]:
+    """The per-address connection counts of one server (kept on its shared state)."""
+    counts: dict[str, int] | None = getattr(server_state, "rowstream_per_client", None)
+    if counts is None:
+        counts = {}
+        server_state.rowstream_per_client = counts  # type: ignore[attr-defined]
+    return counts
 
 
 _last_refusal_log = 0.0
 _refused_since_log = 0
 
 
-def _log_refusal(open_connections: int, maximum: int) -> None:
+def _log_refusal(open_connections: int, maximum: int, address: str | None = None) -> None:
     """A warning at most once a second, with how many were refused since the last one
     (a flood of connections must not become a flood of log lines)."""
     global _last_refusal_log, _refused_since_log
     _refused_since_log += 1
     now = time.monotonic()
     if now - _last_refusal_log >= 1.0:
-        logger.warning(
-            "refused %d connection(s): %d open, MAX_CONNECTIONS is %d",
-            _refused_since_log,
-            open_connections,
-            maximum,
-        )
+        if address is None:
+            logger.warning(
+                "refused %d connection(s): %d open, MAX_CONNECTIONS is %d",
+                _refused_since_log,
+                open_connections,
+                maximum,
+            )
+        else:
+            logger.warning(
+                "refused %d connection(s): %d open from %s, MAX_CONNECTIONS_PER_CLIENT is %d",
+                _refused_since_log,
+                open_connections,
+                address,
+                maximum,
+            )
         _last_refusal_log, _refused_since_log = now, 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -29,11 +30,28 @@ import anyio
 import asyncpg
 import databases
 
-from app.database import raw_connection
+from app.database import describe, raw_connection, renew_connections
 from app.encoders import Encoder
+from app.errors import ServiceUnavailable
 from app.sql import Query
 
 R = TypeVar("R")
+
+logger = logging.getLogger(__name__)
+
+#: How a pooled connection that the server closed while it sat idle fails on its next
+#: statement: closed, a protocol left confused by the unsolicited FATAL ("cannot switch to
+#: state 15"), the socket gone, or the server's "terminating connection" itself.
+BROKEN = (
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    OSError,
+)
+#: Tries to begin an export's transaction: a dead pooled connection is replaced once.
+BEGIN_ATTEMPTS = 2
 
 #: Per-transaction settings: ``SET LOCAL`` ends with the transaction, so nothing leaks to
 #: the next user of a pooled (or PgBouncer-shared) connection. They fix how values print,
@@ -71,20 +89,36 @@ async def snapshot(
     server itself ends a transaction left idle longer than this. ``identity``: the
     database role and claims the transaction reads as (row-level security applies).
     """
-    async with raw_connection(db) as conn:
-        tx = conn.transaction(isolation="repeatable_read", readonly=True)
-        await tx.start()
-        try:
-            setup = TRANSACTION_SETTINGS
-            if idle_timeout is not None:
-                milliseconds = int(idle_timeout * 1000)
-                setup += f"; SET LOCAL idle_in_transaction_session_timeout = {milliseconds}"
-            await conn.execute(setup)
-            if identity is not None:
-                await conn.fetchrow(SET_IDENTITY, identity.role, identity.claims_json)
-            yield conn
-        finally:
-            await _end(tx)
+    setup = TRANSACTION_SETTINGS
+    if idle_timeout is not None:
+        milliseconds = int(idle_timeout * 1000)
+        setup += f"; SET LOCAL idle_in_transaction_session_timeout = {milliseconds}"
+    for attempt in range(1, BEGIN_ATTEMPTS + 1):
+        async with contextlib.AsyncExitStack() as held:
+            conn = await held.enter_async_context(raw_connection(db))
+            tx = conn.transaction(isolation="repeatable_read", readonly=True)
+            try:
+                await tx.start()
+                await conn.execute(setup)
+                if identity is not None:
+                    await conn.fetchrow(SET_IDENTITY, identity.role, identity.claims_json)
+            except BROKEN as exc:
+                # The server closed this pooled connection while it sat idle (a restart,
+                # pg_terminate_backend, an idle timeout): asyncpg may only notice now,
+                # and with a confused protocol state. Nothing has been sent to the client
+                # yet, so drop it, have the pool renew its connections, and begin again.
+                with contextlib.suppress(asyncpg.InterfaceError):  # already let go of
+                    conn.terminate()
+                await renew_connections(db)
+                if attempt == BEGIN_ATTEMPTS:
+                    raise ServiceUnavailable(f"database unavailable: {describe(exc)}") from exc
+                logger.info("a pooled connection was dead (%s); retrying", describe(exc))
+                continue
+            try:
+                yield conn
+            finally:
+                await _end(tx)
+            return
 
 
 async def _end(tx: Any) -> None:

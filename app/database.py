@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from app import embedded
 from app.errors import ServiceUnavailable
 from app.settings import Settings
 
+logger = logging.getLogger(__name__)
+
 #: Errors that mean "the database cannot serve us right now" rather than "bad request":
 #: connection lost or refused, server shutting down or starting, statement timed out or
 #: cancelled, too many connections. The API answers them with 503 and ``Retry-After``.
@@ -32,6 +35,9 @@ UNREACHABLE = (
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.InterfaceError,
+    # asyncpg's protocol confused by a server that closed the connection under it
+    # ("cannot switch to state 15; another operation (2) is in progress")
+    asyncpg.exceptions.InternalClientError,
     asyncpg.TooManyConnectionsError,
 )
 
@@ -116,8 +122,23 @@ async def raw_connection(
     finally:
         # Shielded: a stream cancelled by a client disconnect must still give its
         # connection back (asyncpg's release resets it if a transaction is left open).
+        # A reset that fails means the connection is dead: asyncpg has terminated it and
+        # the pool opens a new one, so that is no error of the request's.
         with anyio.CancelScope(shield=True):
-            await conn.__aexit__(None, None, None)
+            try:
+                await conn.__aexit__(None, None, None)
+            except UNREACHABLE as exc:
+                logger.info("a pooled connection was dropped on release: %s", describe(exc))
+
+
+async def renew_connections(db: databases.Database) -> None:
+    """Have the pool replace every connection it holds: idle ones when next acquired, busy
+    ones when released. Called when one turns out dead, as after a server restart or a
+    mass ``pg_terminate_backend`` its idle siblings are dead too, so the retry gets a
+    freshly opened connection rather than the next corpse."""
+    pool: Any = getattr(db._backend, "_pool", None)
+    if pool is not None:
+        await pool.expire_connections()
 
 
 def pool_stats(db: databases.Database) -> dict[str, int]:

@@ -78,6 +78,10 @@ class NotRepresentable(ProblemError):
     status, title = 422, "Unprocessable Content"
 
 
+class RequestTimeout(ProblemError):
+    status, title = 408, "Request Timeout"
+
+
 class ServiceUnavailable(ProblemError):
     status, title = 503, "Service Unavailable"
 

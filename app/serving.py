@@ -36,6 +36,7 @@ def serve(app: Any, settings: Settings, args: argparse.Namespace) -> None:
         port=args.port,
         log_level=args.log_level,
         timeout_graceful_shutdown=args.graceful_timeout,
+        timeout_keep_alive=settings.keep_alive_timeout_seconds,
         # our own access line per request (app.observability), through our logging
         log_config=None,
         access_log=False,
@@ -61,6 +62,7 @@ def serve_workers(settings: Settings, args: argparse.Namespace) -> None:
         workers=settings.workers,
         log_level=args.log_level,
         timeout_graceful_shutdown=args.graceful_timeout,
+        timeout_keep_alive=settings.keep_alive_timeout_seconds,
         log_config=observability.logging_config(args.log_level, settings.log_format),
         access_log=False,
     )
@@ -152,8 +154,7 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
 
     ``max_connections`` is lowered when the descriptors cannot hold that many connections
     next to the pools: refusing with a 503 beats ``accept()`` failing for everyone."""
-    header_timeout_seconds = settings.header_timeout_seconds
-    max_header_bytes, max_connections = settings.max_header_bytes, settings.max_connections
+    max_connections = settings.max_connections
     pool_size = settings.pool_max_size
     before = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     descriptors = raise_open_file_limit()
@@ -167,11 +168,23 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
         )
     allowed = min(max_connections, fits)
     logger.info(
-        "open-file limit %d (was %d); at most %d connections; request heads: %d bytes, %g s",
+        "open-file limit %d (was %d); at most %d connections (%d per client); "
+        "request heads: %d bytes, %g s; bodies: %d bytes, %g s",
         descriptors,
         before,
         allowed,
-        max_header_bytes,
-        header_timeout_seconds,
+        settings.max_connections_per_client,
+        settings.max_header_bytes,
+        settings.header_timeout_seconds,
+        settings.max_body_bytes,
+        settings.body_timeout_seconds,
     )
-    return ConnectionLimits(header_timeout_seconds, max_header_bytes, allowed)
+    return ConnectionLimits(
+        header_timeout_seconds=settings.header_timeout_seconds,
+        max_header_bytes=settings.max_header_bytes,
+        body_timeout_seconds=settings.body_timeout_seconds,
+        max_body_bytes=settings.max_body_bytes,
+        max_connections=allowed,
+        max_connections_per_client=settings.max_connections_per_client,
+        trusted_proxies=settings.forwarded_allow_ips,
+    )

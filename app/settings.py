@@ -168,9 +168,30 @@ class Settings(BaseSettings):
     header_timeout_seconds: float = Field(default=10.0, gt=0)
     #: Bytes one request head (request line and headers) may have; beyond: 431.
     max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    #: Seconds a request's body may take to arrive, from the end of its head; then the
+    #: request is answered 408 (or, once answered, its connection closed). Bodies here are
+    #: small JSON (``POST /links``), so a slow one is an attack, not a slow link.
+    body_timeout_seconds: float = Field(default=10.0, gt=0)
+    #: Bytes one request body may have: 413 from its ``Content-Length`` before any of it
+    #: is read, or as soon as a chunked body passes it.
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    #: Seconds an idle kept-alive connection is held between requests before it is closed.
+    keep_alive_timeout_seconds: float = Field(default=5.0, gt=0)
     #: Connections open at once (per process); a new one beyond it gets 503 at once.
     #: Lowered at start when the open-file limit cannot hold that many (logged).
     max_connections: int = Field(default=1000, ge=1)
+    #: Connections one client address may hold at once (per process); beyond it 503 at
+    #: once, so one address cannot take every connection. Addresses in
+    #: ``FORWARDED_ALLOW_IPS`` (trusted proxies, which carry everyone's requests) are
+    #: exempt; put the per-client limit on the proxy itself.
+    max_connections_per_client: int = Field(default=100, ge=1)
+    #: The addresses trusted to set ``X-Forwarded-For`` / ``X-Forwarded-Proto``
+    #: (uvicorn's setting, read here too): comma-separated IPs or networks, ``*`` for any.
+    forwarded_allow_ips: str = "127.0.0.1,::1"
+    #: The origin signed links are made for (``https://data.example.com``): required in
+    #: production for ``POST /links``; in development, unset means the address this
+    #: server listens on. Never taken from a request's ``Host`` header.
+    public_url: str | None = None
 
     #: 0: the app starts (and /readyz answers 503) while the database is down.
     pool_min_size: int = Field(default=0, ge=0)

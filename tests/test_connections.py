@@ -15,15 +15,28 @@ from tests.support import Server, running, start_server, stop_server
 
 @pytest.fixture(scope="module")
 def guarded(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server with a 1 s head deadline and room for 30 connections."""
+    """A server with 1 s head, body and keep-alive deadlines, room for 30 connections, 5
+    per client address (127.0.0.1, a trusted proxy by default, is exempt)."""
     log = tmp_path_factory.mktemp("connections") / "server.log"
-    with running(db_url, log=log, HEADER_TIMEOUT_SECONDS="1", MAX_CONNECTIONS="30") as s:
+    with running(
+        db_url,
+        log=log,
+        HEADER_TIMEOUT_SECONDS="1",
+        BODY_TIMEOUT_SECONDS="1",
+        KEEP_ALIVE_TIMEOUT_SECONDS="1",
+        MAX_CONNECTIONS="30",
+        MAX_CONNECTIONS_PER_CLIENT="5",
+        MAX_BODY_BYTES="4096",
+    ) as s:
         yield s
 
 
-def _connect(server: Server) -> socket.socket:
+def _connect(server: Server, source: str | None = None) -> socket.socket:
+    """A connection to ``server``, from the loopback address ``source`` when given (the
+    whole 127.0.0.0/8 is this machine's: other addresses are other clients)."""
     host, port = server.base_url.removeprefix("http://").split(":")
-    sock = socket.create_connection((host, int(port)))
+    address = (source, 0) if source else None
+    sock = socket.create_connection((host, int(port)), source_address=address)
     sock.settimeout(10)
     return sock
 
@@ -180,3 +193,138 @@ def test_under_a_256_descriptor_limit_a_flood_of_idle_connections_does_not_lock_
         for sock in flood:
             sock.close()
         stop_server(s)
+
+
+def _post_head(sock: socket.socket, length: int, token: str | None = None) -> None:
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    sock.sendall(
+        f"POST /links HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"{auth}Content-Length: {length}\r\n\r\n".encode()
+    )
+
+
+def test_a_post_without_a_token_gets_401_before_its_body_and_is_closed(guarded: Server) -> None:
+    sock = _connect(guarded, "127.0.0.2")
+    _post_head(sock, 100)
+    sock.sendall(b"{")  # one byte of the hundred announced, then silence
+    got, took = _until_closed(sock)
+    status, headers, problem = _problem(got)
+    assert status == 401 and "www-authenticate" in headers
+    assert "Authorization" in str(problem["detail"])
+    assert took < 0.5  # answered and closed at once
+
+
+def test_a_trickled_body_gets_408_at_the_body_deadline(guarded: Server) -> None:
+    sock = _connect(guarded, "127.0.0.2")
+    started = time.monotonic()
+    _post_head(sock, 100, guarded.token())
+    try:
+        for _ in range(20):  # a byte every 0.2 s: never idle, never complete
+            sock.sendall(b" ")
+            time.sleep(0.2)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    got, _ = _until_closed(sock)
+    status, headers, problem = _problem(got)
+    assert status == 408 and headers["connection"] == "close"
+    assert "BODY_TIMEOUT_SECONDS" in str(problem["detail"])
+    assert time.monotonic() - started < 4
+
+
+def test_a_body_over_max_body_bytes_gets_413_from_its_length_or_as_it_grows(
+    guarded: Server,
+) -> None:
+    sock = _connect(guarded, "127.0.0.2")
+    _post_head(sock, 10_000_000, guarded.token())  # and not a byte of it
+    got, took = _until_closed(sock)
+    status, _, problem = _problem(got)
+    assert status == 413 and "MAX_BODY_BYTES" in str(problem["detail"]) and took < 1.9
+    chunked = _connect(guarded, "127.0.0.2")
+    chunked.sendall(
+        b"POST /links HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        + f"Authorization: Bearer {guarded.token()}\r\n\r\n".encode()
+    )
+    try:
+        for _ in range(8):
+            chunked.sendall(b"400\r\n" + b" " * 1024 + b"\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    got, _ = _until_closed(chunked)
+    assert _problem(got)[0] == 413
+    # a body within the cap is read and answered as before
+    ok = httpx.post(
+        f"{guarded.base_url}/links",
+        json={"url": "/datasets/messages.csv?limit=1"},
+        headers=guarded.headers(),
+        timeout=5,
+    )
+    assert ok.status_code == 201, ok.text
+
+
+def test_an_idle_kept_alive_connection_is_closed_after_keep_alive_timeout(
+    guarded: Server,
+) -> None:
+    sock = _connect(guarded, "127.0.0.2")
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    first = b""
+    while not first.endswith(b'{"status":"ok"}'):
+        first += sock.recv(65536)
+    got, took = _until_closed(sock)  # then say nothing
+    assert got == b"" and 0.7 < took < 2.5
+
+
+def test_one_client_address_cannot_take_every_connection(guarded: Server) -> None:
+    mine = [_connect(guarded, "127.0.0.3") for _ in range(5)]
+    try:
+        time.sleep(0.2)
+        extra = _connect(guarded, "127.0.0.3")
+        extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        got, took = _until_closed(extra)
+        status, headers, problem = _problem(got)
+        assert status == 503 and headers["retry-after"] == "1" and took < 1.5
+        assert "MAX_CONNECTIONS_PER_CLIENT" in str(problem["detail"])
+        # another address is served, and so is the trusted proxy's (127.0.0.1) sixth
+        other = _connect(guarded, "127.0.0.4")
+        other.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert _until_closed(other)[0].startswith(b"HTTP/1.1 200")
+        proxied = [_connect(guarded, "127.0.0.1") for _ in range(6)]
+        proxied[-1].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert _until_closed(proxied[-1])[0].startswith(b"HTTP/1.1 200")
+        for sock in proxied:
+            sock.close()
+    finally:
+        for sock in mine:
+            sock.close()
+    time.sleep(0.3)  # the address's count falls with its connections
+    again = _connect(guarded, "127.0.0.3")
+    again.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert _until_closed(again)[0].startswith(b"HTTP/1.1 200")
+
+
+def test_slow_bodies_without_a_token_from_many_addresses_do_not_hold_the_server(
+    guarded: Server,
+) -> None:
+    """The red team's attack, scaled to this server's 30 connections: 60 heads that
+    announce a body and send one byte. Each is refused from its head and closed, so
+    ``/healthz`` answers throughout and none is held past the linger."""
+    attackers = []
+    for n in range(60):
+        sock = _connect(guarded, f"127.0.1.{n + 1}")
+        _post_head(sock, 100)
+        sock.sendall(b"{")
+        attackers.append(sock)
+    assert _healthz_ms(guarded) < 1000
+    time.sleep(1.5)
+    held = 0
+    for sock in attackers:
+        sock.settimeout(0.2)
+        try:
+            while sock.recv(65536):
+                pass
+        except TimeoutError:
+            held += 1
+        except ConnectionResetError:
+            pass
+        sock.close()
+    assert held == 0
+    assert _healthz_ms(guarded) < 500

@@ -67,6 +67,12 @@ def corpus() -> dict[str, str]:
         "exp 1e400": f"{head}.{b64(json.dumps(good).replace(str(now + 300), '1e400'))}.{sig}",
         "exp missing": signed({k: v for k, v in good.items() if k != "exp"}),
         "nbf in the future": signed({**good, "nbf": now + 3600}),
+        "nbf a numeric string": signed({**good, "nbf": str(now - 10)}),
+        "nbf NaN": signed({**good, "nbf": float("nan")}),
+        "iat NaN": signed({**good, "iat": float("nan")}),
+        "iat -Infinity": signed({**good, "iat": float("-inf")}),
+        "iat a numeric string": signed({**good, "iat": str(now)}),
+        "exp NaN": signed({**good, "exp": float("nan")}),
         "wrong aud": signed({**good, "aud": "someone-else"}),
         "missing aud": signed({k: v for k, v in good.items() if k != "aud"}),
         "aud list without ours": signed({**good, "aud": ["a", "b"]}),
@@ -161,3 +167,23 @@ def test_every_hostile_token_is_401_on_every_route_and_never_echoed(
         if len(token) >= 8:
             assert token not in text, f"token {name!r} appears in the log"
     assert "Traceback" not in text
+
+
+def test_a_token_for_another_audience_is_refused_when_none_is_configured(
+    server: Server,
+) -> None:
+    """The shared server sets no ``JWT_AUDIENCE``: a token made for another service (it
+    carries an ``aud``) is refused; one without ``aud`` is accepted as before."""
+    now = int(time.time())
+    base = {"sub": "alice", "exp": now + 60}
+    for aud in ("other-service", ["other-service"], []):
+        token = signed({**base, "aud": aud})
+        r = httpx.get(
+            f"{server.base_url}/chunked?limit=1", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert r.status_code == 401, (aud, r.text)
+        assert "audience" in r.json()["detail"]
+    r = httpx.get(
+        f"{server.base_url}/chunked?limit=1", headers={"Authorization": f"Bearer {signed(base)}"}
+    )
+    assert r.status_code == 200
