@@ -119,6 +119,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     declared = datasets_cli.load_config(settings)
     Verifier.from_settings(settings)  # a bad key or a short secret: one line, before anything
     settings.resolved_link_secret()
+    settings.check_production()
     with serving.sigterm_unwinds(), database.database_url(settings) as url:
         _connect_or_explain(url)
         if args.demo:

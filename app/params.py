@@ -69,10 +69,9 @@ def parse_fields(dataset: Dataset, raw: str) -> tuple[str, ...]:
 
 
 def parse_limit(raw: str) -> int:
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise _invalid("limit", "not an integer") from None
+    if not pgtypes.is_integer_text(raw):
+        raise _invalid("limit", "not an integer (ASCII digits)")
+    limit = int(raw)
     if not 0 < limit <= INT8:
         raise _invalid("limit", f"must be between 1 and {INT8}")
     return limit
@@ -86,10 +85,14 @@ def parse_after(dataset: Dataset, raw: str) -> tuple[str, ...]:
             "in (declare 'key' for it)",
             field="after",
         )
-    try:
-        values = json.loads(raw)
-    except ValueError:
-        values = None
+    values = None
+    # A key is at most len(key) values of MAX_VALUE_LENGTH: anything longer is refused
+    # before parsing, and so is nesting deep enough to exhaust the parser's recursion.
+    if len(raw) <= len(dataset.key) * (MAX_VALUE_LENGTH + 8) + 2:
+        try:
+            values = json.loads(raw)
+        except (ValueError, RecursionError):
+            values = None
     if not isinstance(values, list) or len(values) != len(dataset.key):
         raise _invalid(
             "after",

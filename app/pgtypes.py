@@ -16,6 +16,7 @@ The contract (tested in ``tests/test_pgtypes.py`` against PostgreSQL itself):
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -320,6 +321,19 @@ class InvalidValue(ValueError):
     """A query-string value that is not a value of the column's type."""
 
 
+#: An integer as the OpenAPI document states it: ASCII digits, an optional leading minus.
+#: (Python's ``int`` also takes ``+7``, ``1_000`` and any script's digits.)
+_INTEGER = re.compile(r"-?[0-9]+")
+#: A decimal number in ASCII (``float`` and ``Decimal`` take other scripts' digits and
+#: underscores too); the special values are matched apart.
+_DECIMAL = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
+_SPECIAL_NUMBERS = ("nan", "inf", "infinity")
+
+
+def is_integer_text(text: str) -> bool:
+    return _INTEGER.fullmatch(text) is not None
+
+
 def parse_value(pgtype: PgType, raw: str) -> str:
     """Check ``raw`` as a value of ``pgtype``; return the text to bind (cast in SQL).
 
@@ -331,6 +345,12 @@ def parse_value(pgtype: PgType, raw: str) -> str:
     kind = pgtype.kind
     text = raw.strip()
     try:
+        if kind in (Kind.INTEGER, Kind.FLOAT, Kind.NUMERIC) and not (
+            _INTEGER.fullmatch(text)
+            or (kind is not Kind.INTEGER and _DECIMAL.fullmatch(text))
+            or (kind is not Kind.INTEGER and text.lower().lstrip("+-") in _SPECIAL_NUMBERS)
+        ):
+            raise InvalidValue(f"not a valid {pgtype.display} (ASCII digits)")
         if kind is Kind.INTEGER:
             value = int(text)
             limit = 2 ** (_INT_BITS[pgtype.name] - 1)

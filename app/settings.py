@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -19,6 +20,31 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 #: Secrets shorter than this are refused outside development (RFC 7518 §3.2: an HS256
 #: key must be at least as long as the hash output, 256 bits).
 MIN_SECRET_BYTES = 32
+#: Secrets this repository itself publishes (the compose files' ``JWT_SECRET``): anyone
+#: can read them, so production refuses them. A test scans the repository for secret
+#: settings and checks that each value it finds is refused.
+PUBLISHED_SECRETS = frozenset({"change-me-change-me-change-me-change-me-0123456789"})
+#: Words that mark a value as a placeholder someone was meant to replace.
+_PLACEHOLDER = re.compile(
+    r"change[-_ ]?me|changeit|replace[-_ ]?me|placeholder|example|your[-_ ]?(own[-_ ]?)?"
+    r"secret|secret[-_ ]?here|not[-_ ]?a[-_ ]?secret|dummy|insecure|test[-_ ]?secret",
+    re.IGNORECASE,
+)
+#: Fewer distinct characters than this and a value is a pattern, not a random secret
+#: (``aaaa…``, ``0123456789…`` repeated).
+_MIN_DISTINCT_CHARACTERS = 12
+
+
+def placeholder_reason(value: str) -> str | None:
+    """Why ``value`` cannot be a production secret (published here, a placeholder's
+    words, too few distinct characters), or None."""
+    if value in PUBLISHED_SECRETS:
+        return "it is published in this project's own files"
+    if _PLACEHOLDER.search(value):
+        return "it looks like a placeholder"
+    if len(set(value)) < _MIN_DISTINCT_CHARACTERS:
+        return f"it has fewer than {_MIN_DISTINCT_CHARACTERS} distinct characters"
+    return None
 
 
 class Settings(BaseSettings):
@@ -227,6 +253,7 @@ class Settings(BaseSettings):
         if self.jwt_secret:
             if len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
                 raise ValueError(f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
+            self._refuse_placeholder("JWT_SECRET", self.jwt_secret)
             return self.jwt_secret
         if self.jwt_public_key or self.jwt_jwks_file or self.jwt_jwks_url:
             return None
@@ -242,11 +269,23 @@ class Settings(BaseSettings):
         if self.link_secret:
             if len(self.link_secret.encode()) < MIN_SECRET_BYTES:
                 raise ValueError(f"LINK_SECRET must be at least {MIN_SECRET_BYTES} bytes")
+            self._refuse_placeholder("LINK_SECRET", self.link_secret)
             return self.link_secret.encode()
         secret = self.resolved_jwt_secret()
         if secret is None:
             return None
         return hmac.new(secret.encode(), b"rowstream signed links", hashlib.sha256).digest()
+
+    def _refuse_placeholder(self, name: str, value: str) -> None:
+        """In production, a secret anyone could know stops the start (one line)."""
+        if self.environment == "production" and (reason := placeholder_reason(value)):
+            raise ValueError(f"{name} cannot be used in production: {reason}; set a random one")
+
+    def check_production(self) -> None:
+        """What production needs beyond the keys: a ``METRICS_TOKEN`` that is no
+        placeholder either (``resolved_*_secret`` check the keys)."""
+        if self.metrics_token:
+            self._refuse_placeholder("METRICS_TOKEN", self.metrics_token)
 
 
 def _read_or_create_secret(path: Path) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -68,7 +69,9 @@ T = TypeVar("T")
 SEED_ROWS = 100_000
 #: Cursor batch size of the test server: small, so streams span many chunks.
 TEST_BATCH = 100
-JWT_SECRET = "test-secret-" + "x" * 40
+#: Random for each test run: production refuses a secret published in the repository,
+#: and the tests run servers in production too.
+JWT_SECRET = secrets.token_urlsafe(48)
 #: deploy/: the example configurations the tests run.
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 #: Rows in the primary/standby pair's own database.

@@ -3,6 +3,8 @@
 import contextlib
 import json
 import os
+import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -65,6 +67,56 @@ def test_a_short_secret_is_refused_in_one_line(environment: str) -> None:
         assert done.returncode == 2
         assert done.stderr.strip().splitlines()[-1].startswith("rowstream: JWT_SECRET")
         assert "Traceback" not in done.stderr
+
+
+def _published_secrets() -> set[str]:
+    """Every value this repository gives a secret setting, in any of its files."""
+    root = Path(__file__).resolve().parent.parent
+    setting = re.compile(r"\b(?:JWT_SECRET|LINK_SECRET|METRICS_TOKEN)\s*[:=]\s*['\"]?([^\s'\"]+)")
+    found: set[str] = set()
+    for path in [*root.glob("*.yml"), *root.glob("*.md"), *root.glob("Dockerfile")]:
+        found.update(setting.findall(path.read_text()))
+    for path in [*(root / "deploy").rglob("*"), *(root / "docs").glob("*.md")]:
+        if path.is_file():
+            found.update(setting.findall(path.read_text(errors="replace")))
+    return {value for value in found if len(value) >= 32 and not value.startswith(("$", "<"))}
+
+
+def test_a_published_or_placeholder_secret_stops_production_in_one_line() -> None:
+    published = _published_secrets()
+    assert published  # the compose files' JWT_SECRET at least
+    placeholders = [
+        *published,
+        "replace-me-with-a-long-random-secret-value-please",
+        "0123456789" * 4,
+    ]
+    for value in placeholders:
+        for name in ("JWT_SECRET", "LINK_SECRET"):
+            env = {
+                "ENVIRONMENT": "production",
+                "JWT_SECRET": secrets.token_urlsafe(48),
+                name: value,
+            }
+            done = rowstream("serve", "--port", "1", env=env)
+            assert done.returncode == 2, (name, value, done.stderr)
+            line = done.stderr.strip().splitlines()[-1]
+            assert line.startswith(f"rowstream: {name} cannot be used in production"), line
+            assert "Traceback" not in done.stderr
+    done = rowstream(
+        "serve",
+        "--port",
+        "1",
+        env={
+            "ENVIRONMENT": "production",
+            "JWT_SECRET": secrets.token_urlsafe(48),
+            "METRICS_TOKEN": "changeme-changeme-changeme-changeme",
+        },
+    )
+    assert done.returncode == 2 and "METRICS_TOKEN" in done.stderr.splitlines()[-1]
+    # development keeps working with the compose files' value (the demo's own)
+    for value in published:
+        made = rowstream("token", "--sub", "a", env={"JWT_SECRET": value})
+        assert made.returncode == 0, made.stderr
 
 
 def test_token_carries_extra_claims_json_or_text() -> None:

@@ -1,6 +1,7 @@
 """/metrics and the one-line-per-request JSON log, from a real server's output."""
 
 import json
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,7 +142,7 @@ def test_expected_aborts_drop_only_marked_exceptions() -> None:
 
 
 def test_metrics_need_their_token_and_are_off_in_production_without_one(db_url: str) -> None:
-    scraper = "scrape-" + "m" * 40
+    scraper = secrets.token_urlsafe(32)  # production refuses a patterned one
     with running(db_url, METRICS_TOKEN=scraper, ENVIRONMENT="production") as server:
         url = f"{server.base_url}/metrics"
         assert httpx.get(url).status_code == 401

@@ -456,6 +456,15 @@ def test_unknown_dataset_is_a_404_problem(zoo_server: Server) -> None:
         ({"i4__prefix": "1"}, "i4__prefix"),
         ({"after": "[1, 2]"}, "after"),
         ({"after": "nope"}, "after"),
+        ({"after": "[" * 1000 + "]" * 1000}, "after"),
+        ({"after": "[" * 15_000}, "after"),
+        ({"after": "[" + '"' + "a" * 15_000 + '"]'}, "after"),
+        ({"i4": "٧٩١٩"}, "i4"),  # Arabic-Indic digits: not an integer here
+        ({"i4": "1_000"}, "i4"),
+        ({"i4": "+7919"}, "i4"),
+        ({"i8__in": "1,\uff12"}, "i8__in"),  # a fullwidth digit two
+        ({"limit": "1_0"}, "limit"),
+        ({"limit": "٣"}, "limit"),
         ({"limit": "1", "format": "xml"}, "format"),
         ({"format": "text"}, "format"),
     ],
