@@ -30,6 +30,7 @@ from app import (
 from app.capacity import MemoryBudget, StreamLimiter
 from app.catalog import Catalog
 from app.deps import State
+from app.docs_headers import DocsHeaders
 from app.jwks import Verifier
 from app.observability import Metrics, RequestLog
 from app.replica import LagMonitor
@@ -120,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app, database.UNREACHABLE, database.describe)
     app.add_middleware(RequestLog)
+    app.add_middleware(DocsHeaders)
     # Routes go straight onto the app's router: FastAPI builds an included router's routes
     # lazily, on the first request that reaches them (measured: +30 ms on the first export).
     app.router.routes.extend(health.router.routes)

@@ -29,8 +29,8 @@ class UnprocessableContent(ProblemError):
 
 
 #: Parameters every data route takes besides filters and a saved query's parameters.
-COMMON = ("fields", "limit", "after", "format", "download")
-#: ``download=``'s values: save the response as a file, or not.
+COMMON = ("fields", "limit", "after", "format", "download", "csv_safe")
+#: ``download=``'s and ``csv_safe=``'s values.
 DOWNLOAD_VALUES = {"1": True, "true": True, "0": False, "false": False}
 
 
@@ -41,6 +41,8 @@ class Presentation:
     format: str | None = None
     #: ``Content-Disposition: attachment`` with the dataset's name, for every format.
     download: bool = False
+    #: ``csv_safe=``: spreadsheet-safe CSV, or exact; None: as ``CSV_SAFE`` says.
+    csv_safe: bool | None = None
 
 
 #: The demo routes' historical names (``/messages``, ``/standard``…) and what they mean.
@@ -195,6 +197,7 @@ def parse(
     limit: int | None = None
     fmt: str | None = None
     download = False
+    csv_safe: bool | None = None
     params: dict[str, str] = {}
     seen: set[str] = set()
     declared = {p.name: p for p in dataset.params}
@@ -213,6 +216,10 @@ def parse(
             if raw not in DOWNLOAD_VALUES:
                 raise _invalid(name, "1 or 0 (true or false)")
             download = DOWNLOAD_VALUES[raw]
+        elif name == "csv_safe":
+            if raw not in DOWNLOAD_VALUES:
+                raise _invalid(name, "1 or 0 (true or false)")
+            csv_safe = DOWNLOAD_VALUES[raw]
         elif name in declared:
             param = declared[name]
             try:
@@ -239,4 +246,4 @@ def parse(
         limit=limit,
         params=tuple(params[p.name] for p in dataset.params),
     )
-    return selection, Presentation(fmt, download)
+    return selection, Presentation(fmt, download, csv_safe)

@@ -178,6 +178,32 @@ def csv_sql(column: str, pgtype: PgType) -> str:
     return column
 
 
+#: What makes a spreadsheet run a cell as a formula (OWASP, "CSV Injection"), and the
+#: quote that escapes it, escaped in turn so that the prefix reads back unambiguously.
+CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+_CSV_FORMULA_STARTS_SQL = r"'=', '+', '-', '@', E'\t', E'\r', ''''"
+
+
+def csv_safe_sql(rendered: str, pgtype: PgType) -> str:
+    """``rendered`` (a column's CSV expression) with ``'`` before a text value that a
+    spreadsheet would take for a formula. Text and enum labels only: a negative number
+    is a number, and every other kind prints no such first character as text."""
+    if pgtype.kind not in (Kind.TEXT, Kind.ENUM):
+        return rendered
+    # concat() prints each value with its type's output function: char(n) keeps its
+    # padding (a cast to text, or ||, would strip it), so unprefixed cells stay exact.
+    return (
+        f"CASE WHEN {rendered} IS NULL THEN NULL "
+        f"WHEN left({rendered}::text, 1) IN ({_CSV_FORMULA_STARTS_SQL}) "
+        f"THEN concat('''', {rendered}) ELSE concat({rendered}) END"
+    )
+
+
+def csv_safe_name(name: str) -> str:
+    """A column name for a spreadsheet-safe CSV header."""
+    return "'" + name if name.startswith(CSV_FORMULA_STARTS) else name
+
+
 # --- Arrow -----------------------------------------------------------------------------
 
 #: How ``_arrow_type`` reaches a column's values: as they come from asyncpg, or as

@@ -118,7 +118,8 @@ async def _export(
     identity = access.db_identity(sources.settings, user)
     query = links.without_link_parameters(request.scope["query_string"].decode("latin-1"))
     selection, requested = params.parse(dataset, query, legacy=legacy)
-    selection = replace(selection, row_filter=row_filter)
+    csv_safe = sources.settings.csv_safe if requested.csv_safe is None else requested.csv_safe
+    selection = replace(selection, row_filter=row_filter, csv_safe=csv_safe)
     fmt = _format(requested.format or fixed_format, accept, supported)
     return Export(
         db,

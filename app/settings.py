@@ -141,6 +141,13 @@ class Settings(BaseSettings):
     #: ADBC driver (where the columns' types suit it; not through PgBouncer in transaction
     #: mode, nor from a read replica), or ``copy-text``, its CSV text parsed by Arrow.
     arrow_source: Literal["adbc", "copy-text"] = "adbc"
+    #: Spreadsheet-safe CSV (OWASP's "CSV injection"): a text cell or column name that
+    #: begins with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return, which Excel,
+    #: LibreOffice and Google Sheets would run as a formula, goes out with a ``'`` before
+    #: it (and so does one that begins with ``'``, so the prefix reads back unambiguously).
+    #: Off by default: exports stay exact. Only CSV, only text columns; numbers, dates and
+    #: every other format are untouched. A request overrides it with ``csv_safe=1``/``0``.
+    csv_safe: bool = False
     #: Rows of one Parquet row group: held in memory until complete (about 3 MB for the
     #: demo's rows), so this is what bounds a Parquet stream's memory.
     parquet_row_group_rows: int = Field(default=16_384, ge=1, le=1_000_000)

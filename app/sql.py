@@ -110,6 +110,9 @@ class Selection:
     params: tuple[str, ...] = ()
     #: The values of the dataset's ``row_filter`` (from the caller's claims), in its order.
     row_filter: tuple[str | None, ...] = ()
+    #: CSV only: text cells and names a spreadsheet would run as formulas are prefixed
+    #: with ``'`` (``CSV_SAFE``, ``csv_safe=``; see ``pgtypes.csv_safe_sql``).
+    csv_safe: bool = False
 
 
 class _Binder:
@@ -228,20 +231,31 @@ def _columns(
     render: Callable[[str, Any], str],
     *,
     as_settings: bool = False,
+    name: Callable[[str], str] = lambda field: field,
 ) -> Query:
-    """The selected columns, each rendered by ``render(quoted name, type)`` and named."""
+    """The selected columns, each rendered by ``render(quoted name, type)`` and named
+    ``name(field)``."""
     return select(
         dataset,
         selection,
         ", ".join(
-            f"{render(ident(f), dataset.by_name[f].type)} AS {ident(f)}" for f in selection.fields
+            f"{render(ident(f), dataset.by_name[f].type)} AS {ident(name(f))}"
+            for f in selection.fields
         ),
         as_settings=as_settings,
     )
 
 
 def as_csv(dataset: Dataset, selection: Selection) -> Query:
-    """For ``COPY (…) TO STDOUT (FORMAT csv, HEADER)``: the header names the columns."""
+    """For ``COPY (…) TO STDOUT (FORMAT csv, HEADER)``: the header names the columns
+    (spreadsheet-safe ones, and cells, with ``selection.csv_safe``)."""
+    if selection.csv_safe:
+        return _columns(
+            dataset,
+            selection,
+            lambda c, t: pgtypes.csv_safe_sql(pgtypes.csv_sql(c, t), t),
+            name=pgtypes.csv_safe_name,
+        )
     return _columns(dataset, selection, pgtypes.csv_sql)
 
 

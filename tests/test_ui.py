@@ -35,6 +35,7 @@ CREATE TABLE notes (id int PRIMARY KEY, title text NOT NULL, score int NOT NULL,
 INSERT INTO notes SELECT i, 'note ' || i, i % 100, date '2024-01-01' + i
 FROM generate_series(1, 250) AS i;
 UPDATE notes SET title = '{XSS}' WHERE id = 3;
+UPDATE notes SET title = '=2+3' WHERE id = 96; -- a formula, to a spreadsheet
 ANALYZE notes;
 """
 DATASETS = """
@@ -75,6 +76,7 @@ def browser(downloads: Path) -> Iterator[WebDriver]:
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
         options.add_argument(argument)
     options.add_argument("--window-size=1280,1000")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP reports show there
     options.add_experimental_option(
         "prefs",
         {"download.default_directory": str(downloads), "download.prompt_for_download": False},
@@ -156,30 +158,34 @@ def test_the_page_lists_shows_filters_pages_and_downloads(
     Select(row.find_element(By.CSS_SELECTOR, ".operator")).select_by_value("gte")
     row.find_element(By.CSS_SELECTOR, ".value").send_keys("95")
     for box in browser.find_elements(By.CSS_SELECTOR, "#fields input"):
-        if box.get_attribute("value") in ("day", "title"):
+        if box.get_attribute("value") == "day":
             box.click()
     browser.find_element(By.ID, "apply").click()
     expected = [i for i in range(1, 251) if i % 100 >= 95]
     wait(browser, lambda b: preview_ids(b) == expected)
     headers = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#preview thead th")]
-    assert headers == ["id", "score"]
+    assert headers == ["id", "title", "score"]
     screenshot(browser, "ui-dataset.png")
     curl = browser.find_element(By.ID, "code-curl").text
-    assert "score__gte=95" in curl and "fields=id%2Cscore" in curl and server.token() not in curl
+    assert "score__gte=95" in curl and "fields=id%2Ctitle%2Cscore" in curl
+    assert server.token() not in curl
     assert 'client.to_pandas("notes"' in browser.find_element(By.ID, "code-python").text
 
     # download CSV: the saved file is the same export, byte for byte, as curl gets it
+    # with csv_safe=1 (the page always asks for spreadsheet-safe CSV)
     browser.find_element(By.CSS_SELECTOR, "#export-buttons button[data-format='csv']").click()
     saved = downloads / "notes.csv"
     wait(browser, lambda b: saved.exists() and not list(downloads.glob("*.crdownload")))
     wait(browser, lambda b: export_status(b).text.startswith("Done"))
     direct = httpx.get(
         f"{server.base_url}/datasets/notes/stream",
-        params={"format": "csv", "fields": "id,score", "score__gte": "95"},
+        params={"format": "csv", "fields": "id,title,score", "score__gte": "95", "csv_safe": "1"},
         headers=server.headers(),
     )
     assert saved.read_bytes() == direct.content
-    assert [int(r["id"]) for r in csv.DictReader(io.StringIO(saved.read_text()))] == expected
+    saved_rows = list(csv.DictReader(io.StringIO(saved.read_text())))
+    assert [int(r["id"]) for r in saved_rows] == expected
+    assert [r["title"] for r in saved_rows if r["id"] == "96"] == ["'=2+3"]
     assert f"{len(expected)} rows" in export_status(browser).text
 
 
@@ -295,3 +301,33 @@ def test_the_keyboard_reaches_a_dataset_and_its_export(browser: WebDriver, serve
         if browser.switch_to.active_element.get_attribute("data-format") == "csv":
             break
     assert browser.switch_to.active_element.get_attribute("data-format") == "csv"
+
+
+@pytest.mark.parametrize(("path", "rendered"), [("/docs", ".opblock"), ("/redoc", "h1")])
+def test_the_api_docs_render_offline_under_a_strict_policy(
+    browser: WebDriver, server: Server, path: str, rendered: str
+) -> None:
+    r = httpx.get(server.base_url + path)
+    policy = r.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy and "default-src 'none'" in policy
+    script_src = policy.split("script-src ")[1].split(";")[0]
+    assert "unsafe-inline" not in script_src and "http" not in policy
+    assert r.headers["x-frame-options"] == "DENY"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    asset = httpx.get(server.base_url + "/static-offline-docs/swagger-ui.css")
+    assert asset.headers["x-content-type-options"] == "nosniff"
+    browser.get_log("browser")  # what earlier pages logged
+    browser.get(server.base_url + path)
+    wait(
+        browser,
+        lambda b: any(
+            "rowstream" in e.text or e.text for e in b.find_elements(By.CSS_SELECTOR, rendered)
+        ),
+    )
+    refused = [
+        e["message"]
+        for e in browser.get_log("browser")
+        if "Content Security Policy" in e["message"]
+    ]
+    # ReDoc's "powered by" logo comes from its CDN: refused, as everything from elsewhere
+    assert [m for m in refused if "cdn.redoc.ly/redoc/logo-mini.svg" not in m] == []

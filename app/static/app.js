@@ -236,6 +236,8 @@ async function preview(append = false) {
 function streamPath(format, params) {
   const query = new URLSearchParams(params);
   query.set("format", format);
+  // CSV from this page is opened in spreadsheets: always the formula-safe form (CSV_SAFE)
+  if (format === "csv") query.set("csv_safe", "1");
   return `/datasets/${encodeURIComponent(state.dataset.name)}/stream?${query}`;
 }
 
