@@ -300,3 +300,20 @@ def test_openapi_hides_restricted_datasets_even_with_the_database_down(tmp_path:
         paths = httpx.get(f"{server.base_url}/openapi.json").json()["paths"]
         assert "/datasets/orders/stream" in paths
         assert not [p for p in paths if "tenant_orders" in p]
+
+
+def test_a_link_its_caller_could_not_use_is_refused_at_signing(server: Server) -> None:
+    """With ``DB_ROLE_CLAIM`` set, a token without a usable database role gets the same
+    403 from ``POST /links`` that the link would get, not a 201 for a dead link."""
+    url = "/datasets/invoices.csv"
+    for claims in ({}, {"db_role": "postgres"}):
+        refused = httpx.post(
+            f"{server.base_url}/links", json={"url": url}, headers=server.headers(**claims)
+        )
+        assert refused.status_code == 403, refused.text
+        assert "database role" in refused.json()["detail"]
+    made = httpx.post(
+        f"{server.base_url}/links", json={"url": url}, headers=server.headers(db_role="rs_alice")
+    )
+    assert made.status_code == 201, made.text
+    assert httpx.get(made.json()["url"]).status_code == 200
