@@ -6,7 +6,10 @@ again once ``JWT_JWKS_CACHE_SECONDS`` have passed, and at once when a token name
 ``kid`` no loaded key has (a rotation needs no restart) — but never more often than
 every ``JWT_JWKS_REFRESH_MIN_SECONDS``, so a stream of tokens with made-up ``kid``s
 cannot turn into a stream of requests to the identity provider. A failed fetch keeps the
-keys it had (logged); one fetch runs at a time.
+keys it had (logged, with why); one fetch runs at a time, always beside the requests: a
+request whose ``kid`` is unknown waits at most ``UNKNOWN_KEY_WAIT_SECONDS`` for it (a
+provider answers in milliseconds, so a rotation still passes on its first token), then
+gets its 401, so a provider that hangs costs no request more than that.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ logger = logging.getLogger(__name__)
 MAX_JWKS_BYTES = 256 * 1024
 #: Seconds one fetch of the JWKS may take in all.
 FETCH_SECONDS = 5.0
+#: Seconds a request with an unknown ``kid`` waits for the fetch it started (or found).
+UNKNOWN_KEY_WAIT_SECONDS = 0.25
 
 
 class Verifier:
@@ -99,17 +104,32 @@ class Verifier:
 
     async def verify(self, token: str) -> Principal:
         if self.url and time.monotonic() - self.fetched_at > self.cache_seconds:
-            if not self.fetched:
-                await self.refresh()
-            elif self._background is None or self._background.done():
-                # keys in hand: check with them now, fetch the new set beside the request
-                self._background = asyncio.ensure_future(self.refresh())
+            self._fetch_beside()  # check with the keys in hand; the new set comes beside
         try:
             return auth.verify(token, self.keys, self.policy)
         except auth.UnknownKey:
-            if not self.url or not await self.refresh():
+            fetch = self._fetch_beside() if self.url else None
+            if fetch is None:
+                raise
+            try:
+                async with asyncio.timeout(UNKNOWN_KEY_WAIT_SECONDS):
+                    replaced = await asyncio.shield(fetch)
+            except TimeoutError:
+                raise auth.UnknownKey(
+                    "token signed with an unknown key (the key set is being fetched)"
+                ) from None
+            if not replaced:
                 raise
         return auth.verify(token, self.keys, self.policy)
+
+    def _fetch_beside(self) -> asyncio.Future[bool] | None:
+        """The fetch under way, or a new one; None when one was tried too recently."""
+        if self._background is not None and not self._background.done():
+            return self._background
+        if time.monotonic() - self.attempted_at < self.refresh_min_seconds:
+            return None
+        self._background = asyncio.ensure_future(self.refresh())
+        return self._background
 
     async def refresh(self) -> bool:
         """Fetch the JWKS unless one was tried within ``refresh_min_seconds``; True if the
@@ -132,8 +152,11 @@ class Verifier:
                             raise ValueError("JWKS document too large")
                     keys = auth.jwks_keys(json.loads(body))
             except (httpx.HTTPError, ValueError, TimeoutError) as exc:
+                reason = str(exc) or type(exc).__name__
+                if isinstance(exc, TimeoutError | httpx.TimeoutException):
+                    reason = f"no complete answer within {FETCH_SECONDS:g} s"
                 logger.warning(
-                    "JWT_JWKS_URL: fetch failed, keeping %d keys: %s", len(self.fetched), exc
+                    "JWT_JWKS_URL: fetch failed, keeping %d keys: %s", len(self.fetched), reason
                 )
                 return False
             self.fetched, self.fetched_at = keys, time.monotonic()

@@ -29,11 +29,14 @@ class Provider:
     def __init__(self) -> None:
         self.document: dict[str, Any] = {"keys": []}
         self.requests = 0
+        #: Seconds each request waits before it is answered (a provider that hangs).
+        self.hang_seconds = 0.0
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 provider.requests += 1
+                time.sleep(provider.hang_seconds)
                 body = json.dumps(provider.document).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -45,6 +48,7 @@ class Provider:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks.json"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -86,7 +90,9 @@ async def test_a_rotation_needs_no_restart_and_bogus_kids_cost_one_fetch(
     provider: Provider,
 ) -> None:
     provider.publish(("k1", RSA_1))
-    verifier = Verifier([], auth.Policy(), url=provider.url, refresh_min_seconds=0.5)
+    verifier = Verifier(
+        [], auth.Policy(audience=AUDIENCE), url=provider.url, refresh_min_seconds=0.5
+    )
     assert await verifier.refresh()
     assert (await verifier.verify(token(RSA_1, "k1"))).subject == "alice"
     assert provider.requests == 1
@@ -109,7 +115,7 @@ async def test_a_rotation_needs_no_restart_and_bogus_kids_cost_one_fetch(
 @pytest.mark.anyio
 async def test_a_provider_that_fails_keeps_the_keys_it_had(provider: Provider) -> None:
     provider.publish(("k1", RSA_1))
-    verifier = Verifier([], auth.Policy(), url=provider.url, refresh_min_seconds=0)
+    verifier = Verifier([], auth.Policy(audience=AUDIENCE), url=provider.url, refresh_min_seconds=0)
     await verifier.refresh()
     provider.document = {"not": "a jwks"}
     assert not await verifier.refresh()
@@ -189,3 +195,34 @@ def test_a_jwks_file_is_read_at_start(tmp_path: Any) -> None:
     path.write_text("{not json")
     with pytest.raises(ValueError, match="JWT_JWKS_FILE"):
         Verifier.from_settings(Settings(jwt_jwks_file=path, jwt_audience=AUDIENCE))
+
+
+def test_a_hanging_jwks_url_costs_an_unknown_kid_no_more_than_a_moment(
+    db_url: str, provider: Provider, tmp_path: Any
+) -> None:
+    """The provider answers at start, then stops answering: a token with an unknown
+    ``kid`` gets its 401 at once, not after the 5 s fetch timeout, and the log says why
+    the fetch failed."""
+    provider.publish(("k1", RSA_1))
+    env = {
+        "JWT_JWKS_URL": provider.url,
+        "JWT_JWKS_REFRESH_MIN_SECONDS": "0",
+        "JWT_SECRET": "",
+        "JWT_AUDIENCE": AUDIENCE,
+    }
+    log = tmp_path / "server.log"
+    with running(db_url, log=log, **env) as server:
+        url = f"{server.base_url}/datasets/messages/stream"
+        ok = {"Authorization": f"Bearer {token(RSA_1, 'k1')}"}
+        assert httpx.get(url, params={"limit": 1}, headers=ok).status_code == 200
+        provider.hang_seconds = 8.0
+        for i in range(3):
+            unknown = {"Authorization": f"Bearer {token(RSA_2, f'new-{i}')}"}
+            started = time.monotonic()
+            refused = httpx.get(url, params={"limit": 1}, headers=unknown, timeout=10)
+            assert refused.status_code == 401
+            assert time.monotonic() - started < 1.0
+        # the known key still works meanwhile, and the failed fetch is logged with why
+        assert httpx.get(url, params={"limit": 1}, headers=ok).status_code == 200
+        time.sleep(5.5)
+    assert "fetch failed, keeping 1 keys: no complete answer within 5 s" in log.read_text()
