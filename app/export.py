@@ -321,4 +321,5 @@ class Export:
             headers=headers,
             limits=DeliveryLimits.from_settings(self.settings, streamed=False),
             release=reservation.release,
+            stats=self.stats,
         )

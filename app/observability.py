@@ -12,6 +12,7 @@ credential-looking value is replaced by ``REDACTED`` (``redaction.py``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -230,6 +231,8 @@ class ExpectedAborts(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, asyncio.CancelledError) and "graceful shutdown" in str(exc):
+            return False  # uvicorn ended a response at its shutdown: said in one line above
         return not getattr(exc, "expected_abort", False)
 
 

@@ -146,7 +146,8 @@ class BufferedResponse(Response):
     ``DeliveryLimits`` as a stream. A ``bytearray`` body is accepted as it is (converting
     it to ``bytes`` would be one more full copy). ``release`` runs when the response is
     over, however it ended, after the body was dropped: it returns the body's memory
-    reservation (``capacity.MemoryBudget``).
+    reservation (``capacity.MemoryBudget``). ``stats`` (if given) gets the outcome, as a
+    stream's does: complete, client gone, timeout, too slow or shutdown.
     """
 
     #: Bytes per ASGI message.
@@ -159,16 +160,32 @@ class BufferedResponse(Response):
         *,
         limits: DeliveryLimits = UNLIMITED,
         release: Callable[[], None] | None = None,
+        stats: ExportStats | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(content, status_code, **kwargs)
         self.limits = limits
         self.release = release
+        self.stats = stats
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        outcome = "shutdown"  # unless it ends otherwise: cancelled at the server's end
         try:
             await self._send_body(Delivery(scope, self.limits), send)
+            outcome = "complete"
+        except StalledClient as exc:
+            outcome = exc.outcome
+            raise
+        except OSError:
+            outcome = "client gone"
+            raise
+        except BaseException:
+            if not shutting_down(scope):
+                outcome = "client gone"  # cancelled by the client's disconnect
+            raise
         finally:
+            if self.stats is not None and self.stats.outcome is None:
+                self.stats.outcome = outcome
             self.body = b""
             if self.release is not None:
                 self.release()

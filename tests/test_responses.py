@@ -352,3 +352,45 @@ def test_a_parquet_stream_cut_mid_way_has_no_footer_and_no_reader_opens_it(
     assert got.startswith(b"PAR1") and not got.endswith(b"PAR1")  # no footer
     with pytest.raises(pa.ArrowInvalid):
         pq.read_table(pa.BufferReader(got))
+
+
+def _access_line(log: Path, path: str) -> dict[str, object]:
+    import json
+
+    lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+    found = [x for x in lines if x.get("path") == path and "outcome" in x]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_a_buffered_response_cut_off_or_shut_down_logs_how_it_ended_in_one_line(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The standard route's body to a client that reads nothing: cut off at the send
+    timeout with a reset (logged ``timeout``), or ended by SIGTERM (``shutdown``); never
+    ``error``, and no traceback."""
+    log = tmp_path / "server.log"
+    server = start_server(db_url, log=log, STREAM_SEND_TIMEOUT_SECONDS="1")
+    try:
+        sock = raw_request(server, "/standard?limit=100000", rcvbuf=4096)
+        time.sleep(3)
+        sock.settimeout(5)
+        with pytest.raises(ConnectionResetError):
+            while sock.recv(1 << 20):
+                pass
+        sock.close()
+    finally:
+        stop_server(server)
+    assert _access_line(log, "/standard")["outcome"] == "timeout"
+    assert "Traceback" not in log.read_text()
+
+    log = tmp_path / "shutdown.log"
+    server = start_server(db_url, log=log, STREAM_SEND_TIMEOUT_SECONDS="60")
+    sock = raw_request(server, "/standard?limit=100000", rcvbuf=4096)
+    try:
+        time.sleep(1)  # the body is being sent into a full window
+        stop_server(server)
+    finally:
+        sock.close()
+    assert _access_line(log, "/standard")["outcome"] == "shutdown"
+    assert "Traceback" not in log.read_text()
