@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import http
 import logging
 import socket
@@ -83,7 +84,6 @@ class ServerConfig(uvicorn.Config):
             app, http=LimitedHttpProtocol, forwarded_allow_ips=limits.trusted_proxies, **kwargs
         )
         self.limits = limits
-        self.trusted_proxies = _TrustedHosts(limits.trusted_proxies)
 
 
 def connection_of(scope: Scope) -> LimitedHttpProtocol | None:
@@ -119,7 +119,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         assert isinstance(config, ServerConfig), "LimitedHttpProtocol needs a ServerConfig"
         self.limits: ConnectionLimits = config.limits
-        self._trusted_proxies = config.trusted_proxies
+        self._trusted_proxies = _trusted_hosts(self.limits.trusted_proxies)
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         #: Bytes of the current request head seen so far; None once the head is complete.
@@ -382,6 +382,14 @@ def _body_framing(headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bool]
         elif name == b"transfer-encoding" and b"chunked" in value.lower():
             chunked = True
     return length, chunked
+
+
+@functools.cache
+def _trusted_hosts(spec: str) -> _TrustedHosts:
+    """uvicorn's own reading of ``FORWARDED_ALLOW_IPS``, parsed once per process (not kept
+    on the configuration: uvicorn pickles that for its worker processes, and this does
+    not pickle)."""
+    return _TrustedHosts(spec)
 
 
 def _shared_counts(server_state: ServerState) -> dict[str, int]:

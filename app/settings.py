@@ -206,8 +206,9 @@ class Settings(BaseSettings):
     #: small JSON (``POST /links``), so a slow one is an attack, not a slow link.
     body_timeout_seconds: float = Field(default=10.0, gt=0)
     #: Bytes one request body may have: 413 from its ``Content-Length`` before any of it
-    #: is read, or as soon as a chunked body passes it.
-    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    #: is read, or as soon as a chunked body passes it. The largest valid ``POST /links``
+    #: body (a URL of 8,192 characters, each escaped as a JSON surrogate pair) is ~96 KiB.
+    max_body_bytes: int = Field(default=128 * 1024, ge=1024)
     #: Seconds an idle kept-alive connection is held between requests before it is closed.
     keep_alive_timeout_seconds: float = Field(default=5.0, gt=0)
     #: Connections open at once (per process); a new one beyond it gets 503 at once.

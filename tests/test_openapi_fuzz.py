@@ -13,10 +13,11 @@ import httpx
 from tests.support import Server
 
 #: A request whose head is over ``MAX_HEADER_BYTES`` is refused with 431 (documented) before
-#: its parameters are read, valid or not: a rejection for the checks that look for one.
+#: its parameters are read, valid or not: a rejection for the checks that look for one; so
+#: is a body over ``MAX_BODY_BYTES`` with 413 (documented on ``POST /links``).
 CONFIG = """
 [checks.negative_data_rejection]
-expected-statuses = [400, 401, 403, 404, 405, 406, 409, 415, 422, 428, 429, 431, "5xx"]
+expected-statuses = [400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429, 431, "5xx"]
 [checks.positive_data_acceptance]
 expected-statuses = ["2xx", "3xx", 401, 403, 404, 409, 429, 431, "5xx"]
 """
