@@ -643,6 +643,13 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
         if not args.token:
             raise SystemExit("rowstream bench: --url needs --token")
         db_url = settings.database_url
+        if not db_url:
+            # every ratio is to plain COPY from the same database, taken in the same round:
+            # without one, each scenario would be divided by itself
+            raise SystemExit(
+                "rowstream bench: --url needs DATABASE_URL (the server's database, for the "
+                "COPY reference each figure is a ratio to)"
+            )
         every = {sc.name: (args.url, args.pid) for sc in scenarios(args.rows, args.formats)}
         measured = asyncio.run(_run(every, args.token, db_url, args))
     else:

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import SEED_ROWS, Server, start_server, stop_server
+from tests.support import SEED_ROWS, Server, metric, start_server, stop_server
 
 
 def rowstream_fetch(*args: str, token: str) -> subprocess.CompletedProcess[str]:
@@ -110,9 +110,15 @@ def test_resume_of_a_complete_file_with_limit_fetches_nothing_more(
     url = f"{server.base_url}/messages/stream?limit=300"
     assert rowstream_fetch(url, "-o", str(out), token=server.token()).returncode == 0
     before = out.read_bytes()
+    exports = metric(server, "rowstream_requests_total", route="/messages/stream", status="200")
     again = rowstream_fetch(url, "-o", str(out), "--resume", token=server.token())
     assert again.returncode == 0, again.stderr
     assert out.read_bytes() == before
+    # not one more request reached the export route (the tests run one at a time)
+    assert (
+        metric(server, "rowstream_requests_total", route="/messages/stream", status="200")
+        == exports
+    )
 
 
 def test_resume_needs_the_key_and_drops_a_partial_last_record(tmp_path: Path) -> None:

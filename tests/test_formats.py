@@ -48,10 +48,28 @@ def test_unservable_requests_are_406_listing_what_is_served(
     assert "application/json" in caught.value.detail
 
 
-def test_every_format_is_declared_once_with_its_names() -> None:
-    assert set(formats.FORMATS) == set(ALL)
-    for media, fmt in formats.FORMATS.items():
-        assert formats.ALIASES[fmt.name] == media
-        assert all(formats.ALIASES[a] == media for a in fmt.aliases)
-    assert set(formats.SUFFIXES.values()) <= set(ALL)
-    assert formats.names((JSON, CSV)) == ["application/json", "csv", "json", "text/csv"]
+@pytest.mark.parametrize(
+    ("asked", "expected"),
+    [
+        ("ndjson", NDJSON),
+        ("jsonl", NDJSON),
+        ("application/jsonlines", NDJSON),
+        ("json", JSON),
+        ("csv", CSV),
+        ("text", TEXT),
+        ("arrow", ARROW),
+        ("arrows", ARROW),
+        ("parquet", PARQUET),
+        ("application/vnd.apache.parquet", PARQUET),
+    ],
+)
+def test_each_name_and_alias_a_client_may_send_picks_its_format(asked: str, expected: str) -> None:
+    assert formats.negotiate(None, asked, ALL) == expected
+    assert formats.negotiate(None, asked.upper(), ALL) == expected
+
+
+def test_the_names_a_route_lists_are_what_it_accepts() -> None:
+    listed = formats.names((JSON, CSV))
+    assert listed == ["application/json", "csv", "json", "text/csv"]
+    for name in listed:
+        assert formats.negotiate(None, name, (JSON, CSV)) in (JSON, CSV)

@@ -19,7 +19,7 @@ CONFIG = """
 [checks.negative_data_rejection]
 expected-statuses = [400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429, 431, "5xx"]
 [checks.positive_data_acceptance]
-expected-statuses = ["2xx", "3xx", 401, 403, 404, 409, 429, 431, "5xx"]
+expected-statuses = ["2xx", "3xx", 403, 409, 429, 431, "5xx"]
 """
 
 
@@ -46,7 +46,7 @@ def test_api_conforms_to_its_openapi_document(server: Server, tmp_path: Path) ->
             "--request-timeout",
             "60",
             "--max-time",
-            "90",
+            "240",
             "--report-dir",
             str(tmp_path),
         ],

@@ -110,9 +110,12 @@ def test_a_replication_conflict_is_a_failed_export_that_after_id_resumes(
 
 def test_with_hot_standby_feedback_there_is_no_conflict(pair: Pair, reader: Server) -> None:
     pair.standby_setting("hot_standby_feedback = on")
-    time.sleep(1)
-    complete, _ = _conflict_round(pair, reader)
-    assert complete
+    try:
+        time.sleep(1)
+        complete, _ = _conflict_round(pair, reader)
+        assert complete
+    finally:
+        pair.standby_setting("hot_standby_feedback = off")  # as the module's pair began
 
 
 def test_exports_are_refused_while_the_replica_lags(pair: Pair) -> None:
