@@ -80,8 +80,14 @@ class ServerConfig(uvicorn.Config):
     pickled) rebuild it."""
 
     def __init__(self, app: Any, *, limits: ConnectionLimits, **kwargs: Any) -> None:
+        # ws="none": the service has no WebSocket route, and an upgraded connection would
+        # leave this protocol (and its per-client count) behind
         super().__init__(
-            app, http=LimitedHttpProtocol, forwarded_allow_ips=limits.trusted_proxies, **kwargs
+            app,
+            http=LimitedHttpProtocol,
+            ws="none",
+            forwarded_allow_ips=limits.trusted_proxies,
+            **kwargs,
         )
         self.limits = limits
 
@@ -200,21 +206,41 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if self._refused:
             self.transport.close()
 
-    # parser callbacks
+    # parser callbacks: after a refusal, what the parser still finds is dropped
     def on_message_begin(self) -> None:
+        if self._refused:
+            return
         super().on_message_begin()
         self.scope["extensions"] = {CONNECTION_EXTENSION: self}  # type: ignore[dict-item]
         self._arm_head_timer()
 
+    def on_url(self, url: bytes) -> None:
+        if not self._refused:
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._refused:
+            super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
+        if self._refused:
+            return
         self._head_bytes = None
         self._disarm_head_timer()
         length, chunked = _body_framing(self.headers)
+        has_body = chunked or bool(length)
+        if has_body and self._answering_another():
+            # A request with a body pipelined behind an unfinished response (RFC 9112
+            # §9.3.2: clients should not): not served; the connection ends after the
+            # response under way, so no answer can go to the wrong request.
+            self._end_after_current()
+            return
         if length is not None and length > self.limits.max_body_bytes:
             self._refuse(413, self._too_large())  # before the app, before any body byte
             return
         super().on_headers_complete()
-        if chunked or length:
+        if has_body:
+            self._disarm_body_timer()
             self._body_bytes = 0
             self._body_timer = self.loop.call_later(
                 self.limits.body_timeout_seconds, self._body_timed_out
@@ -244,11 +270,14 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if answered and self._body_bytes is not None and not self._refused:
             # Answered before its body arrived (a 401 from the head, a 404): the rest of
             # the body is not worth waiting for, and a trickle would hold the connection.
-            # Closed at once, not after a linger: a flood of such requests must not hold
-            # descriptors (what arrived so far has been read, so the close is a FIN).
+            # The client may still be sending: half-close and linger, so the answer is
+            # read before the close; under a flood, close at once (descriptors first).
             self._disarm_body_timer()
             self._refused = True
-            self.transport.close()
+            if len(self.connections) > self.limits.max_connections // 2:
+                self.transport.close()
+            else:
+                self._close_after_linger()
 
     def shutdown(self) -> None:
         self.shutting_down = True
@@ -316,10 +345,26 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             f"{self.limits.body_timeout_seconds:g} s (BODY_TIMEOUT_SECONDS)",
         )
 
+    def _answering_another(self) -> bool:
+        """Whether a response to an earlier request is still under way (or queued)."""
+        return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
+
+    def _end_after_current(self) -> None:
+        """Serve nothing more on this connection: drop what is queued and what arrives,
+        and close once the response under way is complete."""
+        self._refused = True
+        self._disarm_body_timer()
+        self.pipeline.clear()
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+        else:
+            self.transport.close()
+
     def _end_request(self, status: int, detail: str) -> None:
         """Stop reading this request's body: answer ``status`` if the app has not begun
         its response (the app's ``receive`` then sees a disconnect, and what it sends is
         dropped), else end the connection once the response is out."""
+        self._disarm_body_timer()
         cycle = self.cycle
         if cycle is None or not cycle.response_started:
             if cycle is not None:

@@ -115,7 +115,11 @@ class _BearerOrJWT(HTTPBearer):
                 token = auth.token_from_header(authorization)
                 principal = await state["verifier"].verify(token)
         except auth.InvalidToken as exc:
-            raise Unauthorized(str(exc)) from None
+            refusal = Unauthorized(str(exc))
+            if "content-length" in request.headers or "transfer-encoding" in request.headers:
+                # its body is not read: the connection ends with this answer
+                refusal.headers["Connection"] = "close"
+            raise refusal from None
         request.state.subject = principal.subject
         return principal
 

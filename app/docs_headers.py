@@ -51,6 +51,9 @@ class DocsHeaders:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]  # uvicorn's --root-path prefixes it
         if path in PAGES:
             await self.app(scope, receive, _PageSender(send))
         elif path.startswith(ASSETS):

@@ -8,7 +8,6 @@ leaves through ``problem_response`` so clients parse exactly one format.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
@@ -19,6 +18,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+
+from app.pgtypes import ARROW_REFUSAL_SQLSTATE, ARROW_REFUSALS
 
 logger = logging.getLogger(__name__)
 
@@ -142,20 +143,22 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
     return problem_response(422, detail or "invalid request", errors=errors)
 
 
-#: How PostgreSQL reports a value refused by ``pgtypes.arrow_guard`` (its text cast to
-#: integer): the text says which value has no Arrow form.
-_REFUSED = re.compile(r'invalid input syntax for type integer: "([^"]*Arrow[^"]*)"')
-
-
 def refused(exc: BaseException) -> NotRepresentable | None:
     """The ``NotRepresentable`` that ``exc`` (PostgreSQL's error, or the ADBC driver's
-    report of it) reports, if it reports one of ``pgtypes.arrow_guard``'s refusals."""
-    found = _REFUSED.search(str(exc))
+    report of it) reports, if it reports one of ``pgtypes.arrow_guard``'s refusals.
+
+    Read by the error's SQLSTATE (where the exception carries one: asyncpg's, the driver's
+    DB-API errors; the driver's stream errors are ``OSError`` without it) and by the
+    guard's own words, which PostgreSQL quotes verbatim in whatever language it writes
+    the rest of its message (``lc_messages``): never by PostgreSQL's English."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate is not None and sqlstate != ARROW_REFUSAL_SQLSTATE:
+        return None
+    text = str(exc)
+    found = next((message for message in ARROW_REFUSALS if message in text), None)
     if found is None:
         return None
-    return NotRepresentable(
-        f"the selection holds {found.group(1)}; choose another format, or filter it out"
-    )
+    return NotRepresentable(f"the selection holds {found}; choose another format, or filter it out")
 
 
 async def _on_invalid_value(request: Request, exc: Exception) -> Response:

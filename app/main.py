@@ -58,6 +58,7 @@ data route needs `Authorization: Bearer <JWT>`, or a signed link from `POST /lin
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app for ``settings``; the datasets file is read (and checked) here."""
     settings = settings or Settings()
+    settings.check_production()  # here too: the app may run under plain uvicorn
     catalog = Catalog(
         datasets.load(settings.resolved_datasets_file()), settings.readiness_cache_seconds
     )

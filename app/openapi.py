@@ -163,6 +163,13 @@ def parameters(
             "`1`: a file to save, named after the dataset (`Content-Disposition: "
             "attachment`). Parquet always is.",
         ),
+        _query(
+            "csv_safe",
+            {"type": "string", "enum": list(DOWNLOAD_VALUES)},
+            "CSV only. `1`: text cells and column names a spreadsheet would run as formulas "
+            "(`=`, `+`, `-`, `@`, tab, CR, `'` first) get a `'` before them; `0`: exact. "
+            "Default: the `CSV_SAFE` setting.",
+        ),
     ]
     if dataset.key:
         out.append(

@@ -71,7 +71,7 @@ def parse_fields(dataset: Dataset, raw: str) -> tuple[str, ...]:
 
 
 def parse_limit(raw: str) -> int:
-    if not pgtypes.is_integer_text(raw):
+    if len(raw) > 20 or not pgtypes.is_integer_text(raw):  # int() refuses 4,301 digits
         raise _invalid("limit", "not an integer (ASCII digits)")
     limit = int(raw)
     if not 0 < limit <= INT8:
@@ -88,9 +88,10 @@ def parse_after(dataset: Dataset, raw: str) -> tuple[str, ...]:
             field="after",
         )
     values = None
-    # A key is at most len(key) values of MAX_VALUE_LENGTH: anything longer is refused
-    # before parsing, and so is nesting deep enough to exhaust the parser's recursion.
-    if len(raw) <= len(dataset.key) * (MAX_VALUE_LENGTH + 8) + 2:
+    # A key is at most len(key) values of MAX_VALUE_LENGTH, each at most 12 bytes a
+    # character once JSON-escaped (a surrogate pair): anything longer is refused before
+    # parsing; nesting deep enough to exhaust the parser's recursion is refused by it.
+    if len(raw) <= len(dataset.key) * (MAX_VALUE_LENGTH * 12 + 8) + 2:
         try:
             values = json.loads(raw)
         except (ValueError, RecursionError):

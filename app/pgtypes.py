@@ -251,6 +251,11 @@ _NO_ARROW_VALUE = {
     ),
 }
 _NO_ARROW_VALUE[Kind.TIMESTAMPTZ] = _NO_ARROW_VALUE[Kind.TIMESTAMP]
+#: What ``arrow_guard`` says, verbatim inside PostgreSQL's error in any ``lc_messages``
+#: (the server translates its own words around it, never ours): ``errors.refused`` reads it.
+ARROW_REFUSALS = tuple(dict.fromkeys(message for _, message in _NO_ARROW_VALUE.values()))
+#: The SQLSTATE of the guard's failed cast (``invalid_text_representation``).
+ARROW_REFUSAL_SQLSTATE = "22P02"
 
 
 def arrow_guard(column: str, pgtype: PgType, expression: str) -> str:

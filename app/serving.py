@@ -167,6 +167,11 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
             max_connections,
         )
     allowed = min(max_connections, fits)
+    if settings.forwarded_allow_ips.strip() == "*":
+        logger.info(
+            "FORWARDED_ALLOW_IPS=* trusts every address as a proxy: MAX_CONNECTIONS_PER_CLIENT "
+            "applies to none (keep the per-client limit on the proxy)"
+        )
     logger.info(
         "open-file limit %d (was %d); at most %d connections (%d per client); "
         "request heads: %d bytes, %g s; bodies: %d bytes, %g s",

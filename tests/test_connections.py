@@ -328,3 +328,48 @@ def test_slow_bodies_without_a_token_from_many_addresses_do_not_hold_the_server(
         sock.close()
     assert held == 0
     assert _healthz_ms(guarded) < 500
+
+
+def test_a_body_pipelined_behind_a_response_is_not_served_and_nothing_is_misdirected(
+    guarded: Server,
+) -> None:
+    """``GET`` then a ``POST`` with an oversized body, in one packet: the ``GET`` gets its
+    own answer, the ``POST`` none (the connection ends after the ``GET``'s response), so
+    no refusal is read as the ``GET``'s answer."""
+    sock = _connect(guarded, "127.0.0.2")
+    sock.sendall(
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /links HTTP/1.1\r\nHost: x\r\nContent-Length: 99999\r\n\r\n{"
+    )
+    got, took = _until_closed(sock)
+    assert got.startswith(b"HTTP/1.1 200") and got.count(b"HTTP/1.1 ") == 1, got[:300]
+    assert took < 2
+
+
+def test_nothing_after_a_refusal_in_the_same_packet_is_run(guarded: Server) -> None:
+    sock = _connect(guarded, "127.0.0.2")
+    sock.sendall(
+        b"POST /links HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
+        + b" " * 5000
+        + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    got, _ = _until_closed(sock)
+    assert got.startswith(b"HTTP/1.1 413") and got.count(b"HTTP/1.1 ") == 1, got[:300]
+
+
+def test_a_websocket_upgrade_does_not_leak_the_address_count(guarded: Server) -> None:
+    """The service has no WebSocket route; an upgrade request is an ordinary request, and
+    its connection counts against its address like any other, then stops counting."""
+    for _ in range(8):  # more than the address's 5
+        sock = _connect(guarded, "127.0.0.5")
+        sock.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        sock.recv(65536)
+        sock.close()
+    time.sleep(0.3)
+    again = _connect(guarded, "127.0.0.5")
+    again.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert _until_closed(again)[0].startswith(b"HTTP/1.1 200")

@@ -464,6 +464,7 @@ def test_unknown_dataset_is_a_404_problem(zoo_server: Server) -> None:
         ({"i4": "+7919"}, "i4"),
         ({"i8__in": "1,\uff12"}, "i8__in"),  # a fullwidth digit two
         ({"limit": "1_0"}, "limit"),
+        ({"limit": "1" * 5000}, "limit"),  # past Python's 4,300-digit int() guard
         ({"limit": "٣"}, "limit"),
         ({"limit": "1", "format": "xml"}, "format"),
         ({"format": "text"}, "format"),
