@@ -45,8 +45,8 @@ test: install tools
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check app rowstream migrations tests
-	$(BIN)/ruff format --check app rowstream migrations tests
+	$(BIN)/ruff check app bench rowstream migrations tests
+	$(BIN)/ruff format --check app bench rowstream migrations tests
 
 typecheck: install
 	$(BIN)/mypy

@@ -41,8 +41,9 @@ import asyncpg
 from app.cursor import SET_IDENTITY, TRANSACTION_SETTINGS, DbIdentity
 from app.datasets import Dataset
 from app.errors import refused
+from app.quoting import literal
 from app.settings import Settings
-from app.sql import SETTING_PREFIX, Query, Selection, literal
+from app.sql import SETTING_PREFIX, Query, Selection
 
 #: The driver's statement option for the size of its record batches, and ours.
 BATCH_OPTION = "adbc.postgresql.batch_size_hint_bytes"

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import databases
 
-from app import cursor, datasets, sql
+from app import cursor, introspection, sql
 from app.database import UNREACHABLE, describe, raw_connection
 from app.datasets import ConfigError, Dataset, DatasetsFile
 from app.errors import NotFound, ServiceUnavailable
@@ -52,7 +52,7 @@ class Catalog:
                 return
             try:
                 async with raw_connection(db) as conn:
-                    self._datasets = await datasets.describe_all(conn, self.config)
+                    self._datasets = await introspection.describe_all(conn, self.config)
             except ConfigError as exc:
                 self._error = str(exc)
                 if at_start:

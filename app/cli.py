@@ -14,14 +14,18 @@ import logging.config
 import os
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import asyncpg
 
-from app import auth, bench, database, datasets_cli, fetch, migrate, observability, seed
+from app import auth, database, datasets_cli, fetch, migrate, observability, seed
 from app.settings import Settings
+
+#: The entry-point group of commands shipped beside the service (``pyproject.toml``).
+COMMANDS = "rowstream.commands"
 
 
 class CommandError(Exception):
@@ -214,7 +218,10 @@ def _parser(settings_factory: Callable[[], Settings]) -> argparse.ArgumentParser
     q.set_defaults(func=cmd_psql)
 
     datasets_cli.add_parser(sub)
-    bench.add_parser(sub)
+    # commands shipped beside the service (``rowstream bench``) register themselves through
+    # the ``rowstream.commands`` entry point: the service imports none of them
+    for command in sorted(entry_points(group=COMMANDS), key=lambda e: e.name):
+        command.load()(sub)
     fetch.add_parser(sub)
     return p
 

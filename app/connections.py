@@ -23,29 +23,32 @@ descriptors. ``LimitedHttpProtocol`` adds, per connection:
   ``close()`` would first wait for the unsent data of a stalled client, which holds the
   descriptor and the kernel's send queue for as long as the client keeps the window shut.
 
-Refusals are written by hand (status line, a problem+json body, ``Connection: close``)
-because there is no request yet to run the app for.
+Refusals are written here (status line, ``errors.problem_body``, ``Connection: close``):
+there is no request yet to run the app for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import http
 import logging
 import socket
 import struct
-import time
-from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import uvicorn
 from starlette.types import Scope
-from uvicorn.middleware.proxy_headers import _TrustedHosts
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
+
+from app.client_limits import (
+    ConnectionLimits,
+    body_framing,
+    log_refusal,
+    shared_counts,
+    trusted_hosts,
+)
+from app.errors import PROBLEM_JSON, problem_body
 
 logger = logging.getLogger(__name__)
 
@@ -57,20 +60,6 @@ REFUSAL_LINGER_SECONDS = 1.0
 #: Descriptors kept for everything but client connections: the pools' connections, the
 #: listening socket, log files, the embedded server's pipes.
 RESERVED_DESCRIPTORS = 64
-
-
-@dataclass(frozen=True)
-class ConnectionLimits:
-    """The settings of the same names (``settings.py`` holds their defaults)."""
-
-    header_timeout_seconds: float
-    max_header_bytes: int
-    body_timeout_seconds: float
-    max_body_bytes: int
-    max_connections: int
-    max_connections_per_client: int
-    #: ``FORWARDED_ALLOW_IPS``: proxies, exempt from the per-client cap.
-    trusted_proxies: str
 
 
 class ServerConfig(uvicorn.Config):
@@ -125,7 +114,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         assert isinstance(config, ServerConfig), "LimitedHttpProtocol needs a ServerConfig"
         self.limits: ConnectionLimits = config.limits
-        self._trusted_proxies = _trusted_hosts(self.limits.trusted_proxies)
+        self._trusted_proxies = trusted_hosts(self.limits.trusted_proxies)
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         #: Bytes of the current request head seen so far; None once the head is complete.
@@ -136,14 +125,14 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         #: The client address counted against ``MAX_CONNECTIONS_PER_CLIENT``, if any.
         self._counted_as: str | None = None
         #: Open connections per client address, shared by this server's connections.
-        self._per_client: dict[str, int] = _shared_counts(server_state)
+        self._per_client: dict[str, int] = shared_counts(server_state)
         #: Set when the server begins its shutdown.
         self.shutting_down = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
-            _log_refusal(len(self.connections) - 1, self.limits.max_connections)
+            log_refusal(len(self.connections) - 1, self.limits.max_connections)
             self._refuse(
                 503,
                 f"the server has {self.limits.max_connections} connections open, its limit "
@@ -157,7 +146,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._per_client[address] = held
             self._counted_as = address
             if held > self.limits.max_connections_per_client:
-                _log_refusal(held - 1, self.limits.max_connections_per_client, address)
+                log_refusal(held - 1, self.limits.max_connections_per_client, address)
                 self._refuse(
                     503,
                     f"this client address has {self.limits.max_connections_per_client} "
@@ -227,7 +216,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             return
         self._head_bytes = None
         self._disarm_head_timer()
-        length, chunked = _body_framing(self.headers)
+        length, chunked = body_framing(self.headers)
         has_body = chunked or bool(length)
         if has_body and self._answering_another():
             # A request with a body pipelined behind an unfinished response (RFC 9112
@@ -387,17 +376,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._refused = True
         self._disarm_head_timer()
         self._disarm_body_timer()
-        body = orjson.dumps(
-            {
-                "type": "about:blank",
-                "title": http.HTTPStatus(status).phrase,
-                "status": status,
-                "detail": detail,
-            }
-        )
+        body = problem_body(status, detail)
         head = [
             STATUS_LINE[status],
-            b"content-type: application/problem+json\r\n",
+            b"content-type: %s\r\n" % PROBLEM_JSON.encode(),
             b"content-length: %d\r\n" % len(body),
             b"connection: close\r\n",
         ]
@@ -414,62 +396,3 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(REFUSAL_LINGER_SECONDS, self.transport.close)
-
-
-def _body_framing(headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bool]:
-    """A request's ``Content-Length`` (None without one) and whether its body is chunked.
-    The parser has already refused a malformed length (400)."""
-    length: int | None = None
-    chunked = False
-    for name, value in headers:
-        if name == b"content-length" and value.strip().isdigit():
-            length = int(value)
-        elif name == b"transfer-encoding" and b"chunked" in value.lower():
-            chunked = True
-    return length, chunked
-
-
-@functools.cache
-def _trusted_hosts(spec: str) -> _TrustedHosts:
-    """uvicorn's own reading of ``FORWARDED_ALLOW_IPS``, parsed once per process (not kept
-    on the configuration: uvicorn pickles that for its worker processes, and this does
-    not pickle)."""
-    return _TrustedHosts(spec)
-
-
-def _shared_counts(server_state: ServerState) -> dict[str, int]:
-    """The per-address connection counts of one server (kept on its shared state)."""
-    counts: dict[str, int] | None = getattr(server_state, "rowstream_per_client", None)
-    if counts is None:
-        counts = {}
-        server_state.rowstream_per_client = counts  # type: ignore[attr-defined]
-    return counts
-
-
-_last_refusal_log = 0.0
-_refused_since_log = 0
-
-
-def _log_refusal(open_connections: int, maximum: int, address: str | None = None) -> None:
-    """A warning at most once a second, with how many were refused since the last one
-    (a flood of connections must not become a flood of log lines)."""
-    global _last_refusal_log, _refused_since_log
-    _refused_since_log += 1
-    now = time.monotonic()
-    if now - _last_refusal_log >= 1.0:
-        if address is None:
-            logger.warning(
-                "refused %d connection(s): %d open, MAX_CONNECTIONS is %d",
-                _refused_since_log,
-                open_connections,
-                maximum,
-            )
-        else:
-            logger.warning(
-                "refused %d connection(s): %d open from %s, MAX_CONNECTIONS_PER_CLIENT is %d",
-                _refused_since_log,
-                open_connections,
-                address,
-                maximum,
-            )
-        _last_refusal_log, _refused_since_log = now, 0

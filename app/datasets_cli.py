@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from app import database, datasets
+from app import database, datasets, introspection
 from app.datasets import BUILTIN, ConfigError, Dataset, DatasetsFile
 from app.settings import Settings
 
@@ -27,7 +27,7 @@ async def _describe(url: str, config: DatasetsFile) -> dict[str, Dataset]:
     # no named statements: the URL may point at PgBouncer in transaction mode
     conn = await asyncpg.connect(url, statement_cache_size=0)
     try:
-        return await datasets.describe_all(conn, config)
+        return await introspection.describe_all(conn, config)
     finally:
         await conn.close()
 

@@ -98,6 +98,19 @@ class TooLarge(BadRequest):
     """The standard endpoint would have to load more rows than it is allowed to."""
 
 
+def problem_body(status: int, detail: str, title: str | None = None, **extensions: Any) -> bytes:
+    """The one body shape (RFC 9457), also for what the connection answers before the app
+    runs (``connections.py``)."""
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        **extensions,
+    }
+    return orjson.dumps(body, default=str)
+
+
 def problem_response(
     status: int,
     detail: str,
@@ -106,15 +119,8 @@ def problem_response(
     headers: Mapping[str, str] | None = None,
     **extensions: Any,
 ) -> Response:
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": title or HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-        **extensions,
-    }
     return Response(
-        orjson.dumps(body, default=str),
+        problem_body(status, detail, title, **extensions),
         status_code=status,
         headers=headers,
         media_type=PROBLEM_JSON,

@@ -23,8 +23,8 @@ from app.auth import Principal
 from app.datasets import Dataset
 from app.deps import current_principal
 from app.errors import Unauthorized
+from app.operators import operators_for
 from app.params import DOWNLOAD_VALUES, LEGACY_NAMES
-from app.sql import operators_for
 
 MARKER = "x-rowstream-dataset"
 

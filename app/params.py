@@ -2,8 +2,8 @@
 
 The parameters are read by hand rather than declared in the route's signature because
 they depend on the dataset: ``fields``, ``limit``, ``after``, ``format``, a saved query's
-parameters, and ``column__op`` for each filterable column (``sql.OPERATORS``). Every
-value is parsed by its column's type (``pgtypes.parse_value``); anything unknown,
+parameters, and ``column__op`` for each filterable column (``operators.OPERATORS``). Every
+value is parsed by its column's type (``values.parse_value``); anything unknown,
 malformed or repeated is a 422 naming the parameter and what is allowed, never silently
 ignored.
 """
@@ -14,10 +14,11 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from app import pgtypes
+from app import pgtypes, values
 from app.datasets import Dataset
 from app.errors import BadRequest, ProblemError
-from app.sql import OPERATORS, Condition, Selection
+from app.operators import OPERATORS
+from app.sql import Condition, Selection
 
 INT8 = 2**63 - 1
 #: Longest value a filter takes, and most values in one ``__in``.
@@ -71,7 +72,7 @@ def parse_fields(dataset: Dataset, raw: str) -> tuple[str, ...]:
 
 
 def parse_limit(raw: str) -> int:
-    if len(raw) > 20 or not pgtypes.is_integer_text(raw):  # int() refuses 4,301 digits
+    if len(raw) > 20 or not values.is_integer_text(raw):  # int() refuses 4,301 digits
         raise _invalid("limit", "not an integer (ASCII digits)")
     limit = int(raw)
     if not 0 < limit <= INT8:
@@ -119,8 +120,8 @@ def _value(
     if len(raw) > limit:
         raise _invalid(parameter, f"longer than {limit} characters")
     try:
-        return pgtypes.parse_value(dataset.by_name[column].type, raw)
-    except pgtypes.InvalidValue as exc:
+        return values.parse_value(dataset.by_name[column].type, raw)
+    except values.InvalidValue as exc:
         raise _invalid(parameter, str(exc)) from None
 
 
@@ -224,8 +225,8 @@ def parse(
         elif name in declared:
             param = declared[name]
             try:
-                params[name] = pgtypes.parse_value(param.type, raw)
-            except pgtypes.InvalidValue as exc:
+                params[name] = values.parse_value(param.type, raw)
+            except values.InvalidValue as exc:
                 raise _invalid(name, str(exc)) from None
         else:
             try:

@@ -21,7 +21,8 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from app import auth, observability
-from app.connections import RESERVED_DESCRIPTORS, ConnectionLimits, ServerConfig
+from app.client_limits import ConnectionLimits
+from app.connections import RESERVED_DESCRIPTORS, ServerConfig
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -30,27 +30,13 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from rowstream.errors import RETRYABLE
+from rowstream.errors import ClientError as ClientError  # public: rowstream.client.ClientError
+from rowstream.errors import IncompleteExport as IncompleteExport
 from rowstream.media import ARROW, NDJSON
 
 if TYPE_CHECKING:
     from rowstream.download import Download, Progress
-
-
-class ClientError(Exception):
-    """The server refused the request (its problem ``detail``), or it cannot be resumed."""
-
-
-class IncompleteExport(ClientError):
-    """The export ended before all its rows arrived, and resuming did not complete it."""
-
-    def __init__(self, detail: str, *, received: int | None, total: int | None) -> None:
-        super().__init__(detail)
-        self.received = received
-        self.total = total
-
-
-#: What a dropped connection looks like to httpx: worth resuming.
-RETRYABLE = (httpx.TransportError, httpx.RemoteProtocolError)
 
 
 class Client:

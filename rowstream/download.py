@@ -20,11 +20,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rowstream.client import RETRYABLE, Client, ClientError, IncompleteExport
+from rowstream.errors import RETRYABLE, ClientError, IncompleteExport
 from rowstream.media import ARROW, CSV, JSON, NDJSON, PARQUET, TEXT
 from rowstream.records import csv_records, last_records_in
+
+if TYPE_CHECKING:  # the client calls this module; it is only named here
+    from rowstream.client import Client
 
 MEDIA_TYPES = {
     "ndjson": NDJSON,

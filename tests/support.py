@@ -30,7 +30,7 @@ import asyncpg
 import httpx
 
 from app import auth
-from app.pooler import free_port
+from bench.pooler import free_port
 
 __all__ = [
     "DEPLOY",

@@ -256,7 +256,7 @@ def test_database_roles_hold_through_pgbouncer_in_transaction_mode(
 ) -> None:
     """Two server connections shared by every export: each export's role and claims are
     local to its transaction, so none leaks into the next one on the same connection."""
-    from app import pooler
+    from bench import pooler
 
     config = tmp_path / "datasets.toml"
     config.write_text(DATASETS)
@@ -293,7 +293,7 @@ def test_database_roles_hold_through_pgbouncer_in_transaction_mode(
 
 
 def test_openapi_hides_restricted_datasets_even_with_the_database_down(tmp_path: Path) -> None:
-    from app.pooler import free_port
+    from bench.pooler import free_port
 
     dead = f"postgresql://nobody@127.0.0.1:{free_port()}/none"
     with serving(dead, DATASETS, tmp_path, bare=True) as server:

@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app import bench, bench_clients, bench_report
+from bench import clients as bench_clients
+from bench import main as bench
+from bench import report as bench_report
 
 
 def _bench(db_url: str, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -61,8 +63,8 @@ def test_quick_bench_writes_table_json_and_plots(db_url: str, tmp_path: Path) ->
 
 
 def test_summary_ratios_pair_each_round_with_its_own_reference() -> None:
-    samples = [bench.Sample(0.001, 0.002, t, 100, 10) for t in (1.0, 2.0, 3.0)]
-    refs = [bench.Sample(0.0, 0.001, t, 50, 10) for t in (0.5, 0.5, 1.0)]
+    samples = [bench_report.Sample(0.001, 0.002, t, 100, 10) for t in (1.0, 2.0, 3.0)]
+    refs = [bench_report.Sample(0.0, 0.001, t, 50, 10) for t in (0.5, 0.5, 1.0)]
     summary = bench_report.summarise("x 10", samples, refs)
     assert summary["ratio_to_copy"] == {"median": 3.0, "min": 2.0, "max": 4.0}
     assert summary["total_s"]["median"] == 2.0

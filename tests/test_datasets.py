@@ -7,7 +7,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from app import datasets
+from app import datasets, introspection
 from app.datasets import ConfigError
 from tests.support import run
 
@@ -72,7 +72,7 @@ def test_a_missing_file_is_one_line(tmp_path: Path) -> None:
 
 
 def test_placeholders_are_bound_but_not_inside_strings_comments_or_casts() -> None:
-    sql = datasets.bind_placeholders(
+    sql = introspection.bind_placeholders(
         "SELECT ':a', \"x:a\", $$ :a $$, b::date /* :a */ FROM t WHERE c = :a -- :a\n AND d = :b",
         {"a": "date", "b": "text"},
     )
@@ -81,14 +81,14 @@ def test_placeholders_are_bound_but_not_inside_strings_comments_or_casts() -> No
         " AND d = ($2::text::text)"
     )
     with pytest.raises(ConfigError, match="'c' not in 'params'"):
-        datasets.bind_placeholders("SELECT :c", {})
+        introspection.bind_placeholders("SELECT :c", {})
 
 
 async def _describe(url: str, config: dict[str, object]) -> dict[str, datasets.Dataset]:
     conn = await asyncpg.connect(url)
     try:
         declared = datasets.DatasetsFile.model_validate({"datasets": {"d": config}})
-        return await datasets.describe_all(conn, declared)
+        return await introspection.describe_all(conn, declared)
     finally:
         await conn.close()
 

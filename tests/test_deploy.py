@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from app import pooler
 from app.main import create_app
 from app.settings import Settings
+from bench import pooler
 from tests.support import DEPLOY
 
 ROOT = DEPLOY.parent

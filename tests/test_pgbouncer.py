@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from app import pooler
+from bench import pooler
 from tests.support import Server, raw_request, reset, start_server, stop_server
 
 ROWS = 20_000

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app import pgtypes
+from app import pgtypes, values
 from app.pgtypes import Kind, PgType
 
 
@@ -53,7 +53,7 @@ def test_numeric_modifier() -> None:
     ],
 )
 def test_values_are_checked_and_normalised(pgtype: PgType, raw: str, bound: str) -> None:
-    assert pgtypes.parse_value(pgtype, raw) == bound
+    assert values.parse_value(pgtype, raw) == bound
 
 
 @pytest.mark.parametrize(
@@ -74,8 +74,8 @@ def test_values_are_checked_and_normalised(pgtype: PgType, raw: str, bound: str)
     ],
 )
 def test_bad_values_are_refused(pgtype: PgType, raw: str) -> None:
-    with pytest.raises(pgtypes.InvalidValue):
-        pgtypes.parse_value(pgtype, raw)
+    with pytest.raises(values.InvalidValue):
+        values.parse_value(pgtype, raw)
 
 
 def test_value_patterns_never_admit_an_out_of_range_integer() -> None:

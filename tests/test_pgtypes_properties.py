@@ -31,7 +31,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 
-from app import datasets, sql
+from app import datasets, introspection, sql
 from app.cursor import TRANSACTION_SETTINGS
 from app.pgtypes import Kind
 
@@ -292,7 +292,7 @@ def props(props_url: str) -> Iterator[Props]:
     with asyncio.Runner() as runner:
         conn = runner.run(asyncpg.connect(props_url))
         try:
-            dataset = runner.run(datasets.describe_all(conn, CONFIG))["props"]
+            dataset = runner.run(introspection.describe_all(conn, CONFIG))["props"]
             yield Props(runner, conn, dataset)
         finally:
             runner.run(conn.close())

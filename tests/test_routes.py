@@ -303,7 +303,7 @@ def test_resume_after_any_row_equals_the_uninterrupted_export(
 
 def test_resume_uses_the_key_index(zoo_url: str) -> None:
     """The service's own SQL for ``after=`` on a composite key is an index range scan."""
-    from app import datasets, sql
+    from app import datasets, introspection, sql
 
     async def plan() -> str:
         conn = await asyncpg.connect(zoo_url)
@@ -311,7 +311,7 @@ def test_resume_uses_the_key_index(zoo_url: str) -> None:
             config = datasets.DatasetsFile.model_validate(
                 {"datasets": {"o": {"table": "Order Items"}}}
             )
-            dataset = (await datasets.describe_all(conn, config))["o"]
+            dataset = (await introspection.describe_all(conn, config))["o"]
             selection = sql.Selection(fields=dataset.column_names, after=("20", "2024-01-05"))
             query = sql.as_json(dataset, selection)
             await conn.execute("SET enable_seqscan = off")  # a 400-row table: force the choice

@@ -15,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from app import pooler
+from bench import pooler
 from tests.support import (
     DEPLOY,
     REPLICA_ROWS,

@@ -149,7 +149,7 @@ def load(tool: str, how: str, base: str, token: str, db_url: str, rows: int) -> 
 
 
 def _load_in_child(tool: str, how: str, base: str, token: str, url: str, rows: int) -> Any:
-    argv = [sys.executable, "-m", "app.bench_clients", tool, how, base, token, url, str(rows)]
+    argv = [sys.executable, "-m", "bench.clients", tool, how, base, token, url, str(rows)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
     if done.returncode:
         raise RuntimeError(f"{tool} via {how} failed: {done.stderr.strip()[-2000:]}")
@@ -161,8 +161,9 @@ def _load_in_child(tool: str, how: str, base: str, token: str, url: str, rows: i
 
 def run(args: argparse.Namespace, settings: Settings) -> None:
     # The server's modules only here: each load's process imports just its reader.
-    from app import auth, bench, database, migrate
-    from app.bench_report import machine
+    from app import auth, database, migrate
+    from bench import measure as bench
+    from bench.report import machine
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -172,8 +173,8 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
     rounds: dict[str, list[dict[str, float]]] = {f"{t} via {h}": [] for t, h in METHODS}
     with database.database_url(settings) as url:
         migrate.upgrade(url)
-        asyncio.run(bench._ensure_rows(url, rows))
-        with bench._server(url, secret) as (base, _pid):
+        asyncio.run(bench.ensure_rows(url, rows))
+        with bench.serve(url, secret) as (base, _pid):
             for number in range(args.warmup + args.rounds):
                 order = METHODS if number % 2 == 0 else METHODS[::-1]
                 measured = {

@@ -36,9 +36,10 @@ from typing import Any
 import httpx
 import psutil
 
-from app import auth, bench, database, migrate
-from app.bench_report import machine
+from app import auth, database, migrate
 from app.settings import Settings
+from bench import measure as bench
+from bench.report import machine
 
 MB = 1_000_000
 #: The server settings both builds run with: a short send timeout, so the bench is short.
@@ -252,7 +253,7 @@ def _round(
     url: str, secret: str, rows: int, cwd: Path | None, cases: tuple[str, ...]
 ) -> dict[str, Any]:
     token = auth.issue(secret, "hostile", 3600)
-    with bench._server(url, secret, cwd=cwd, extra_env=SERVER_ENV) as (base, pid):
+    with bench.serve(url, secret, cwd=cwd, extra_env=SERVER_ENV) as (base, pid):
         assert pid is not None
         process = psutil.Process(pid)
         httpx.get(f"{base}/standard?limit=10", headers={"Authorization": f"Bearer {token}"})
@@ -283,7 +284,7 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
     rows = max(args.rows)
     with database.database_url(settings) as url:
         migrate.upgrade(url)  # a fresh embedded database has no table yet
-        asyncio.run(bench._ensure_rows(url, rows))
+        asyncio.run(bench.ensure_rows(url, rows))
         for number in range(args.rounds):
             for label, cwd in builds if number % 2 == 0 else builds[::-1]:
                 rounds[label].append(_round(url, secret, rows, cwd, tuple(args.hostile_cases)))

@@ -26,9 +26,10 @@ from typing import Any
 import asyncpg
 import httpx
 
-from app import auth, bench, cursor, database, datasets, migrate, seed, sql
-from app.bench_report import Sample, machine
+from app import auth, cursor, database, datasets, introspection, migrate, quoting, seed, sql
 from app.settings import Settings
+from bench import measure as bench
+from bench.report import Sample, machine
 
 #: The 20-column table of ``--wide``: every common type, row i a pure function of i.
 WIDE_SQL = """
@@ -78,7 +79,7 @@ async def _reference(url: str, name: str, rows: int, own: bool) -> Sample:
     """Plain ``COPY (SELECT * … ORDER BY key)``, or (``own``) the CSV format's statement."""
     conn = await asyncpg.connect(url)
     try:
-        dataset = (await datasets.describe_all(conn, _declared([name])))[name]
+        dataset = (await introspection.describe_all(conn, _declared([name])))[name]
         size, started = 0, time.perf_counter()
 
         async def sink(data: bytes) -> None:
@@ -91,7 +92,7 @@ async def _reference(url: str, name: str, rows: int, own: bool) -> Sample:
                 query = sql.as_csv(dataset, sql.Selection(dataset.column_names, limit=rows))
                 await conn.copy_from_query(query.sql, *query.args, output=sink, **sql.CSV_COPY)
             else:
-                order = ", ".join(map(sql.ident, dataset.key))
+                order = ", ".join(map(quoting.ident, dataset.key))
                 await conn.copy_from_query(
                     f"SELECT * FROM {dataset.source} ORDER BY {order} LIMIT $1",
                     rows,
@@ -113,7 +114,7 @@ def _declared(names: list[str]) -> datasets.DatasetsFile:
 def _fresh_server(url: str, secret: str, cwd: Path | None, **env: str) -> Iterator[tuple[str, int]]:
     """A server process started for this round, answering ``/healthz`` (no request that
     would warm it), given the half second a supervisor's first probe would give it."""
-    with bench._server(url, secret, cwd=cwd, ready="/healthz", extra_env=env) as (base, pid):
+    with bench.serve(url, secret, cwd=cwd, ready="/healthz", extra_env=env) as (base, pid):
         time.sleep(0.5)
         assert pid is not None
         yield base, pid

@@ -1,0 +1,22 @@
+"""What the client raises, and which transport failures it resumes after."""
+
+from __future__ import annotations
+
+import httpx
+
+
+class ClientError(Exception):
+    """The server refused the request (its problem ``detail``), or it cannot be resumed."""
+
+
+class IncompleteExport(ClientError):
+    """The export ended before all its rows arrived, and resuming did not complete it."""
+
+    def __init__(self, detail: str, *, received: int | None, total: int | None) -> None:
+        super().__init__(detail)
+        self.received = received
+        self.total = total
+
+
+#: What a dropped connection looks like to httpx: worth resuming.
+RETRYABLE = (httpx.TransportError, httpx.RemoteProtocolError)
