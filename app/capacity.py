@@ -14,14 +14,7 @@ import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator
 
-from app.errors import ProblemError, ServiceUnavailable
-
-
-class TooManyRequests(ProblemError):
-    status, title = 429, "Too Many Requests"
-
-    def __init__(self, detail: str, *, retry_after: int = 1) -> None:
-        super().__init__(detail, headers={"Retry-After": str(retry_after)})
+from app.errors import ServiceUnavailable, TooManyRequests
 
 
 class StreamLimiter:

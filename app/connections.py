@@ -49,17 +49,12 @@ from app.client_limits import (
     trusted_hosts,
 )
 from app.errors import PROBLEM_JSON, problem_body
+from app.limits import REFUSAL_LINGER_SECONDS, RESERVED_DESCRIPTORS
 
 logger = logging.getLogger(__name__)
 
 #: The ASGI scope extension through which a response reaches its connection.
 CONNECTION_EXTENSION = "rowstream.connection"
-#: Seconds a refused connection may linger to read what the client still sends (closing
-#: with unread input would reset the connection before the client reads the refusal).
-REFUSAL_LINGER_SECONDS = 1.0
-#: Descriptors kept for everything but client connections: the pools' connections, the
-#: listening socket, log files, the embedded server's pipes.
-RESERVED_DESCRIPTORS = 64
 
 
 class ServerConfig(uvicorn.Config):

@@ -33,6 +33,7 @@ import databases
 from app.database import describe, raw_connection, renew_connections
 from app.encoders import Encoder
 from app.errors import ServiceUnavailable
+from app.limits import BEGIN_ATTEMPTS, CLEANUP_SECONDS, COPY_STREAM_SECONDS, FIRST_BATCH_ROWS
 from app.sql import Query
 
 R = TypeVar("R")
@@ -50,8 +51,6 @@ BROKEN = (
     asyncpg.exceptions.CrashShutdownError,
     OSError,
 )
-#: Tries to begin an export's transaction: a dead pooled connection is replaced once.
-BEGIN_ATTEMPTS = 2
 
 #: Per-transaction settings: ``SET LOCAL`` ends with the transaction, so nothing leaks to
 #: the next user of a pooled (or PgBouncer-shared) connection. They fix how values print,
@@ -59,7 +58,6 @@ BEGIN_ATTEMPTS = 2
 TRANSACTION_SETTINGS = (
     "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL extra_float_digits = 1"
 )
-_CLEANUP_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -131,7 +129,7 @@ async def _end(tx: Any) -> None:
     rollback fails; the pool's release then resets or discards the connection, so that
     is not an error.
     """
-    with anyio.move_on_after(_CLEANUP_TIMEOUT, shield=True):
+    with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
         with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
             await tx.rollback()
 
@@ -141,31 +139,23 @@ async def _cancel(task: asyncio.Future[Any] | None) -> None:
     if task is None or task.done():
         return
     task.cancel()  # asyncpg then cancels the query on the server
-    with anyio.move_on_after(_CLEANUP_TIMEOUT, shield=True):
+    with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
         with contextlib.suppress(BaseException):
             await task
-
-
-#: The whole-COPY time budget of a streamed COPY (see ``copy_chunks``): a day.
-COPY_STREAM_TIMEOUT = 24 * 3600.0
-
-#: Rows in the first fetch: the response starts once it is read, so a small one gets the
-#: first byte out sooner (rendering 1,000 rows took ~2.4 ms of a ~5 ms first byte).
-FIRST_BATCH = 100
 
 
 async def batches(
     conn: asyncpg.Connection, query: Query, batch_size: int
 ) -> AsyncGenerator[list[Any], None]:
     """Yield ``query``'s rows from a server-side cursor, ``batch_size`` records at a time
-    (the first batch is at most ``FIRST_BATCH``)."""
+    (the first batch is at most ``FIRST_BATCH_ROWS``)."""
     # prepare() + cursor(): an unnamed statement when the statement cache is off, which
     # PgBouncer in transaction mode requires (asyncpg#945).
     statement = await conn.prepare(query.sql)
     cursor = await statement.cursor(*query.args)
     # Always one fetch in flight: PostgreSQL renders batch n+1 while batch n is being
     # encoded and written to the client.
-    size = min(batch_size, FIRST_BATCH)
+    size = min(batch_size, FIRST_BATCH_ROWS)
     pending: asyncio.Future[list[Any]] | None = asyncio.ensure_future(cursor.fetch(size))
     try:
         while pending is not None:
@@ -201,7 +191,7 @@ async def copy_chunks(
             query.sql,
             *query.args,
             output=queue.put,
-            timeout=COPY_STREAM_TIMEOUT,
+            timeout=COPY_STREAM_SECONDS,
             **copy_options,
         )
         await queue.put(None)

@@ -1,6 +1,6 @@
 """Pure functions from a batch of rows to the bytes sent on the wire.
 
-PostgreSQL renders each row as JSON text (see ``queries.py``), so the JSON encoders only
+PostgreSQL renders each row as JSON text (``pgtypes.json_sql``), so the JSON encoders only
 join: no per-row dicts, no per-value Python conversions. A batch is the list of records
 one cursor fetch returned (for JSON formats: one JSON text per record), or raw ``COPY``
 output for the buffered endpoint.

@@ -72,15 +72,35 @@ class Forbidden(ProblemError):
     status, title = 403, "Forbidden"
 
 
-class NotRepresentable(ProblemError):
-    """A value of the selection has no form in the format asked for (an infinite timestamp
-    in Arrow): another format, or a filter leaving the value out, will do."""
+class NotAcceptable(ProblemError):
+    """No format the route serves satisfies ``Accept`` (the body lists what it serves)."""
 
-    status, title = 422, "Unprocessable Content"
+    status, title = 406, "Not Acceptable"
 
 
 class RequestTimeout(ProblemError):
     status, title = 408, "Request Timeout"
+
+
+class UnprocessableContent(ProblemError):
+    """A parameter that is unknown, malformed, repeated or out of range (``field`` names
+    it)."""
+
+    status, title = 422, "Unprocessable Content"
+
+
+class NotRepresentable(UnprocessableContent):
+    """A value of the selection has no form in the format asked for (an infinite timestamp
+    in Arrow): another format, or a filter leaving the value out, will do."""
+
+
+class TooManyRequests(ProblemError):
+    """One subject holds more streams than its quota (``STREAM_PER_SUBJECT``)."""
+
+    status, title = 429, "Too Many Requests"
+
+    def __init__(self, detail: str, *, retry_after: int = 1) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
 
 
 class ServiceUnavailable(ProblemError):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from app import encoders, sql
-from app.errors import ProblemError
+from app.errors import NotAcceptable
 from rowstream.media import ARROW as ARROW
 from rowstream.media import CSV as CSV
 from rowstream.media import JSON as JSON
@@ -149,10 +149,6 @@ SUFFIXES = {
 
 #: ``?format=`` shorthands, and other names clients use for a type we serve.
 ALIASES = {name: f.media_type for f in FORMATS.values() for name in (f.name, *f.aliases)}
-
-
-class NotAcceptable(ProblemError):
-    status, title = 406, "Not Acceptable"
 
 
 def weighted(header: str) -> list[tuple[str, float]]:

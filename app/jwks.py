@@ -24,16 +24,10 @@ import httpx
 
 from app import auth
 from app.auth import Key, Policy, Principal
+from app.limits import JWKS_FETCH_SECONDS, MAX_JWKS_BYTES, UNKNOWN_KEY_WAIT_SECONDS
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-#: Bytes of a JWKS document read at most (a provider's has a handful of keys).
-MAX_JWKS_BYTES = 256 * 1024
-#: Seconds one fetch of the JWKS may take in all.
-FETCH_SECONDS = 5.0
-#: Seconds a request with an unknown ``kid`` waits for the fetch it started (or found).
-UNKNOWN_KEY_WAIT_SECONDS = 0.25
 
 
 class Verifier:
@@ -140,8 +134,8 @@ class Verifier:
             self.attempted_at = time.monotonic()
             try:
                 async with (
-                    asyncio.timeout(FETCH_SECONDS),
-                    httpx.AsyncClient(timeout=FETCH_SECONDS) as client,
+                    asyncio.timeout(JWKS_FETCH_SECONDS),
+                    httpx.AsyncClient(timeout=JWKS_FETCH_SECONDS) as client,
                     client.stream("GET", str(self.url)) as response,
                 ):
                     response.raise_for_status()
@@ -154,7 +148,7 @@ class Verifier:
             except (httpx.HTTPError, ValueError, TimeoutError) as exc:
                 reason = str(exc) or type(exc).__name__
                 if isinstance(exc, TimeoutError | httpx.TimeoutException):
-                    reason = f"no complete answer within {FETCH_SECONDS:g} s"
+                    reason = f"no complete answer within {JWKS_FETCH_SECONDS:g} s"
                 logger.warning(
                     "JWT_JWKS_URL: fetch failed, keeping %d keys: %s", len(self.fetched), reason
                 )

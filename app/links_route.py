@@ -22,9 +22,8 @@ from starlette.requests import ClientDisconnect
 
 from app import access, links
 from app.deps import AppSettings, CurrentUser, Datasets, LinkKey, ReadDb
-from app.errors import NotFound, RequestTimeout, ServiceUnavailable
+from app.errors import NotFound, RequestTimeout, ServiceUnavailable, UnprocessableContent
 from app.formats import SUFFIXES
-from app.params import UnprocessableContent
 from app.routes import DEMO_PATHS
 from app.settings import Settings
 

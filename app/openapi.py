@@ -23,6 +23,7 @@ from app.auth import Principal
 from app.datasets import Dataset
 from app.deps import current_principal
 from app.errors import Unauthorized
+from app.limits import MAX_VALUE_LENGTH
 from app.operators import operators_for
 from app.params import DOWNLOAD_VALUES, LEGACY_NAMES
 
@@ -197,7 +198,7 @@ def parameters(
             elif op.suffix == "in":
                 schema = pgtypes.list_schema(pgtype)
             elif op.suffix == "prefix":
-                schema = {"type": "string", "pattern": r"^[^\x00]*$", "maxLength": 4096}
+                schema = {"type": "string", "pattern": r"^[^\x00]*$", "maxLength": MAX_VALUE_LENGTH}
             else:
                 schema = pgtypes.parameter_schema(pgtype)
             label = name if op.suffix == "eq" else f"{name}__{op.suffix}"

@@ -14,20 +14,12 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from app import pgtypes, values
+from app import values
 from app.datasets import Dataset
-from app.errors import BadRequest, ProblemError
+from app.errors import BadRequest, UnprocessableContent
+from app.limits import INT8, MAX_IN_VALUES, MAX_LIST_CHARS, MAX_VALUE_LENGTH
 from app.operators import OPERATORS
 from app.sql import Condition, Selection
-
-INT8 = 2**63 - 1
-#: Longest value a filter takes, and most values in one ``__in``.
-MAX_VALUE_LENGTH = 4096
-
-
-class UnprocessableContent(ProblemError):
-    status, title = 422, "Unprocessable Content"
-
 
 #: Parameters every data route takes besides filters and a saved query's parameters.
 COMMON = ("fields", "limit", "after", "format", "download", "csv_safe")
@@ -151,13 +143,13 @@ def _condition(dataset: Dataset, name: str, raw: str) -> Condition | None:
     if refusal is not None:
         raise _invalid(name, refusal)
     if suffix == "in":
-        if len(raw) > pgtypes.MAX_LIST_CHARS:
-            raise _invalid(name, f"longer than {pgtypes.MAX_LIST_CHARS} characters")
+        if len(raw) > MAX_LIST_CHARS:
+            raise _invalid(name, f"longer than {MAX_LIST_CHARS} characters")
         items = raw.split(",")
-        if len(items) > pgtypes.MAX_IN_VALUES:
-            raise _invalid(name, f"at most {pgtypes.MAX_IN_VALUES} values")
+        if len(items) > MAX_IN_VALUES:
+            raise _invalid(name, f"at most {MAX_IN_VALUES} values")
         # the list as a whole is bounded (MAX_LIST_CHARS), as the OpenAPI schema says
-        values = tuple(_value(dataset, column, v, name, pgtypes.MAX_LIST_CHARS) for v in items)
+        values = tuple(_value(dataset, column, v, name, MAX_LIST_CHARS) for v in items)
         return Condition(column, suffix, values)
     if suffix == "prefix":
         if "\x00" in raw or len(raw) > MAX_VALUE_LENGTH:

@@ -19,6 +19,8 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from app.limits import MAX_IN_VALUES, MAX_LIST_CHARS, MAX_VALUE_LENGTH
+
 
 class Kind(enum.Enum):
     INTEGER = "integer"
@@ -422,17 +424,8 @@ def parameter_schema(pgtype: PgType) -> dict[str, Any]:
     if kind is Kind.UUID:
         return {"type": "string", "format": "uuid", "pattern": f"^{_UUID_PATTERN}$"}
     if kind in (Kind.TEXT, Kind.ENUM):
-        return {"type": "string", "pattern": r"^[^\x00]*$", "maxLength": 4096}
+        return {"type": "string", "pattern": r"^[^\x00]*$", "maxLength": MAX_VALUE_LENGTH}
     return {"type": "string"}
-
-
-#: Characters of one ``__in`` list: well inside a request head's 64 KiB, so an over-long
-#: list is a 422 that names it rather than a 431 for the whole request.
-MAX_LIST_CHARS = 16_384
-
-
-#: Values of one ``__in`` list.
-MAX_IN_VALUES = 1000
 
 
 def list_schema(pgtype: PgType) -> dict[str, Any]:

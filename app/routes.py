@@ -19,7 +19,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from starlette.responses import Response
 
-from app import access, datasets, export, formats, links, params
+from app import access, datasets, errors, export, formats, links, params
 from app.auth import Principal
 from app.deps import (
     AppSettings,
@@ -87,7 +87,7 @@ def _format(
     if requested is not None:
         media = formats.ALIASES.get(requested.lower(), requested.lower())
         if media not in supported:
-            raise params.UnprocessableContent(
+            raise errors.UnprocessableContent(
                 f"format: {requested[:40]!r} is not served here; use one of: "
                 f"{', '.join(formats.names(supported))}",
                 field="format",

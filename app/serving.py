@@ -22,7 +22,8 @@ from uvicorn.supervisors import Multiprocess
 
 from app import auth, observability
 from app.client_limits import ConnectionLimits
-from app.connections import RESERVED_DESCRIPTORS, ServerConfig
+from app.connections import ServerConfig
+from app.limits import RESERVED_DESCRIPTORS
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import re
 import secrets
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-#: Secrets shorter than this are refused outside development (RFC 7518 §3.2: an HS256
-#: key must be at least as long as the hash output, 256 bits).
-MIN_SECRET_BYTES = 32
+from app.limits import MIN_DISTINCT_SECRET_CHARACTERS, MIN_SECRET_BYTES
+
 #: Secrets this repository itself publishes (the compose files' ``JWT_SECRET``): anyone
 #: can read them, so production refuses them. A test scans the repository for secret
 #: settings and checks that each value it finds is refused.
@@ -31,10 +31,6 @@ _PLACEHOLDER = re.compile(
     r"secret|secret[-_ ]?here|not[-_ ]?a[-_ ]?secret|dummy|insecure|test[-_ ]?secret",
     re.IGNORECASE,
 )
-#: Fewer distinct characters than this and a value is a pattern, not a random secret
-#: (``aaaa…``, ``abab…``). 8: no 32-character hex secret (``openssl rand -hex 16``) of
-#: 200,000 sampled had fewer; at 12, 1.7% had.
-_MIN_DISTINCT_CHARACTERS = 8
 
 
 def placeholder_reason(value: str) -> str | None:
@@ -44,8 +40,8 @@ def placeholder_reason(value: str) -> str | None:
         return "it is published in this project's own files"
     if _PLACEHOLDER.search(value):
         return "it looks like a placeholder"
-    if len(set(value)) < _MIN_DISTINCT_CHARACTERS:
-        return f"it has fewer than {_MIN_DISTINCT_CHARACTERS} distinct characters"
+    if len(set(value)) < MIN_DISTINCT_SECRET_CHARACTERS:
+        return f"it has fewer than {MIN_DISTINCT_SECRET_CHARACTERS} distinct characters"
     return None
 
 
@@ -88,7 +84,7 @@ class Settings(BaseSettings):
     #: when no key at all is configured, one is generated once under ``data_dir``.
     jwt_secret: str | None = Field(default=None, repr=False)
     #: The HMAC algorithms ``JWT_SECRET`` is used with.
-    jwt_algorithms: list[str] = ["HS256"]
+    jwt_algorithms: Annotated[list[str], NoDecode] = ["HS256"]
     #: An identity provider's public key (PEM: RSA → RS256, EC → ES256/384/512, Ed25519
     #: → EdDSA; the algorithm comes from the key, never from a token's header).
     jwt_public_key: str | None = None
@@ -122,7 +118,9 @@ class Settings(BaseSettings):
     #: (one of ``DB_ROLES``, else 403) with the claims in ``request.jwt.claims``, so the
     #: database's row-level security decides which rows each caller sees.
     db_role_claim: str | None = None
-    db_roles: list[str] = []
+    #: A JSON array or a comma-separated list (``DB_ROLES=app_alice,app_bob``), as every
+    #: list setting.
+    db_roles: Annotated[list[str], NoDecode] = []
 
     #: The HMAC key of signed links (``POST /links``). Default: derived from ``JWT_SECRET``.
     link_secret: str | None = Field(default=None, repr=False)
@@ -245,6 +243,20 @@ class Settings(BaseSettings):
         gt=0,
         validation_alias=AliasChoices("pool_acquire_timeout_seconds", "pool_acquire_timeout"),
     )
+
+    @field_validator("db_roles", "jwt_algorithms", mode="before")
+    @classmethod
+    def _list(cls, value: object) -> object:
+        """A list setting from the environment: a JSON array, or comma-separated."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError:
+                raise ValueError("not a JSON array; or give a comma-separated list") from None
+        return [item.strip() for item in text.split(",") if item.strip()]
 
     @field_validator("public_url")
     @classmethod

@@ -85,20 +85,36 @@ def parse_value(pgtype: PgType, raw: str) -> str:
     return raw
 
 
+#: What a timestamp filter takes, said in every refusal of one.
+TIMESTAMP_FORMS = (
+    "an RFC 3339 date-time (2024-01-01T00:00:00Z, 2024-01-01T02:00:00+02:00; without an "
+    "offset: UTC) or a date (2024-01-01: midnight UTC)"
+)
+#: A ``+`` sent unencoded in a query string arrives as a space: ``…00 02:00``.
+_LOST_PLUS = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)? \d{2}:?\d{2}$")
+
+
 def rfc3339(text: str) -> datetime:
-    """An RFC 3339 date-time (without an offset: UTC), in UTC; at most 9 fractional
-    digits, of which Python keeps 6. Numbers are not timestamps."""
+    """An RFC 3339 date-time (without an offset: UTC), or a date (midnight UTC), in UTC;
+    at most 9 fractional digits, of which Python keeps 6. Numbers are not timestamps."""
     text = text.strip().replace("z", "Z").replace("t", "T")
+    if len(text) == 10 and text[4] == "-" and text[7] == "-":
+        text += "T00:00:00"  # a date: its midnight, in UTC
+    if _LOST_PLUS.match(text):
+        raise InvalidValue(
+            "the offset's '+' arrived as a space: send it encoded as %2B "
+            "(2024-01-01T02:00:00%2B02:00), or give the time in UTC with Z"
+        )
     if "." in text:
         head, _, rest = text.partition(".")
         digits = rest.rstrip("Z").split("+")[0].split("-")[0]
         text = head + "." + digits[:6] + rest[len(digits) :]
     if len(text) < 19 or text[10] not in "T ":
-        raise InvalidValue("not an RFC 3339 date-time (e.g. 2024-01-01T00:00:00Z)")
+        raise InvalidValue(f"not {TIMESTAMP_FORMS}")
     try:
         parsed = datetime.fromisoformat(text)
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
         return parsed.astimezone(UTC)  # out of range in UTC (year 0 or 10000) fails here
     except (ValueError, OverflowError):
-        raise InvalidValue("not an RFC 3339 date-time between years 1 and 9999 (UTC)") from None
+        raise InvalidValue(f"not {TIMESTAMP_FORMS}, between years 1 and 9999 (UTC)") from None

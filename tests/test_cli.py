@@ -403,3 +403,16 @@ def test_a_killed_runs_stale_handle_is_repaired_so_the_next_exit_stops_the_serve
     assert server.process.wait(30) == -signal.SIGTERM
     assert _left_running(data) == []
     assert _holders(data) == []
+
+
+def test_list_settings_take_a_comma_separated_list_as_well_as_json() -> None:
+    from app.settings import Settings
+
+    for given in ("rs_alice,rs_bob", " rs_alice , rs_bob ", '["rs_alice", "rs_bob"]'):
+        done = rowstream("token", "--sub", "a", env={"JWT_SECRET": SECRET, "DB_ROLES": given})
+        assert done.returncode == 0, done.stderr
+        assert Settings(db_roles=given).db_roles == ["rs_alice", "rs_bob"]
+    assert Settings(jwt_algorithms="HS256,HS512").jwt_algorithms == ["HS256", "HS512"]
+    broken = rowstream("token", "--sub", "a", env={"JWT_SECRET": SECRET, "DB_ROLES": "[oops"})
+    assert broken.returncode != 0 and "Traceback" not in broken.stderr
+    assert "DB_ROLES" in broken.stderr or "db_roles" in broken.stderr

@@ -650,3 +650,38 @@ def test_an_infinite_timestamp_in_arrow_is_a_422_naming_it_on_every_path(
     )
     assert infinite.status_code == 422, infinite.text
     assert "a timestamp Arrow cannot hold" in infinite.json()["detail"]
+
+
+def test_a_date_filters_a_timestamp_as_its_midnight_in_utc(zoo_server: Server) -> None:
+    def ids(**params: str) -> list[int]:
+        r = _get(zoo_server, "/datasets/zoo", params={"fields": "id", **params})
+        assert r.status_code == 200, r.text
+        return [row["id"] for row in r.json()]
+
+    for column, zone in (("tstz", "Z"), ("ts", "")):
+        as_date = ids(**{f"{column}__gte": "2024-01-10", f"{column}__lt": "2024-01-12"})
+        as_time = ids(
+            **{
+                f"{column}__gte": f"2024-01-10T00:00:00{zone}",
+                f"{column}__lt": f"2024-01-12T00:00:00{zone}",
+            }
+        )
+        assert as_date == as_time and as_date
+
+
+def test_a_malformed_timestamp_says_which_forms_are_taken_and_names_a_lost_plus(
+    zoo_server: Server,
+) -> None:
+    bad = httpx.get(
+        f"{zoo_server.base_url}/datasets/zoo",
+        params={"tstz__gt": "yesterday"},
+        headers=zoo_server.headers(),
+    )
+    assert bad.status_code == 422
+    assert "2024-01-01T00:00:00Z" in bad.json()["detail"] and "a date" in bad.json()["detail"]
+    # an unencoded + in an offset arrives as a space
+    r = httpx.get(
+        f"{zoo_server.base_url}/datasets/zoo?tstz__gt=2024-01-01T02:00:00+02:00",
+        headers=zoo_server.headers(),
+    )
+    assert r.status_code == 422 and "%2B" in r.json()["detail"], r.text
