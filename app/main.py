@@ -21,6 +21,7 @@ from app import (
     errors,
     health,
     links_route,
+    not_found,
     openapi,
     redirects,
     routes,
@@ -133,7 +134,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routes.add_dataset(app.router, name, declared.description)
     if "messages" in catalog.config.datasets:
         routes.add_demo_routes(app.router)
-    redirects.install(app.router)
+    not_found.install(app.router)  # where no route answers under /datasets/ …
+    redirects.install(app.router)  # … unless its trailing-slash twin does
     roles = {name: tuple(d.roles or ()) for name, d in catalog.config.datasets.items()}
     openapi.install(app, lambda: catalog.loaded, roles)
     _prepare_routes(app)

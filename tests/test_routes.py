@@ -685,3 +685,22 @@ def test_a_malformed_timestamp_says_which_forms_are_taken_and_names_a_lost_plus(
         headers=zoo_server.headers(),
     )
     assert r.status_code == 422 and "%2B" in r.json()["detail"], r.text
+
+
+def test_a_misspelt_dataset_names_the_closest_the_caller_may_read(zoo_server: Server) -> None:
+    for path in ("/datasets/zo0", "/datasets/zo0.csv", "/datasets/zo0/stream"):
+        r = httpx.get(zoo_server.base_url + path, headers=zoo_server.headers())
+        assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+        body = r.json()
+        assert "did you mean 'zoo'" in body["detail"], body
+        assert body["datasets"][0] == "zoo" and "stamps" in body["datasets"]
+    # no credential: a plain 404, no names
+    r = httpx.get(zoo_server.base_url + "/datasets/zo0")
+    assert r.status_code == 404 and "datasets" not in r.json() and "zoo" not in r.text.lower()
+
+
+def test_a_suffix_that_is_no_format_names_the_suffixes(zoo_server: Server) -> None:
+    r = httpx.get(zoo_server.base_url + "/datasets/zoo.arrow", headers=zoo_server.headers())
+    assert r.status_code == 404
+    assert "did you mean .arrows?" in r.json()["detail"]
+    assert ".parquet" in r.json()["suffixes"]
