@@ -100,13 +100,22 @@ def cmd_link(args: argparse.Namespace, settings: Settings) -> None:
     if not token:
         raise SystemExit("rowstream: link needs --token or $ROWSTREAM_TOKEN")
     base = (args.url or f"http://{settings.host}:{settings.port}").rstrip("/")
-    response = httpx.post(
-        f"{base}/links",
-        json={"url": args.path, "ttl_seconds": args.ttl},
-        headers={"Authorization": f"Bearer {token}"},
-    )
+    try:
+        response = httpx.post(
+            f"{base}/links",
+            json={"url": args.path, "ttl_seconds": args.ttl},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    except httpx.HTTPError as exc:
+        raise CommandError(
+            f"link: cannot reach {base} ({exc or type(exc).__name__}); is the service running "
+            "there? (--url names another)"
+        ) from None
     if response.status_code != 201:
-        detail = response.json().get("detail") if response.content else ""
+        try:
+            detail = response.json().get("detail", "")
+        except ValueError:
+            detail = response.text[:200]
         raise SystemExit(f"rowstream: link: {response.status_code} {detail}")
     link = response.json()
     print(f"# expires at {link['expires_at']}", file=sys.stderr)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 from rowstream.errors import RETRYABLE, ClientError, IncompleteExport
 from rowstream.media import ARROW, CSV, JSON, NDJSON, PARQUET, TEXT
 from rowstream.records import csv_records, last_records_in
@@ -113,6 +115,7 @@ def write(
     counted = media in LINE_FORMATS
     limit = _int_or_none(params.get("limit"))
     appending = resume and path.exists()
+    created = not appending  # this download makes the file: a failed start removes it
     state: tuple[list[Any] | None, int, bytes | None] | None = None
     tally = _Tally()
     failures = 0
@@ -135,6 +138,13 @@ def write(
         except RETRYABLE as exc:
             failures += 1
             received = path.exists() and path.stat().st_size > 0
+            if isinstance(exc, httpx.ConnectError) and failures == 1 and not received:
+                # refused before any byte: nothing dropped, nothing to resume
+                if created:
+                    path.unlink(missing_ok=True)
+                raise ClientError(
+                    f"cannot connect to {client.url} ({exc}); is the service running there?"
+                ) from exc
             what = f"{name}: the connection dropped ({type(exc).__name__})"
             if failures > client.retries or (received and media not in RESUMABLE):
                 hint = (

@@ -416,3 +416,17 @@ def test_list_settings_take_a_comma_separated_list_as_well_as_json() -> None:
     broken = rowstream("token", "--sub", "a", env={"JWT_SECRET": SECRET, "DB_ROLES": "[oops"})
     assert broken.returncode != 0 and "Traceback" not in broken.stderr
     assert "DB_ROLES" in broken.stderr or "db_roles" in broken.stderr
+
+
+def test_link_to_an_unreachable_server_is_one_line_and_a_non_zero_exit() -> None:
+    done = rowstream(
+        "link",
+        "/datasets/messages.csv",
+        "--url",
+        f"http://127.0.0.1:{free_port()}",
+        env={"ROWSTREAM_TOKEN": "t", "JWT_SECRET": SECRET},
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("rowstream: link: cannot reach http://127.0.0.1:") and "running" in line

@@ -149,3 +149,19 @@ def test_resume_of_any_dataset_uses_its_key_from_the_dataset_list(
     )
     assert done.returncode == 0, done.stderr
     assert out.read_bytes() == whole.content
+
+
+def test_fetch_from_a_closed_port_says_so_at_once_and_leaves_no_file(tmp_path: Path) -> None:
+    from tests.support import free_port
+
+    out = tmp_path / "never.ndjson"
+    started = time.monotonic()
+    done = rowstream_fetch(
+        f"http://127.0.0.1:{free_port()}/datasets/messages.ndjson", "-o", str(out), token="t"
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot connect" in lines[0], done.stderr
+    assert "Traceback" not in done.stderr and "resume" not in done.stderr
+    assert time.monotonic() - started < 10  # no retries through the back-off
+    assert not out.exists()
