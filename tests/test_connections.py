@@ -59,6 +59,23 @@ def _healthz_ms(server: Server) -> float:
     return (time.monotonic() - started) * 1000
 
 
+def _trickle(sock: socket.socket, byte: bytes) -> None:
+    """Send ``byte`` every 0.2 s for 4 s (never idle, never complete), until cut off."""
+    try:
+        for _ in range(20):
+            time.sleep(0.2)
+            sock.sendall(byte)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
+def _assert_408(sock: socket.socket, setting: str) -> None:
+    got, _ = _until_closed(sock)
+    status, headers, problem = _problem(got)
+    assert status == 408 and headers["connection"] == "close"
+    assert setting in str(problem["detail"])
+
+
 def _problem(answer: bytes) -> tuple[int, dict[str, str], dict[str, object]]:
     head, _, body = answer.partition(b"\r\n\r\n")
     lines = head.decode().split("\r\n")
@@ -81,16 +98,8 @@ def test_a_half_sent_head_gets_408_at_the_deadline_even_if_it_keeps_trickling(
     sock = _connect(guarded)
     started = time.monotonic()
     sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-    try:
-        for _ in range(20):  # a header byte every 0.2 s: never idle, never complete
-            time.sleep(0.2)
-            sock.sendall(b"X")
-    except (BrokenPipeError, ConnectionResetError):
-        pass
-    got, _ = _until_closed(sock)
-    status, headers, problem = _problem(got)
-    assert status == 408 and headers["connection"] == "close"
-    assert "HEADER_TIMEOUT_SECONDS" in str(problem["detail"])
+    _trickle(sock, b"X")  # a header byte every 0.2 s: never idle, never complete
+    _assert_408(sock, "HEADER_TIMEOUT_SECONDS")
     assert time.monotonic() - started < 3
 
 
@@ -218,16 +227,8 @@ def test_a_trickled_body_gets_408_at_the_body_deadline(guarded: Server) -> None:
     sock = _connect(guarded, "127.0.0.2")
     started = time.monotonic()
     _post_head(sock, 100, guarded.token())
-    try:
-        for _ in range(20):  # a byte every 0.2 s: never idle, never complete
-            sock.sendall(b" ")
-            time.sleep(0.2)
-    except (BrokenPipeError, ConnectionResetError):
-        pass
-    got, _ = _until_closed(sock)
-    status, headers, problem = _problem(got)
-    assert status == 408 and headers["connection"] == "close"
-    assert "BODY_TIMEOUT_SECONDS" in str(problem["detail"])
+    _trickle(sock, b" ")
+    _assert_408(sock, "BODY_TIMEOUT_SECONDS")
     assert time.monotonic() - started < 4
 
 
