@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,16 +63,42 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
             print(f"  :{param.name}  {param.type.display}  (query parameter)")
 
 
-_TABLES = """
-SELECT c.relname,
-       (SELECT array_agg(a.attname ORDER BY k.ord)
-          FROM pg_index i
-          CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
-          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-         WHERE i.indrelid = c.oid AND i.indisprimary) AS key
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-ORDER BY c.relname
+#: The schema's tables, views and materialized views, each with a key where one is known
+#: a table's primary key; a view over one table that shows all of that table's primary key
+#: columns under their names (inferred: the file says to check it); a materialized view's
+#: unique index, only suggested (its columns may hold NULLs, which a key may not).
+_RELATIONS = """
+WITH rel AS (
+  SELECT c.oid, c.relname, c.relkind::text AS relkind
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm') AND NOT c.relispartition
+), unique_keys AS (
+  SELECT i.indrelid, i.indisprimary, array_agg(a.attname ORDER BY k.ord) AS columns,
+         bool_and(a.attnotnull) AS notnull
+  FROM pg_index i
+  CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+  WHERE i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+  GROUP BY i.indexrelid, i.indrelid, i.indisprimary
+), view_base AS (
+  SELECT r.ev_class AS view, array_agg(DISTINCT d.refobjid) AS bases
+  FROM pg_rewrite r JOIN pg_depend d ON d.objid = r.oid AND d.classid = 'pg_rewrite'::regclass
+  WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class
+  GROUP BY r.ev_class
+)
+SELECT rel.relname, rel.relkind,
+  CASE rel.relkind
+    WHEN 'v' THEN (
+      SELECT u.columns FROM view_base vb JOIN unique_keys u ON u.indrelid = vb.bases[1]
+      WHERE vb.view = rel.oid AND cardinality(vb.bases) = 1 AND u.indisprimary
+        AND u.columns <@ (SELECT array_agg(attname) FROM pg_attribute
+                          WHERE attrelid = rel.oid AND attnum > 0 AND NOT attisdropped))
+    WHEN 'm' THEN (SELECT u.columns FROM unique_keys u WHERE u.indrelid = rel.oid LIMIT 1)
+    ELSE (SELECT u.columns FROM unique_keys u WHERE u.indrelid = rel.oid AND u.indisprimary)
+  END AS key,
+  (SELECT b.relname FROM view_base vb JOIN pg_class b ON b.oid = vb.bases[1]
+   WHERE vb.view = rel.oid AND cardinality(vb.bases) = 1) AS base
+FROM rel ORDER BY rel.relname
 """
 
 
@@ -79,36 +106,69 @@ def _toml_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)  # JSON's escapes are valid in TOML
 
 
-def render(schema: str, tables: list[tuple[str, list[str] | None]]) -> str:
-    """The TOML text declaring ``tables`` of ``schema``."""
+@dataclass(frozen=True)
+class Relation:
+    """A table, view or materialized view of the schema, and its key if one is known."""
+
+    name: str
+    kind: str  # pg_class.relkind: r, p (tables), v (view), m (materialized view)
+    key: list[str] | None = None
+    #: The one table a view reads, when its key was inferred from that table's.
+    base: str | None = None
+
+
+def render(schema: str, relations: list[Relation]) -> str:
+    """The TOML text declaring ``relations`` of ``schema``: each with a key served, each
+    without one commented out, saying what to add."""
     lines = [
         f"# Datasets of schema {schema!r}, written by 'rowstream datasets init'.",
-        "# Each table is served at /datasets/<name> and /datasets/<name>/stream.",
+        "# Each is served at /datasets/<name> and /datasets/<name>/stream.",
         "# Options: key, columns, exclude, filters, description (see the README).",
         "",
     ]
     used: set[str] = set()
-    for table, key in tables:
-        name = re.sub(r"[^\w-]", "_", table)[:63] or "table"
+    for relation in relations:
+        name = re.sub(r"[^\w-]", "_", relation.name)[:63] or "table"
         base, n = name, 2
         while name in used:
             name, n = f"{base[:60]}_{n}", n + 1
         used.add(name)
-        comment = "" if key else "# "
-        if not key:
-            lines.append(f"# {table!r} has no primary key: declare key = [...] (unique columns)")
+        view = relation.kind in ("v", "m")
+        served = bool(relation.key) and relation.kind != "m"
+        comment = "" if served else "# "
+        if relation.kind == "m" and relation.key:
+            lines.append(
+                f"# {relation.name!r} is a materialized view with a unique index on "
+                f"{', '.join(relation.key)}: if those columns hold no NULL, uncomment to "
+                "serve it with that key"
+            )
+        elif not relation.key:
+            what = "a view" if view else "a table with no primary key"
+            lines.append(
+                f"# {relation.name!r} is {what}: declare key = [...] (columns unique in it, "
+                "NOT NULL) and uncomment, so its rows have an order to resume in"
+            )
+        elif relation.kind == "v" and relation.base:
+            lines.append(
+                f"# key inferred from {relation.base!r}'s primary key, which the view shows: "
+                "check that the view keeps it unique (no join that repeats rows)"
+            )
         lines.append(f"{comment}[datasets.{_toml_string(name)}]")
-        lines.append(f"{comment}table = {_toml_string(table)}")
+        lines.append(f"{comment}table = {_toml_string(relation.name)}")
         if schema != "public":
             lines.append(f"{comment}schema = {_toml_string(schema)}")
+        if view and relation.key:
+            keys = ", ".join(_toml_string(k) for k in relation.key)
+            lines.append(f"{comment}key = [{keys}]")
         lines.append("")
     return "\n".join(lines)
 
 
-async def _tables(url: str, schema: str) -> list[tuple[str, list[str] | None]]:
+async def _relations(url: str, schema: str) -> list[Relation]:
     conn = await asyncpg.connect(url)
     try:
-        return [(r["relname"], r["key"]) for r in await conn.fetch(_TABLES, schema)]
+        rows = await conn.fetch(_RELATIONS, schema)
+        return [Relation(r["relname"], r["relkind"], r["key"], r["base"]) for r in rows]
     finally:
         await conn.close()
 
@@ -118,10 +178,10 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> None:
     if output.exists() and not args.force:
         raise ConfigError(f"{output} exists; use --force to overwrite it")
     with database.database_url(settings) as url:
-        tables = asyncio.run(_tables(url, args.schema))
-        if not tables:
-            raise ConfigError(f"schema {args.schema!r} has no tables")
-        text = render(args.schema, tables)
+        relations = asyncio.run(_relations(url, args.schema))
+        if not relations:
+            raise ConfigError(f"schema {args.schema!r} has no tables or views")
+        text = render(args.schema, relations)
         output.write_text(text, encoding="utf-8")
         declared = datasets.load(output)
         check(settings, declared, url)
@@ -132,7 +192,9 @@ def add_parser(sub: Any) -> None:
     d = sub.add_parser("datasets", help="list the declared datasets, or 'init' a datasets.toml")
     d.set_defaults(func=cmd_list)
     inner = d.add_subparsers(dest="datasets_command")
-    i = inner.add_parser("init", help="write a datasets.toml declaring every table of a schema")
+    i = inner.add_parser(
+        "init", help="write a datasets.toml declaring every table and view of a schema"
+    )
     i.add_argument("--schema", default="public")
     i.add_argument("-o", "--output", default="datasets.toml")
     i.add_argument("--force", action="store_true", help="overwrite an existing file")

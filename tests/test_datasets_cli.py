@@ -18,6 +18,10 @@ OWN = (
     'CREATE TABLE "Customers" (id bigint PRIMARY KEY, name text NOT NULL, "e-mail" text)',
     """INSERT INTO "Customers" SELECT i, 'c' || i, NULL FROM generate_series(1, 25) AS i""",
     "CREATE TABLE audit_log (at timestamptz, what text)",
+    "CREATE VIEW named AS SELECT id, name FROM \"Customers\" WHERE name <> ''",
+    'CREATE VIEW joined AS SELECT c.id, a.what FROM "Customers" c, audit_log a',
+    'CREATE MATERIALIZED VIEW stats AS SELECT id, length(name) AS n FROM "Customers"',
+    "CREATE UNIQUE INDEX ON stats (id)",
 )
 
 
@@ -64,6 +68,12 @@ def test_a_users_database_is_read_never_changed(fresh_database, tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     text = (tmp_path / "datasets.toml").read_text()
     assert '[datasets."Customers"]' in text and '# [datasets."audit_log"]' in text
+    # views: one over a single table gets its primary key (said to be inferred), a join
+    # none; a materialized view's unique index is suggested, commented out
+    assert '[datasets."named"]\ntable = "named"\nkey = ["id"]' in text
+    assert "inferred from 'Customers'" in text
+    assert '# [datasets."joined"]' in text and "'joined' is a view: declare key" in text
+    assert '# [datasets."stats"]\n# table = "stats"\n# key = ["id"]' in text
     again = rowstream("datasets", "init", cwd=tmp_path, env=env)
     assert again.returncode == 2 and "--force" in again.stderr
 
@@ -76,7 +86,9 @@ def test_a_users_database_is_read_never_changed(fresh_database, tmp_path: Path) 
     try:
         headers = server.headers()
         names = httpx.get(f"{server.base_url}/datasets", headers=headers).json()["datasets"]
-        assert [d["name"] for d in names] == ["Customers"]
+        assert [d["name"] for d in names] == ["Customers", "named"]
+        view = httpx.get(f"{server.base_url}/datasets/named.ndjson?limit=2", headers=headers)
+        assert view.status_code == 200 and view.text.count("\n") == 2
         rows = httpx.get(f"{server.base_url}/datasets/Customers.csv", headers=headers).text
         assert rows.splitlines()[:2] == ["id,name,e-mail", "1,c1,"]
         assert httpx.get(f"{server.base_url}/messages", headers=headers).status_code == 404
