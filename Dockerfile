@@ -14,7 +14,7 @@ RUN useradd --system --uid 10001 --home /srv rowstream
 WORKDIR /srv
 COPY --from=build /opt/venv /opt/venv
 COPY app/ app/
-COPY rowstream/ rowstream/
+COPY client/rowstream/ rowstream/
 COPY migrations/ migrations/
 COPY alembic.ini ./
 USER rowstream

@@ -7,16 +7,16 @@ BIN    := $(VENV)/bin
 
 # The environment is rebuilt when a lock file or pyproject.toml change. `run` needs only
 # the runtime lock; tests, lint and the bench install the development lock on top.
-$(VENV)/.runtime: requirements-runtime.lock pyproject.toml
+$(VENV)/.runtime: requirements-runtime.lock pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-runtime.lock
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e ./client -e .
 	touch $@
 
-$(VENV)/.installed: requirements.lock pyproject.toml
+$(VENV)/.installed: requirements.lock pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e ./client -e .
 	touch $@ $(VENV)/.runtime
 
 install: $(VENV)/.installed
@@ -45,8 +45,8 @@ test: install tools
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check app bench rowstream migrations tests
-	$(BIN)/ruff format --check app bench rowstream migrations tests
+	$(BIN)/ruff check app bench client migrations tests
+	$(BIN)/ruff format --check app bench client migrations tests
 
 typecheck: install
 	$(BIN)/mypy

@@ -9,16 +9,17 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("app", "rowstream", "bench")
+#: Each package and the folder it lives in (the client is its own distribution).
+PACKAGES = {"app": "app", "rowstream": "client/rowstream", "bench": "bench"}
 #: Lines a service module may have; the type map may reach the second figure.
 MAX_LINES, MAX_LINES_TYPE_MAP = 400, 500
 
 
 def _modules() -> dict[str, Path]:
     found = {}
-    for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            parts = path.relative_to(ROOT).with_suffix("").parts
+    for package, folder in PACKAGES.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = (package, *path.relative_to(ROOT / folder).with_suffix("").parts)
             name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
             found[name] = path
     return found
