@@ -36,12 +36,26 @@ INSERT INTO notes SELECT i, 'note ' || i, i % 100, date '2024-01-01' + i
 FROM generate_series(1, 250) AS i;
 UPDATE notes SET title = '{XSS}' WHERE id = 3;
 UPDATE notes SET title = '=2+3' WHERE id = 96; -- a formula, to a spreadsheet
+-- flights-shaped: 20 columns, a year, ids, a long text, a timestamp
+CREATE TABLE flights (id int PRIMARY KEY, year int, month int, day int, dep_time int,
+  sched_dep_time int, dep_delay int, arr_time int, sched_arr_time int, arr_delay int,
+  carrier text, flight int, tailnum text, origin text, dest text, air_time int,
+  distance int, hour int, minute int, time_hour timestamptz, remark text);
+INSERT INTO flights SELECT i, 2013, 1 + i % 12, 1 + i % 28, 517 + i, 515, 2, 830, 819, 11,
+  'UA', 1545, 'N14228', 'EWR', 'IAH', 227, 1400, 5, 15,
+  timestamptz '2013-01-01 05:00+00' + i * interval '1 hour',
+  repeat('a long remark that goes on ', 12) || i
+FROM generate_series(1, 300) AS i;
+ANALYZE flights;
 ANALYZE notes;
 """
 DATASETS = """
 [datasets.notes]
 table = "notes"
 description = "Notes, one of them holding HTML"
+
+[datasets.flights]
+table = "flights"
 
 [datasets.slow]
 query = '''SELECT i AS id, md5(i::text) AS v FROM generate_series(1, 2000000) AS i
@@ -129,7 +143,7 @@ def test_the_page_lists_shows_filters_pages_and_downloads(
 ) -> None:
     sign_in(browser, server)
     names = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#datasets tbody a")]
-    assert names == ["notes", "slow"]
+    assert names == ["notes", "flights", "slow"]
     assert "250" in browser.find_element(By.ID, "datasets").text  # the estimate
     screenshot(browser, "ui-datasets.png")
 
@@ -187,6 +201,9 @@ def test_the_page_lists_shows_filters_pages_and_downloads(
     assert [int(r["id"]) for r in saved_rows] == expected
     assert [r["title"] for r in saved_rows if r["id"] == "96"] == ["'=2+3"]
     assert f"{len(expected)} rows" in export_status(browser).text
+    assert not browser.find_element(By.ID, "cancel").is_displayed()  # done: nothing to cancel
+    python = browser.find_element(By.ID, "code-python").text
+    assert 'client.to_pandas("notes", fields="id,title,score", score__gte="95")' in python
 
 
 def _slow_sessions(database_url: str) -> int:
@@ -337,3 +354,44 @@ def test_the_api_docs_render_offline_under_a_strict_policy(
     ]
     # ReDoc's "powered by" logo comes from its CDN: refused, as everything from elsewhere
     assert [m for m in refused if "cdn.redoc.ly/redoc/logo-mini.svg" not in m] == []
+
+
+def test_a_wide_preview_keeps_cells_on_one_line_and_export_in_reach(
+    browser: WebDriver, server: Server
+) -> None:
+    """20 columns of flights: each row one line high (a long value cut, whole on hover),
+    the table scrolling in its own box, Export above the 100 rows, the count on request."""
+    sign_in(browser, server)
+    open_dataset(browser, "flights")
+    wait(browser, lambda b: len(preview_ids(b)) == 100)
+    heights = browser.execute_script(
+        "return [...document.querySelectorAll('#preview tbody tr')].map("
+        "r => r.getBoundingClientRect().height)"
+    )
+    assert max(heights) < 40, max(heights)  # one line (was ~77 px: "20|13" broken in cells)
+    year = browser.find_element(By.CSS_SELECTOR, "#preview tbody tr td:nth-child(2)")
+    assert year.text == "2013"
+    remark = browser.find_element(By.CSS_SELECTOR, "#preview tbody tr td:last-child")
+    assert remark.get_attribute("title") == remark.text  # the whole value, on hover
+    cut = browser.execute_script(
+        "return arguments[0].scrollWidth > arguments[0].clientWidth", remark
+    )
+    assert cut  # shown cut to the cell's width
+    box = browser.execute_script(
+        "const b = document.querySelector('.preview-box'); "
+        "return [b.scrollWidth > b.clientWidth, b.getBoundingClientRect().height];"
+    )
+    assert box[0] and box[1] < 600  # scrolls sideways in a box of bounded height
+    export_top = browser.find_element(By.ID, "export-buttons").rect["y"]
+    preview_top = browser.find_element(By.ID, "preview").rect["y"]
+    assert export_top < preview_top  # reachable without scrolling past the rows
+    count = browser.find_element(By.ID, "count-text")
+    wait(browser, lambda b: "rows match" in count.text)
+    browser.find_element(By.ID, "count-exact").click()
+    wait(browser, lambda b: "300 rows match (counted)" in count.text)
+    hint = browser.find_element(By.ID, "add-filter")
+    hint.click()
+    row = browser.find_element(By.CSS_SELECTOR, "#filters .filter")
+    Select(row.find_element(By.CSS_SELECTOR, ".column")).select_by_value("time_hour")
+    placeholder = row.find_element(By.CSS_SELECTOR, ".value").get_attribute("placeholder")
+    assert "2024-01-31T12:00:00Z" in placeholder and "2024-01-31" in placeholder

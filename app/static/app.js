@@ -43,8 +43,8 @@ function say(text) {
 class ApiError extends Error {}
 
 // A request with the token; a problem+json answer becomes an ApiError with its detail.
-async function api(path, { method = "GET", body = null, accept = "application/json" } = {}) {
-  const headers = { Authorization: `Bearer ${token()}`, Accept: accept };
+async function api(path, { method = "GET", body = null, accept = "application/json", extra = {} } = {}) {
+  const headers = { Authorization: `Bearer ${token()}`, Accept: accept, ...extra };
   if (body !== null) headers["Content-Type"] = "application/json";
   const response = await fetch(path, { method, headers, body: body === null ? null : JSON.stringify(body) });
   if (response.ok) return response;
@@ -90,7 +90,10 @@ function inputFor(column, operator) {
   const types = { integer: "number", float: "text", numeric: "text", date: "date" };
   const input = el("input", { class: "value", type: operator === "in" ? "text" : (types[column.kind] || "text"),
     "aria-label": `${column.name} value` });
-  if (column.kind === "timestamptz" || column.kind === "timestamp") input.placeholder = "2024-01-31T12:00:00Z";
+  if (column.kind === "timestamptz" || column.kind === "timestamp") {
+    input.placeholder = "2024-01-31T12:00:00Z or 2024-01-31";
+    input.title = "RFC 3339 (without an offset: UTC), or a date: its midnight in UTC";
+  }
   if (operator === "in") input.placeholder = "a,b,c";
   return input;
 }
@@ -204,7 +207,10 @@ function renderRows(rows, fields, append) {
     for (const name of fields) {
       const value = row[name];
       if (value === null || value === undefined) tr.append(el("td", { class: "null" }, "NULL"));
-      else tr.append(el("td", {}, typeof value === "object" ? JSON.stringify(value) : String(value)));
+      else {
+        const text = typeof value === "object" ? JSON.stringify(value) : String(value);
+        tr.append(el("td", { title: text }, text));  // cut to one line: the whole on hover
+      }
     }
     body.append(tr);
   }
@@ -223,7 +229,9 @@ async function preview(append = false) {
   query.set("limit", String(PREVIEW_ROWS));
   if (append && key.length) query.set("after", JSON.stringify(key.map((k) => state.rows[state.rows.length - 1][k])));
   $("preview-status").textContent = "Loading…";
-  const rows = await (await api(`/datasets/${encodeURIComponent(dataset.name)}?${query}`)).json();
+  const response = await api(`/datasets/${encodeURIComponent(dataset.name)}?${query}`);
+  if (!append) showEstimate(response.headers.get("X-Total-Count-Estimate"));
+  const rows = await response.json();
   state.rows.push(...rows);
   renderRows(rows, state.query.fields, append);
   state.done = rows.length < PREVIEW_ROWS;
@@ -251,13 +259,38 @@ function showCode() {
     `curl -sN -H "Authorization: Bearer $ROWSTREAM_TOKEN" ${shellQuote(origin + streamPath("csv", params))} -o ${shellQuote(name + ".csv")}`;
   $("code-fetch").textContent =
     `rowstream fetch ${shellQuote(origin + streamPath("ndjson", params))} -o ${shellQuote(name + ".ndjson")}`;
-  const filters = Object.fromEntries([...params.entries()]);
+  // keyword arguments as a person writes them (a name Python cannot take goes in **{…})
+  const plain = [], odd = {};
+  for (const [key, value] of params.entries()) {
+    if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(key) && !["name", "path", "fields"].includes(key)) plain.push(`${key}=${JSON.stringify(value)}`);
+    else if (key === "fields") plain.push(`fields=${JSON.stringify(value)}`);
+    else odd[key] = value;
+  }
+  if (Object.keys(odd).length) plain.push(`**${JSON.stringify(odd)}`);
   $("code-python").textContent = [
     "import os",
     "from rowstream.client import Client",
     `client = Client(${JSON.stringify(origin)}, os.environ["ROWSTREAM_TOKEN"])`,
-    `frame = client.to_pandas(${JSON.stringify(name)}, **${JSON.stringify(filters)})`,
+    `frame = client.to_pandas(${[JSON.stringify(name), ...plain].join(", ")})`,
   ].join("\n");
+}
+
+// How many rows the selection matches: the planner's estimate with the preview, the exact
+// count (a HEAD with Prefer: count=exact, which reads the selection) on request.
+function showEstimate(estimate) {
+  $("count-text").textContent = estimate === null ? "" :
+    `About ${Number(estimate).toLocaleString("en")} rows match (the planner's estimate). `;
+  $("count-exact").hidden = estimate === null;
+}
+
+async function countExactly() {
+  const query = new URLSearchParams(state.query.params);
+  $("count-text").textContent = "Counting… ";
+  const response = await api(`/datasets/${encodeURIComponent(state.dataset.name)}/stream?${query}`,
+    { method: "HEAD", extra: { Prefer: "count=exact" } });
+  const total = Number(response.headers.get("X-Total-Count"));
+  $("count-text").textContent = `${total.toLocaleString("en")} rows match (counted). `;
+  $("count-exact").hidden = true;
 }
 
 // --- exports -------------------------------------------------------------------------
@@ -267,6 +300,7 @@ function finishExport(text, failed) {
   status.textContent = text;
   status.className = failed ? "error" : "ok";
   $("cancel").disabled = true;
+  $("cancel").hidden = true;  // nothing left to cancel
   for (const button of $("export-buttons").querySelectorAll("button")) button.disabled = false;
   state.controller = null;
 }
@@ -281,6 +315,7 @@ async function exportAs(spec) {
   for (const button of $("export-buttons").querySelectorAll("button")) button.disabled = true;
   $("export").hidden = false;
   $("cancel").disabled = false;
+  $("cancel").hidden = false;
   const status = $("export-status");
   status.className = "";
   status.textContent = "Starting…";
@@ -375,6 +410,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("add-filter").addEventListener("click", guard(addFilterRow));
   $("selection").addEventListener("submit", guard(() => preview(false)));
   $("more").addEventListener("click", guard(() => preview(true)));
+  $("count-exact").addEventListener("click", guard(countExactly));
   $("cancel").addEventListener("click", () => { if (state.controller) state.controller.abort(); });
   guard(route)();
 });
