@@ -184,14 +184,21 @@ class Export:
             headers["Content-Disposition"] = attachment(f"{self.dataset.name}.{self.fmt.name}")
         return headers
 
-    async def head(self, vary: str) -> Response:
-        """The headers a GET would get, counts included, without reading a row."""
+    async def head(self, vary: str, *, streamed: bool = False) -> Response:
+        """The headers a GET would get (RFC 9110 §9.3.2), counts included, without
+        reading a row: no Content-Length (a HEAD must not claim 0), and for a stream the
+        ``Transfer-Encoding: chunked`` its GET has. That one matters to readers: DuckDB
+        1.4's http reader takes a HEAD with neither header for a file of a size it can
+        learn, caches the size from a first full read, then asks for 16 MiB byte ranges,
+        which a stream cannot serve (it restarted the export again and again); with it,
+        the reader streams the body once."""
         await self.lag.admit(self.settings.read_max_lag_seconds)
         async with cursor.snapshot(self.db, identity=self.identity) as conn:
             headers = await self._count(conn)
         self._headers(headers, vary)
+        if streamed:
+            headers["Transfer-Encoding"] = "chunked"
         response = Response(media_type=self.fmt.media_type, headers=headers)
-        # no Content-Length: a GET streams its body in chunks, a HEAD must not claim 0
         response.raw_headers = [h for h in response.raw_headers if h[0] != b"content-length"]
         return response
 

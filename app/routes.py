@@ -185,7 +185,9 @@ def _stream(name: str, legacy: bool, supported: tuple[str, ...], suffix: str | N
             prefer=prefer,
         )
         if request.method == "HEAD":
-            return await job.head("Accept, Accept-Encoding, Prefer")
+            return await job.head("Accept, Accept-Encoding, Prefer", streamed=True)
+        if ranges_unservable_to(request):
+            return range_fallback()
         response = await job.streamed(
             request.scope.get("http_version", "1.1"), limiter, user.subject, accept_encoding
         )
@@ -193,6 +195,28 @@ def _stream(name: str, legacy: bool, supported: tuple[str, ...], suffix: str | N
         return response
 
     return stream
+
+
+def ranges_unservable_to(request: Request) -> bool:
+    """Whether this is DuckDB 1.4 asking a stream for a byte range.
+
+    A stream has no byte ranges (``Accept-Ranges: none``); HTTP lets a server answer a
+    ``Range`` request with the whole body (200), which every client takes, but DuckDB 1.4's
+    http reader, having learnt a size from an earlier full read, asks for 16 MiB ranges and
+    treats a longer answer as an error, then asks again: the export ran over and over
+    (measured: 86,800 rows a try, never done). An answer whose ``Content-Length`` differs
+    from the range asked is what makes it fall back to the full read it already has (one
+    GET in all, measured). Only that client gets it: any other gets the whole stream."""
+    agent = request.headers.get("user-agent", "")
+    return "range" in request.headers and agent.startswith("duckdb/v1.4.")
+
+
+def range_fallback() -> Response:
+    """The answer that sends DuckDB 1.4 back to its full read (see ``ranges_unservable_to``)."""
+    return Response(
+        status_code=200,
+        headers={"Accept-Ranges": "none", "Content-Length": "0", "Cache-Control": "no-store"},
+    )
 
 
 def add_dataset(router: APIRouter, name: str, description: str | None) -> None:
