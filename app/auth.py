@@ -206,7 +206,8 @@ def verify(token: str, keys: str | Sequence[Key], policy: Policy | None = None) 
         if "crit" in header:
             raise InvalidToken("unsupported critical header")
         claims = None
-        for key in _candidates(keys, header):
+        candidates = _candidates(keys, header)
+        for key in candidates:
             try:
                 claims = jwt.decode(
                     token,
@@ -225,7 +226,9 @@ def verify(token: str, keys: str | Sequence[Key], policy: Policy | None = None) 
             except jwt.InvalidSignatureError:
                 continue
         if claims is None:
-            raise InvalidToken("invalid token")
+            # every key of the token's algorithm refused its signature: made with another
+            # key (a development key of another folder, another service's secret)
+            raise InvalidToken("token signed with another key")
         if policy.audience is None and "aud" in claims:
             raise InvalidToken("token is for another audience (this service sets none)")
         _check_times(claims, policy, time.time())

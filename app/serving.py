@@ -75,6 +75,8 @@ async def _serve(server: uvicorn.Server, settings: Settings, args: argparse.Name
     task = asyncio.create_task(server.serve())
     while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
         await asyncio.sleep(0.05)
+    if server.started and (where := _key_location(settings)):
+        print(where, flush=True)
     if server.started and args.print_curl and (secret := settings.resolved_jwt_secret()):
         token = auth.issue(
             secret,
@@ -93,6 +95,20 @@ async def _serve(server: uvicorn.Server, settings: Settings, args: argparse.Name
             flush=True,
         )
     await task
+
+
+def _key_location(settings: Settings) -> str | None:
+    """Where tokens' key is, and a command that mints one here, for a development server
+    whose key was generated (a token minted in another folder has another key)."""
+    if settings.environment != "development" or settings.jwt_secret:
+        return None
+    if settings.jwt_public_key or settings.jwt_jwks_file or settings.jwt_jwks_url:
+        return None
+    data_dir = settings.data_dir.resolve()
+    return (
+        f"tokens: signed with the development key in {data_dir / 'jwt_secret'}; mint one "
+        f"with: DATA_DIR={data_dir} rowstream token --sub you"
+    )
 
 
 class _Terminated(BaseException):

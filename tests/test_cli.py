@@ -430,3 +430,68 @@ def test_link_to_an_unreachable_server_is_one_line_and_a_non_zero_exit() -> None
     assert "Traceback" not in done.stderr
     line = done.stderr.strip().splitlines()[-1]
     assert line.startswith("rowstream: link: cannot reach http://127.0.0.1:") and "running" in line
+
+
+def test_serve_says_where_its_development_key_is_and_a_token_from_elsewhere_is_named(
+    db_url: str, tmp_path: Path
+) -> None:
+    """With no JWT_SECRET, serve prints where its generated key is and the command that
+    mints a token with it; that command's token is accepted, and one signed with another
+    folder's key is refused as "signed with another key"."""
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": db_url, "PYTHONPATH": str(Path.cwd())}
+    env.pop("JWT_SECRET", None)
+    env.pop("DATA_DIR", None)
+    server_dir, elsewhere = tmp_path / "server", tmp_path / "elsewhere"
+    server_dir.mkdir()
+    elsewhere.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        cwd=server_dir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = ""
+        deadline = time.monotonic() + 30
+        while "rowstream token" not in line:
+            assert time.monotonic() < deadline and process.poll() is None
+            line = process.stdout.readline()
+        assert str(server_dir / ".data" / "jwt_secret") in line
+        command = line.split("mint one with: ", 1)[1].strip()
+        data_dir = command.split()[0].removeprefix("DATA_DIR=")
+        minted = subprocess.run(
+            [sys.executable, "-m", "app.cli", "token", "--sub", "you"],
+            cwd=elsewhere,
+            env={**env, "DATA_DIR": data_dir},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        token = minted.stdout.strip().splitlines()[-1]
+        url = f"http://127.0.0.1:{port}/datasets"
+        ok = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert ok.status_code == 200
+        other = (
+            subprocess.run(
+                [sys.executable, "-m", "app.cli", "token", "--sub", "you"],
+                cwd=elsewhere,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        refused = httpx.get(url, headers={"Authorization": f"Bearer {other}"}, timeout=10)
+        assert refused.status_code == 401
+        assert refused.json()["detail"] == "token signed with another key"
+    finally:
+        process.terminate()
+        process.wait(15)
