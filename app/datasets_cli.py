@@ -134,7 +134,8 @@ def render(schema: str, relations: list[Relation]) -> str:
             name, n = f"{base[:60]}_{n}", n + 1
         used.add(name)
         view = relation.kind in ("v", "m")
-        served = bool(relation.key) and relation.kind != "m"
+        # a view's key is never served unchecked: inferred from names, it is a suggestion
+        served = bool(relation.key) and not view
         comment = "" if served else "# "
         if relation.kind == "m" and relation.key:
             lines.append(
@@ -148,10 +149,11 @@ def render(schema: str, relations: list[Relation]) -> str:
                 f"# {relation.name!r} is {what}: declare key = [...] (columns unique in it, "
                 "NOT NULL) and uncomment, so its rows have an order to resume in"
             )
-        elif relation.kind == "v" and relation.base:
+        elif relation.kind == "v" and relation.key:
             lines.append(
-                f"# key inferred from {relation.base!r}'s primary key, which the view shows: "
-                "check that the view keeps it unique (no join that repeats rows)"
+                f"# {relation.name!r} is a view showing {relation.base!r}'s primary key "
+                f"({', '.join(relation.key)}) by name: if it is that key, unique in the view "
+                "(no join or set-returning function repeats rows), uncomment to serve it"
             )
         lines.append(f"{comment}[datasets.{_toml_string(name)}]")
         lines.append(f"{comment}table = {_toml_string(relation.name)}")

@@ -30,6 +30,9 @@ def install(router: Router) -> None:
 
     async def default(scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]  # uvicorn's --root-path prefixes it
         if scope["type"] != "http" or not path.startswith(PREFIX):
             await fallback(scope, receive, send)
             return

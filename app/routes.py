@@ -185,7 +185,9 @@ def _stream(name: str, legacy: bool, supported: tuple[str, ...], suffix: str | N
             prefer=prefer,
         )
         if request.method == "HEAD":
-            return await job.head("Accept, Accept-Encoding, Prefer", streamed=True)
+            # HTTP/1.0 has no chunked encoding (nor a stream: its GET is a 505)
+            chunked = request.scope.get("http_version") != "1.0"
+            return await job.head("Accept, Accept-Encoding, Prefer", streamed=chunked)
         if ranges_unservable_to(request):
             return range_fallback()
         response = await job.streamed(

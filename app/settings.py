@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     #: when no key at all is configured, one is generated once under ``data_dir``.
     jwt_secret: str | None = Field(default=None, repr=False)
     #: The HMAC algorithms ``JWT_SECRET`` is used with.
-    jwt_algorithms: Annotated[list[str], NoDecode] = ["HS256"]
+    jwt_algorithms: Annotated[list[str], NoDecode, Field(min_length=1)] = ["HS256"]
     #: An identity provider's public key (PEM: RSA → RS256, EC → ES256/384/512, Ed25519
     #: → EdDSA; the algorithm comes from the key, never from a token's header).
     jwt_public_key: str | None = None

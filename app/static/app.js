@@ -14,6 +14,11 @@ const EXPORTS = [
   { format: "arrow", label: "Arrow", ext: "arrows", lines: false },
   { format: "parquet", label: "Parquet", ext: "parquet", lines: false },
 ];
+//: Names Python cannot take as keyword arguments (the snippet passes those in **{…}).
+const PYTHON_KEYWORDS = new Set(["False", "None", "True", "and", "as", "assert", "async",
+  "await", "break", "class", "continue", "def", "del", "elif", "else", "except", "finally",
+  "for", "from", "global", "if", "import", "in", "is", "lambda", "nonlocal", "not", "or",
+  "pass", "raise", "return", "try", "while", "with", "yield"]);
 const OPERATOR_LABELS = {
   eq: "=", ne: "≠", gt: ">", gte: "≥", lt: "<", lte: "≤",
   in: "is one of (a,b,c)", isnull: "is null", prefix: "starts with",
@@ -230,7 +235,7 @@ async function preview(append = false) {
   if (append && key.length) query.set("after", JSON.stringify(key.map((k) => state.rows[state.rows.length - 1][k])));
   $("preview-status").textContent = "Loading…";
   const response = await api(`/datasets/${encodeURIComponent(dataset.name)}?${query}`);
-  if (!append) showEstimate(response.headers.get("X-Total-Count-Estimate"));
+  if (!append) estimate().catch(() => showEstimate(null));  // beside the preview
   const rows = await response.json();
   state.rows.push(...rows);
   renderRows(rows, state.query.fields, append);
@@ -262,7 +267,7 @@ function showCode() {
   // keyword arguments as a person writes them (a name Python cannot take goes in **{…})
   const plain = [], odd = {};
   for (const [key, value] of params.entries()) {
-    if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(key) && !["name", "path", "fields"].includes(key)) plain.push(`${key}=${JSON.stringify(value)}`);
+    if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(key) && !PYTHON_KEYWORDS.has(key) && !["name", "self", "fields"].includes(key)) plain.push(`${key}=${JSON.stringify(value)}`);
     else if (key === "fields") plain.push(`fields=${JSON.stringify(value)}`);
     else odd[key] = value;
   }
@@ -275,8 +280,17 @@ function showCode() {
   ].join("\n");
 }
 
-// How many rows the selection matches: the planner's estimate with the preview, the exact
-// count (a HEAD with Prefer: count=exact, which reads the selection) on request.
+// How many rows the selection matches: the planner's estimate (a HEAD of the selection,
+// without the preview's limit of 100), the exact count (a HEAD with Prefer: count=exact,
+// which reads the selection) on request.
+async function estimate() {
+  const query = new URLSearchParams(state.query.params);
+  const asked = query.toString();
+  const response = await api(`/datasets/${encodeURIComponent(state.dataset.name)}/stream?${query}`, { method: "HEAD" });
+  if (new URLSearchParams(state.query.params).toString() !== asked) return;  // changed since
+  showEstimate(response.headers.get("X-Total-Count-Estimate"));
+}
+
 function showEstimate(estimate) {
   $("count-text").textContent = estimate === null ? "" :
     `About ${Number(estimate).toLocaleString("en")} rows match (the planner's estimate). `;
@@ -288,8 +302,9 @@ async function countExactly() {
   $("count-text").textContent = "Counting… ";
   const response = await api(`/datasets/${encodeURIComponent(state.dataset.name)}/stream?${query}`,
     { method: "HEAD", extra: { Prefer: "count=exact" } });
-  const total = Number(response.headers.get("X-Total-Count"));
-  $("count-text").textContent = `${total.toLocaleString("en")} rows match (counted). `;
+  const counted = response.headers.get("X-Total-Count");
+  if (counted === null) throw new ApiError("the server sent no count");
+  $("count-text").textContent = `${Number(counted).toLocaleString("en")} rows match (counted). `;
   $("count-exact").hidden = true;
 }
 

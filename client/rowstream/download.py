@@ -115,7 +115,7 @@ def write(
     counted = media in LINE_FORMATS
     limit = _int_or_none(params.get("limit"))
     appending = resume and path.exists()
-    created = not appending  # this download makes the file: a failed start removes it
+    created = not path.exists()  # this download makes the file: a failed start removes it
     state: tuple[list[Any] | None, int, bytes | None] | None = None
     tally = _Tally()
     failures = 0
@@ -140,7 +140,7 @@ def write(
             received = path.exists() and path.stat().st_size > 0
             if isinstance(exc, httpx.ConnectError) and failures == 1 and not received:
                 # refused before any byte: nothing dropped, nothing to resume
-                if created:
+                if created and path.is_file():
                     path.unlink(missing_ok=True)
                 raise ClientError(
                     f"cannot connect to {client.url} ({exc}); is the service running there?"
