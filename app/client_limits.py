@@ -70,19 +70,17 @@ def log_refusal(open_connections: int, maximum: int, address: str | None = None)
     _refused_since_log += 1
     now = time.monotonic()
     if now - _last_refusal_log >= 1.0:
-        if address is None:
-            logger.warning(
-                "refused %d connection(s): %d open, MAX_CONNECTIONS is %d",
-                _refused_since_log,
-                open_connections,
-                maximum,
-            )
-        else:
-            logger.warning(
-                "refused %d connection(s): %d open from %s, MAX_CONNECTIONS_PER_CLIENT is %d",
-                _refused_since_log,
-                open_connections,
-                address,
-                maximum,
-            )
+        where, limit = (
+            ("", "MAX_CONNECTIONS")
+            if address is None
+            else (f" from {address}", "MAX_CONNECTIONS_PER_CLIENT")
+        )
+        logger.warning(
+            "refused %d connection(s): %d open%s, %s is %d",
+            _refused_since_log,
+            open_connections,
+            where,
+            limit,
+            maximum,
+        )
         _last_refusal_log, _refused_since_log = now, 0

@@ -14,8 +14,8 @@ descriptors. ``LimitedHttpProtocol`` adds, per connection:
 - a deadline and a cap for the request body (``BODY_TIMEOUT_SECONDS``: 408;
   ``MAX_BODY_BYTES``: 413, from ``Content-Length`` before any byte of it is read). A
   request answered before its body arrived (a 401 from the head) has its connection
-  closed at once: uvicorn would otherwise keep reading a trickling body for ever, since
-  each byte postpones its keep-alive timeout;
+  ended (after a short linger, at once under a flood): uvicorn would otherwise keep
+  reading a trickling body for ever, since each byte postpones its keep-alive timeout;
 - a cap on open connections (``MAX_CONNECTIONS``): beyond it a new connection gets a 503
   with ``Retry-After`` at once, before its request is read; and one per client address
   (``MAX_CONNECTIONS_PER_CLIENT``; trusted proxies, ``FORWARDED_ALLOW_IPS``, exempt);

@@ -122,14 +122,19 @@ async def test_a_provider_that_fails_keeps_the_keys_it_had(provider: Provider) -
     assert (await verifier.verify(token(RSA_1, "k1"))).subject == "alice"
 
 
-def test_the_service_checks_tokens_against_a_jwks_url(db_url: str, provider: Provider) -> None:
-    provider.publish(("k1", RSA_1))
-    env = {
+def _keys_from(provider: Provider, *, refresh_min_seconds: str) -> dict[str, str]:
+    """A server's settings for checking tokens with ``provider``'s keys alone."""
+    return {
         "JWT_JWKS_URL": provider.url,
-        "JWT_JWKS_REFRESH_MIN_SECONDS": "0.2",
+        "JWT_JWKS_REFRESH_MIN_SECONDS": refresh_min_seconds,
         "JWT_SECRET": "",
         "JWT_AUDIENCE": AUDIENCE,
     }
+
+
+def test_the_service_checks_tokens_against_a_jwks_url(db_url: str, provider: Provider) -> None:
+    provider.publish(("k1", RSA_1))
+    env = _keys_from(provider, refresh_min_seconds="0.2")
     with running(db_url, **env) as server:
         url = f"{server.base_url}/datasets/messages/stream"
         ok = httpx.get(
@@ -204,12 +209,7 @@ def test_a_hanging_jwks_url_costs_an_unknown_kid_no_more_than_a_moment(
     ``kid`` gets its 401 at once, not after the 5 s fetch timeout, and the log says why
     the fetch failed."""
     provider.publish(("k1", RSA_1))
-    env = {
-        "JWT_JWKS_URL": provider.url,
-        "JWT_JWKS_REFRESH_MIN_SECONDS": "0",
-        "JWT_SECRET": "",
-        "JWT_AUDIENCE": AUDIENCE,
-    }
+    env = _keys_from(provider, refresh_min_seconds="0")
     log = tmp_path / "server.log"
     with running(db_url, log=log, **env) as server:
         url = f"{server.base_url}/datasets/messages/stream"
