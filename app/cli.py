@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import asyncpg
 
-from app import auth, database, datasets_cli, fetch, migrate, observability, seed
+from app import auth, database, datasets_cli, demo, fetch, migrate, observability
 from app.settings import Settings
 
 #: The entry-point group of commands shipped beside the service (``pyproject.toml``).
@@ -52,7 +52,7 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> None:
     with database.database_url(settings) as url:
         _connect_or_explain(url)
         migrate.upgrade(url)
-        print(asyncio.run(seed.seed_url(url, args.rows, only_if_empty=False)))
+        print(asyncio.run(demo.seed_url(url, args.rows, only_if_empty=False)))
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> None:
@@ -136,13 +136,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     with serving.sigterm_unwinds(), database.database_url(settings) as url:
         _connect_or_explain(url)
         if args.demo:
-            seed.install_demo(settings, url, args.rows)
+            demo.install(settings, url, args.rows)
         datasets_cli.check(settings, declared, settings.database_read_url or url)
         first = next(iter(declared.datasets))
         args.sample_path = (
-            "/chunked?limit=5"
-            if first == "messages"
-            else f"/datasets/{quote(first)}/stream?limit=5"
+            "/chunked?limit=5" if first == demo.NAME else f"/datasets/{quote(first)}/stream?limit=5"
         )
         args.database = url if not settings.database_url else database.safe_location(url)
         if settings.workers > 1:

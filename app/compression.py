@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, Callable
 
 import zstandard
 
-from app.formats import weighted
+from app.negotiation import weighted
 
 GZIP = "gzip"
 ZSTD = "zstd"

@@ -75,25 +75,12 @@ class DatasetsFile(BaseModel):
     datasets: dict[DatasetName, DatasetConfig]
 
 
-#: With no file, the demo table is the one dataset, as the service has always served it.
-BUILTIN = DatasetsFile(
-    datasets={
-        "messages": DatasetConfig(
-            table="messages",
-            description="The demo table: 500,000 generated messages (`make run` seeds it).",
-        )
-    }
-)
-
-
 class ConfigError(ValueError):
     """A dataset declaration that cannot be served, in one line naming what is wrong."""
 
 
-def load(path: Path | None) -> DatasetsFile:
-    """The declarations in ``path``, or the built-in ``messages`` one when there is none."""
-    if path is None:
-        return BUILTIN
+def load(path: Path) -> DatasetsFile:
+    """The declarations in ``path`` (with none, the demo's: ``demo.declared``)."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:

@@ -15,13 +15,13 @@ from typing import Any
 
 import asyncpg
 
-from app import database, datasets, introspection
-from app.datasets import BUILTIN, ConfigError, Dataset, DatasetsFile
+from app import database, datasets, demo, introspection
+from app.datasets import ConfigError, Dataset, DatasetsFile
 from app.settings import Settings
 
 
 def load_config(settings: Settings) -> DatasetsFile:
-    return datasets.load(settings.resolved_datasets_file())
+    return demo.declared(settings.resolved_datasets_file())
 
 
 async def _describe(url: str, config: DatasetsFile) -> dict[str, Dataset]:
@@ -39,7 +39,7 @@ def check(settings: Settings, config: DatasetsFile, url: str) -> dict[str, Datas
     try:
         return asyncio.run(_describe(url, config))
     except ConfigError as exc:
-        if config is BUILTIN and "no table or view" in str(exc):
+        if config is demo.DECLARATION and "no table or view" in str(exc):
             raise ConfigError(
                 "no datasets.toml here, and this database has no demo table 'messages': run "
                 "'rowstream datasets init' to declare your tables (or set DATASETS_FILE); "

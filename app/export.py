@@ -1,41 +1,27 @@
-"""From a validated request to a response: which query, which source, which encoder.
-
-Formats that PostgreSQL can write completely (CSV, the text lines) come from ``COPY`` and
-pass through untouched; the JSON formats come from the cursor as PostgreSQL-rendered JSON
-texts that the encoder only joins; Arrow comes from the cursor as typed columns. Which is
-which is declared once, in ``formats.FORMATS``.
-"""
+"""One request's export, from a validated selection to a response: its counts taken in
+the export's snapshot, its headers, and its body streamed (the plan, ``plan.py``) or loaded
+whole within the memory budget (the standard route)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Callable
-from typing import Any
 from urllib.parse import quote
 
 import asyncpg
 import databases
 from starlette.responses import Response
 
-from app import adbc, compression, cursor, encoders, pgtypes, sql
+from app import adbc, compression, cursor, encoders, plan, sql
 from app.capacity import MemoryBudget, Reservation, StreamLimiter
 from app.datasets import Dataset
 from app.delivery import DeliveryLimits
 from app.errors import HTTPVersionNotSupported, TooLarge
-from app.formats import ARROW, CSV, JSON, NDJSON, PARQUET, TEXT, Format
+from app.formats import Format
 from app.observability import ExportStats
 from app.replica import LagMonitor
 from app.responses import PrebuiltJSONResponse, StreamingResponse
 from app.settings import Settings
 from app.sql import Selection
-from rowstream import records
-
-#: What each route can answer with; the first is the default.
-STREAM_FORMATS = (NDJSON, JSON, CSV, ARROW, PARQUET)
-DEMO_STREAM_FORMATS = (NDJSON, JSON, CSV, TEXT, ARROW, PARQUET)
-STANDARD_FORMATS = (JSON, CSV)
-
-Source = Callable[[asyncpg.Connection], AsyncGenerator[Any, None]]
 
 #: On every data response: a private export is not for shared caches (nor any cache:
 #: it is a snapshot), and its type is not to be guessed (a CSV cell is not HTML).
@@ -72,72 +58,6 @@ async def count_headers(
         return {"X-Total-Count": str(total), "Preference-Applied": "count=exact"}
     estimate = await cursor.estimated_count(conn, sql.as_columns(dataset, selection))
     return {"X-Total-Count-Estimate": str(estimate)}
-
-
-def plan(
-    dataset: Dataset,
-    selection: Selection,
-    fmt: Format,
-    batch_size: int,
-    row_group_rows: int,
-    binary: tuple[adbc.DriverPool, cursor.DbIdentity | None] | None = None,
-) -> tuple[Source, encoders.Encoder, str]:
-    """Where the rows come from, what encodes them, and how they are counted on the way.
-
-    Arrow and Parquet come from the ADBC driver's binary ``COPY`` (``adbc.py``) when
-    ``binary`` (the driver's pool and the database role) is given and the selection suits
-    it; else from PostgreSQL's ``COPY`` text, parsed by Arrow's CSV reader, when
-    every selected column's text parses to its Arrow value (``pgtypes``); else from
-    cursor records (arrays, bytea)."""
-    columns = [(f, dataset.by_name[f].type, dataset.by_name[f].nullable) for f in selection.fields]
-    encoder = fmt.encoder(columns, row_group_rows)
-    if fmt.from_copy_text and binary is not None and adbc.use_for(dataset, selection):
-        binary_query = sql.as_binary(dataset, selection)
-        assert isinstance(encoder, encoders.ArrowEncoder | encoders.ParquetEncoder)
-        pool, identity = binary
-        return (
-            lambda conn: adbc.batches(conn, pool, binary_query, identity),
-            encoders.ArrowBatches(encoder),
-            "records",
-        )
-    if fmt.from_copy_text and all(pgtypes.arrow_from_copy_text(t) for _, t, _ in columns):
-        query = sql.as_copy_text(dataset, selection)
-        assert isinstance(encoder, encoders.ArrowEncoder | encoders.ParquetEncoder)
-        native = encoders.ArrowFromCSV(columns, encoder)
-        return lambda conn: cursor.copy_chunks(conn, query, **sql.COPY_TEXT), native, "csv records"
-    query = fmt.query(dataset, selection)
-    if fmt.source == "copy":
-        return (
-            lambda conn: cursor.copy_chunks(conn, query, **fmt.copy_options),
-            encoder,
-            fmt.counter,
-        )
-    return lambda conn: cursor.batches(conn, query, batch_size), encoder, fmt.counter
-
-
-def _row_counter(stats: ExportStats, counter: str) -> Callable[[Any], None]:
-    """Rows per batch: records from the cursor, lines from COPY, CSV records from COPY
-    (minus the header, which ``csv`` has and ``csv records`` has not)."""
-    if counter in ("csv", "csv records"):
-        state = {"in_quotes": False, "header": counter == "csv"}
-
-        def count_csv(chunk: Any) -> None:
-            ended, state["in_quotes"] = records.csv_records(chunk, state["in_quotes"])
-            stats.rows += ended - (1 if state["header"] else 0)
-            state["header"] = False
-
-        return count_csv
-    if counter == "lines":
-
-        def count_lines(chunk: Any) -> None:
-            stats.rows += chunk.count(b"\n")
-
-        return count_lines
-
-    def count_records(batch: Any) -> None:
-        stats.rows += len(batch)
-
-    return count_records
 
 
 class Export:
@@ -220,7 +140,7 @@ class Export:
         self.stats.streamed = True
         settings = self.settings
         binary = (self.drivers, self.identity) if self.drivers is not None else None
-        source, encoder, counter = plan(
+        source, encoder, counter = plan.plan(
             self.dataset,
             self.selection,
             self.fmt,
@@ -235,7 +155,7 @@ class Export:
             self._count,
             guard=limiter.slot(subject),
             idle_timeout=self.settings.stream_idle_timeout_seconds,
-            on_batch=_row_counter(self.stats, counter),
+            on_batch=plan.row_counter(counter, self.stats.add_rows),
             identity=self.identity,
         )
         self._headers(headers, "Accept, Accept-Encoding, Prefer")
@@ -300,18 +220,16 @@ class Export:
             if reservation is not None:
                 reservation.grow_to(size)
 
-        csv = self.fmt.media_type == CSV
-        query = sql.as_csv(dataset, selection) if csv else sql.as_json(dataset, selection)
-        copy_options = sql.CSV_COPY if csv else sql.JSON_LINES_COPY
-        builder = encoders.BufferedBody(json_array=not csv, on_size=on_size)
+        buffered = self.fmt.buffered
+        assert buffered is not None  # the standard route serves only such formats
+        query = self.fmt.query(dataset, selection)
+        builder = encoders.BufferedBody(json_array=buffered.json_array, on_size=on_size)
         try:
             headers = await cursor.copy_all(
-                self.db, query, before, builder.write, self.identity, **copy_options
+                self.db, query, before, builder.write, self.identity, **buffered.copy_options
             )
-            rows = builder.rows
             body = builder.finish()
-            if csv:
-                rows = max(records.csv_records(body, False)[0] - 1, 0)
+            rows = plan.count_body(self.fmt.counter, body, builder.rows)
         except BaseException:
             if reservation is not None:
                 reservation.release()

@@ -22,22 +22,21 @@ import httpx
 from rowstream.client import Client, ClientError
 from rowstream.download import LINE_FORMATS, Download, media_type
 
-#: The demo's historical routes, which export the ``messages`` dataset.
-DEMO_ROUTES = ("/messages", "/messages/stream", "/standard", "/chunked")
-
 
 class FetchError(Exception):
     """Reported in one line; the process exits with status 1."""
 
 
-def dataset_of(path: str) -> str:
+def dataset_of(client: Client, path: str) -> str:
     """The dataset a data route exports (its key, from ``GET /datasets``, is what a
-    resumed download continues after)."""
-    if path in DEMO_ROUTES:
-        return "messages"
+    resumed download continues after): read from the path, or for another of its routes
+    (the demo's ``/messages/stream``) found among the links ``GET /datasets`` gives."""
     if path.startswith("/datasets/"):
         return path.removeprefix("/datasets/").split("/")[0].split(".")[0]
-    raise FetchError(f"{path} is not a dataset's route")
+    name = client.dataset_at(path)
+    if name is None:
+        raise FetchError(f"{path} is not a dataset's route")
+    return name
 
 
 def fetch(
@@ -84,7 +83,7 @@ def fetch(
             bar.update(task, completed=done, total=total)
 
         return client.download(
-            dataset_of(parts.path),
+            dataset_of(client, parts.path),
             output,
             format=media,
             resume=resume,

@@ -1,39 +1,62 @@
-"""Output formats, each declared once (``FORMATS``), and content negotiation.
+"""The output formats: each is one entry of the registry (``FORMATS``) and one encoder.
 
-A format says what it is called (media type, ``?format=`` names, URL suffix), where its
-rows come from (a server-side cursor, or PostgreSQL's own ``COPY``), the SQL shape it
-reads (``sql.as_json``…), the encoder that turns batches into bytes and how rows are
-counted on the way. A new format is one entry here and one encoder.
-
-Negotiation: a small hand-written ``Accept`` parser (RFC 9110 §12.5.1: media ranges with
-``q`` weights; ties keep the client's order). ``?format=`` and a URL suffix override the
-header, so a browser or a tool that picks the format from the name gets one too.
-Anything we cannot serve is a 406 listing what we can.
+Everything that differs between formats is read from its entry: what it is called (media
+type, ``?format=`` names, URL suffixes, download name), which routes serve it, where its
+rows come from (a server-side cursor, or PostgreSQL's own ``COPY``), the SQL shape it reads
+(``sql.as_json``…), the encoder that turns batches into bytes, how rows are counted on the
+way (``RowCounter``), how the standard route buffers it, and its OpenAPI example. Routes,
+the dataset list, the OpenAPI document, negotiation (``negotiation.py``) and the warm-up
+read the registry when the app is built, so a format registered before then (``register``)
+is served everywhere, with no other module touched (``tests/test_formats.py`` registers TSV).
 """
 
 from __future__ import annotations
 
+import enum
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from app import encoders, sql
-from app.errors import NotAcceptable
 from rowstream.media import ARROW as ARROW
 from rowstream.media import CSV as CSV
 from rowstream.media import JSON as JSON
 from rowstream.media import NDJSON as NDJSON
 from rowstream.media import PARQUET as PARQUET
-from rowstream.media import TEXT as TEXT
+
+
+class RowCounter(enum.Enum):
+    """How an export counts the rows it sends, batch by batch."""
+
+    #: a batch is a sequence of records (the cursor, Arrow batches): its length
+    RECORDS = "records"
+    #: a batch is ``COPY`` output with one row a line
+    LINES = "lines"
+    #: a batch is CSV from ``COPY`` whose first record is a header
+    CSV_WITH_HEADER = "csv with header"
+    #: a batch is CSV from ``COPY`` without a header (the text Arrow parses)
+    CSV = "csv"
+
+
+@dataclass(frozen=True)
+class Buffered:
+    """How the standard route loads a format whole: ``COPY`` of ``Format.query`` with these
+    options, and either kept as it is or (``json_array``) its lines joined into one array."""
+
+    copy_options: dict[str, Any]
+    json_array: bool = False
+
+
+#: An OpenAPI media-type object for a dataset, from an example row and the row's schema.
+Example = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
 
 
 @dataclass(frozen=True)
 class Format:
     media_type: str
-    #: ``?format=`` shorthand, also the URL suffix (``/datasets/x.csv``) and file extension.
+    #: ``?format=`` shorthand, file extension and download name (``orders.csv``).
     name: str
-    #: Other names clients use for it (in ``Accept`` or ``?format=``).
-    aliases: tuple[str, ...]
     #: ``cursor``: batches of records; ``copy``: PostgreSQL's COPY output as it is.
     source: Literal["cursor", "copy"]
     #: The SQL shape of a row.
@@ -41,171 +64,154 @@ class Format:
     #: How batches become bytes: a factory taking the typed columns of the selection and
     #: the rows a file block may hold (a Parquet row group; the others ignore it).
     encoder: Callable[[Sequence[tuple[str, Any, bool]], int], encoders.Encoder]
-    #: How rows are counted as batches go by: records, lines, or CSV records.
-    counter: Literal["records", "lines", "csv"]
+    counter: RowCounter
+    #: Other names clients use for it (in ``Accept`` or ``?format=``).
+    aliases: tuple[str, ...] = ()
+    #: URL suffixes of the stream route (``/datasets/orders.csv``): the names tools expect.
+    suffixes: tuple[str, ...] = ()
+    #: Served by every dataset's stream route (the demo's ``text`` is served by its own).
+    streamed: bool = True
+    #: Served by the standard route too, loaded whole this way.
+    buffered: Buffered | None = None
     copy_options: dict[str, Any] = field(default_factory=dict)
-    #: The OpenAPI ``schema`` of the body (JSON formats get the dataset's row schema).
+    #: The OpenAPI ``schema`` of the body, when ``example`` gives none.
     body_schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+    example: Example | None = None
     description: str = ""
     #: A file to save rather than a stream to read (``Content-Disposition: attachment``).
     attachment: bool = False
     #: Typed columns that may come from PostgreSQL's ``COPY`` text parsed by Arrow's CSV
-    #: reader instead of cursor records (``export.plan`` decides per selection).
+    #: reader, or the ADBC driver's binary ``COPY``, instead of cursor records
+    #: (``plan.plan`` decides per selection).
     from_copy_text: bool = False
 
-
-FORMATS: dict[str, Format] = {
-    f.media_type: f
-    for f in (
-        Format(
-            NDJSON,
-            "ndjson",
-            ("jsonl", "application/jsonl", "application/jsonlines", "application/x-jsonlines"),
-            "cursor",
-            sql.as_json,
-            lambda columns, rows: encoders.NDJSONEncoder(),
-            "records",
-            description="one JSON object per line",
-        ),
-        Format(
-            JSON,
-            "json",
-            (),
-            "cursor",
-            sql.as_json,
-            lambda columns, rows: encoders.JSONArrayEncoder(),
-            "records",
-            description="one JSON array (a truncated one is never valid JSON)",
-        ),
-        Format(
-            CSV,
-            "csv",
-            (),
-            "copy",
-            sql.as_csv,
-            lambda columns, rows: encoders.Passthrough(),
-            "csv",
-            copy_options=sql.CSV_COPY,
-            description="a header line, then RFC 4180 CSV (PostgreSQL's COPY)",
-        ),
-        Format(
-            TEXT,
-            "text",
-            (),
-            "copy",
-            sql.as_key_lines,
-            lambda columns, rows: encoders.Passthrough(),
-            "lines",
-            description="the original comparison's `object_id:{key} ` lines",
-        ),
-        Format(
-            ARROW,
-            "arrow",
-            ("arrows",),
-            "cursor",
-            sql.as_arrow,
-            lambda columns, rows: encoders.ArrowEncoder(columns),
-            "records",
-            body_schema={
-                "type": "string",
-                "format": "binary",
-                "description": "Arrow IPC stream: schema, one record batch per cursor batch, "
-                "end-of-stream marker (read with `pyarrow.ipc.open_stream`).",
-            },
-            description="Arrow IPC stream, typed columns",
-            from_copy_text=True,
-        ),
-        Format(
-            PARQUET,
-            "parquet",
-            (),
-            "cursor",
-            sql.as_arrow,
-            encoders.ParquetEncoder,
-            "records",
-            body_schema={
-                "type": "string",
-                "format": "binary",
-                "description": "A Parquet file (zstd), the Arrow format's schema, written a "
-                "row group at a time; a failed stream has no footer (read with "
-                "`pyarrow.parquet`, pandas, polars, DuckDB).",
-            },
-            description="a Parquet file, typed columns, zstd",
-            attachment=True,
-            from_copy_text=True,
-        ),
-    )
-}
-
-#: URL suffixes of the stream route (``/datasets/orders.csv``): the names tools expect.
-SUFFIXES = {
-    "ndjson": NDJSON,
-    "jsonl": NDJSON,
-    "json": JSON,
-    "csv": CSV,
-    "arrows": ARROW,
-    "parquet": PARQUET,
-}
-
-#: ``?format=`` shorthands, and other names clients use for a type we serve.
-ALIASES = {name: f.media_type for f in FORMATS.values() for name in (f.name, *f.aliases)}
+    def openapi(self, row: dict[str, Any], row_schema: dict[str, Any]) -> dict[str, Any]:
+        """This format's entry in a data route's ``200`` content."""
+        if self.example is not None:
+            return self.example(row, row_schema)
+        return {"schema": self.body_schema}
 
 
-def weighted(header: str) -> list[tuple[str, float]]:
-    """``a;q=0.5, b`` → ``[("a", 0.5), ("b", 1.0)]``: the items of an ``Accept``-style
-    header, lower-cased, in the client's order, with their ``q`` weights (default 1)."""
-    out: list[tuple[str, float]] = []
-    for part in header.split(","):
-        item, *params = (p.strip() for p in part.split(";"))
-        if not item:
-            continue
-        q = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        out.append((item.lower(), q))
-    return out
+def _csv_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else json.dumps(value)
 
 
-def _ranges(accept: str) -> list[tuple[str, float]]:
-    return [(ALIASES.get(media, media), q) for media, q in weighted(accept)]
+def _csv_example(row: dict[str, Any], row_schema: dict[str, Any]) -> dict[str, Any]:
+    text = ",".join(row) + "\n" + ",".join(map(_csv_text, row.values())) + "\n"
+    return {"schema": {"type": "string"}, "example": text}
 
 
-def _matches(media_range: str, media: str) -> bool:
-    if media_range in ("*/*", media):
-        return True
-    kind, _, sub = media_range.partition("/")
-    return sub == "*" and media.startswith(kind + "/")
+def _passthrough(columns: Sequence[tuple[str, Any, bool]], rows: int) -> encoders.Encoder:
+    return encoders.Passthrough()
 
 
-def names(supported: Sequence[str]) -> list[str]:
-    """Every ``?format=`` value that selects one of ``supported``."""
-    return sorted({*supported, *(a for a, m in ALIASES.items() if m in supported)})
+FORMATS: dict[str, Format] = {}
+#: ``?format=`` shorthands and other names clients use for a type we serve.
+ALIASES: dict[str, str] = {}
+#: URL suffixes of the stream route and the media type each selects.
+SUFFIXES: dict[str, str] = {}
 
 
-def negotiate(accept: str | None, format: str | None, supported: Sequence[str]) -> str:
-    """The media type to answer with; ``supported[0]`` is the default."""
-    if format:
-        wanted = ALIASES.get(format.lower(), format.lower())
-        if wanted in supported:
-            return wanted
-        raise NotAcceptable(
-            f"format {format!r} is not available here; use one of: {', '.join(supported)}",
-            supported=list(supported),
-        )
-    if not accept or not accept.strip():
-        return supported[0]
-    ranges = sorted(((q, -i, r) for i, (r, q) in enumerate(_ranges(accept)) if q > 0), reverse=True)
-    for _, _, media_range in ranges:
-        # the most specific match for this range: our default first when it is a wildcard
-        for media in supported:
-            if _matches(media_range, media):
-                return media
-    raise NotAcceptable(
-        f"none of the requested media types is available; use one of: {', '.join(supported)}",
-        supported=list(supported),
-    )
+def register(fmt: Format) -> Format:
+    """Add ``fmt`` to the registry (before the app is built: routes are made from it)."""
+    FORMATS[fmt.media_type] = fmt
+    ALIASES.update(dict.fromkeys((fmt.name, *fmt.aliases), fmt.media_type))
+    SUFFIXES.update(dict.fromkeys(fmt.suffixes, fmt.media_type))
+    return fmt
+
+
+def streamed() -> tuple[str, ...]:
+    """What every stream route answers with; the first is its default."""
+    return tuple(m for m, f in FORMATS.items() if f.streamed)
+
+
+def standard() -> tuple[str, ...]:
+    """What every standard route answers with; the first is its default."""
+    return tuple(m for m, f in FORMATS.items() if f.buffered is not None)
+
+
+for _format in (
+    Format(
+        NDJSON,
+        "ndjson",
+        "cursor",
+        sql.as_json,
+        lambda columns, rows: encoders.NDJSONEncoder(),
+        RowCounter.RECORDS,
+        aliases=("jsonl", "application/jsonl", "application/jsonlines", "application/x-jsonlines"),
+        suffixes=("ndjson", "jsonl"),
+        example=lambda row, schema: {
+            "schema": {"type": "string"},
+            "example": json.dumps(row) + "\n",
+        },
+        description="one JSON object per line",
+    ),
+    Format(
+        JSON,
+        "json",
+        "cursor",
+        sql.as_json,
+        lambda columns, rows: encoders.JSONArrayEncoder(),
+        RowCounter.RECORDS,
+        suffixes=("json",),
+        buffered=Buffered(sql.JSON_LINES_COPY, json_array=True),
+        example=lambda row, schema: {
+            "schema": {"type": "array", "items": schema},
+            "example": [row],
+        },
+        description="one JSON array (a truncated one is never valid JSON)",
+    ),
+    Format(
+        CSV,
+        "csv",
+        "copy",
+        sql.as_csv,
+        _passthrough,
+        RowCounter.CSV_WITH_HEADER,
+        suffixes=("csv",),
+        buffered=Buffered(sql.CSV_COPY),
+        copy_options=sql.CSV_COPY,
+        example=_csv_example,
+        description="a header line, then RFC 4180 CSV (PostgreSQL's COPY)",
+    ),
+    Format(
+        ARROW,
+        "arrow",
+        "cursor",
+        sql.as_arrow,
+        lambda columns, rows: encoders.ArrowEncoder(columns),
+        RowCounter.RECORDS,
+        aliases=("arrows",),
+        suffixes=("arrows",),
+        body_schema={
+            "type": "string",
+            "format": "binary",
+            "description": "Arrow IPC stream: schema, one record batch per cursor batch, "
+            "end-of-stream marker (read with `pyarrow.ipc.open_stream`).",
+        },
+        description="Arrow IPC stream, typed columns",
+        from_copy_text=True,
+    ),
+    Format(
+        PARQUET,
+        "parquet",
+        "cursor",
+        sql.as_arrow,
+        encoders.ParquetEncoder,
+        RowCounter.RECORDS,
+        suffixes=("parquet",),
+        body_schema={
+            "type": "string",
+            "format": "binary",
+            "description": "A Parquet file (zstd), the Arrow format's schema, written a "
+            "row group at a time; a failed stream has no footer (read with "
+            "`pyarrow.parquet`, pandas, polars, DuckDB).",
+        },
+        description="a Parquet file, typed columns, zstd",
+        attachment=True,
+        from_copy_text=True,
+    ),
+):
+    register(_format)

@@ -23,8 +23,7 @@ from starlette.requests import ClientDisconnect
 from app import access, links
 from app.deps import AppSettings, CurrentUser, Datasets, LinkKey, ReadDb
 from app.errors import NotFound, RequestTimeout, ServiceUnavailable, UnprocessableContent
-from app.formats import SUFFIXES
-from app.routes import DEMO_PATHS
+from app.routes import dataset_at
 from app.settings import Settings
 
 router = APIRouter()
@@ -48,19 +47,6 @@ class LinkRequest(BaseModel):
 class Link(BaseModel):
     url: str
     expires_at: str
-
-
-def dataset_of(path: str, names: list[str]) -> str | None:
-    """The dataset a data route's path reads, or None when it is not a data route."""
-    if path in DEMO_PATHS:
-        return "messages" if "messages" in names else None
-    rest = path.removeprefix("/datasets/")
-    if rest == path:
-        return None
-    for name in names:
-        if rest in (name, f"{name}/stream") or rest in (f"{name}.{s}" for s in SUFFIXES):
-            return name
-    return None
 
 
 @router.post(
@@ -105,8 +91,8 @@ async def create_link(
     parts = urlsplit(body.url)  # a path and query: LinkRequest's pattern says so
     path = unquote(parts.path)
     loaded = await catalog.all(db)
-    name = dataset_of(path, list(loaded))
-    if name is None:
+    name = dataset_at(request.app.router, path)
+    if name is None or name not in loaded:
         raise NotFound(f"url: no data route at {path[:80]!r} (GET /datasets lists them)")
     access.check_may_read(loaded[name], user)
     access.db_identity(settings, user)  # a link its caller could not use is not signed

@@ -17,7 +17,7 @@ from app import (
     __version__,
     adbc,
     database,
-    datasets,
+    demo,
     errors,
     health,
     links_route,
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     settings.check_production()  # here too: the app may run under plain uvicorn
     catalog = Catalog(
-        datasets.load(settings.resolved_datasets_file()), settings.readiness_cache_seconds
+        demo.declared(settings.resolved_datasets_file()), settings.readiness_cache_seconds
     )
 
     @contextlib.asynccontextmanager
@@ -132,8 +132,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes.extend(ui.router.routes)
     for name, declared in catalog.config.datasets.items():
         routes.add_dataset(app.router, name, declared.description)
-    if "messages" in catalog.config.datasets:
-        routes.add_demo_routes(app.router)
+    if demo.NAME in catalog.config.datasets:
+        demo.add_routes(app.router)
     not_found.install(app.router)  # where no route answers under /datasets/ …
     redirects.install(app.router)  # … unless its trailing-slash twin does
     roles = {name: tuple(d.roles or ()) for name, d in catalog.config.datasets.items()}

@@ -48,6 +48,9 @@ class ExportStats:
     outcome: str | None = None
     streamed: bool = False
 
+    def add_rows(self, rows: int) -> None:
+        self.rows += rows
+
 
 class Metrics:
     def __init__(

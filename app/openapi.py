@@ -9,23 +9,22 @@ of every format built from the column types, and real problem examples.
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from starlette.responses import JSONResponse
 
-from app import access, formats, pgtypes
+from app import access, formats, negotiation, pgtypes
 from app.auth import Principal
 from app.datasets import Dataset
 from app.deps import current_principal
 from app.errors import Unauthorized
 from app.limits import MAX_VALUE_LENGTH
 from app.operators import operators_for
-from app.params import DOWNLOAD_VALUES, LEGACY_NAMES
+from app.params import DOWNLOAD_VALUES
 
 MARKER = "x-rowstream-dataset"
 
@@ -50,12 +49,6 @@ def example_row(dataset: Dataset) -> dict[str, Any]:
     return {c.name: _SAMPLES.get(c.type.kind, "text") for c in dataset.columns}
 
 
-def _csv_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return value if isinstance(value, str) else json.dumps(value)
-
-
 def _problem(status: int, title: str, detail: str) -> dict[str, Any]:
     return {
         "application/problem+json": {
@@ -72,23 +65,12 @@ def responses(dataset: Dataset, media_types: tuple[str, ...]) -> dict[str, Any]:
         "type": "object",
         "properties": {c.name: pgtypes.json_schema(c.type, c.nullable) for c in dataset.columns},
     }
-    examples: dict[str, dict[str, Any]] = {
-        formats.NDJSON: {"schema": {"type": "string"}, "example": json.dumps(row) + "\n"},
-        formats.JSON: {"schema": {"type": "array", "items": row_schema}, "example": [row]},
-        formats.CSV: {
-            "schema": {"type": "string"},
-            "example": ",".join(row) + "\n" + ",".join(map(_csv_text, row.values())) + "\n",
-        },
-        formats.TEXT: {"schema": {"type": "string"}, "example": "object_id:1 \nobject_id:2 \n"},
-        formats.ARROW: {"schema": formats.FORMATS[formats.ARROW].body_schema},
-        formats.PARQUET: {"schema": formats.FORMATS[formats.PARQUET].body_schema},
-    }
     order = f"in key order ({', '.join(dataset.key)})" if dataset.key else "in the query's order"
     return {
         "200": {
             "description": f"The rows, {order}. Headers: `X-Total-Count` (with "
             "`Prefer: count=exact`) or `X-Total-Count-Estimate`.",
-            "content": {media: examples[media] for media in media_types},
+            "content": {m: formats.FORMATS[m].openapi(row, row_schema) for m in media_types},
         },
         "400": {
             "description": "Malformed request (e.g. a request line too long for the server), "
@@ -136,9 +118,10 @@ def _query(name: str, schema: dict[str, Any], description: str, **extra: Any) ->
 
 
 def parameters(
-    dataset: Dataset, media_types: tuple[str, ...], legacy: tuple[str, ...] = ()
+    dataset: Dataset, media_types: tuple[str, ...], aliases: Mapping[str, str] | None = None
 ) -> list[dict[str, Any]]:
-    """Every query parameter the dataset's route takes, typed."""
+    """Every query parameter the dataset's route takes, typed; ``aliases``: other names the
+    route takes for filters (the demo's historical ones)."""
     out = [
         _query(
             "fields",
@@ -155,7 +138,7 @@ def parameters(
         ),
         _query(
             "format",
-            {"type": "string", "enum": formats.names(media_types)},
+            {"type": "string", "enum": negotiation.names(media_types)},
             "Overrides `Accept`.",
         ),
         _query(
@@ -203,11 +186,11 @@ def parameters(
                 schema = pgtypes.parameter_schema(pgtype)
             label = name if op.suffix == "eq" else f"{name}__{op.suffix}"
             out.append(_query(label, schema, f"`{name}` {op.template.format(c='', v='v')}"))
-    for name in legacy:
-        column = LEGACY_NAMES[name].rpartition("__")[0]
+    for name, meaning in (aliases or {}).items():
+        column = meaning.rpartition("__")[0]
         if column in dataset.by_name:
             schema = pgtypes.parameter_schema(dataset.by_name[column].type)
-            out.append(_query(name, schema, f"Historical name of `{LEGACY_NAMES[name]}`."))
+            out.append(_query(name, schema, f"Historical name of `{meaning}`."))
     return out
 
 
@@ -260,7 +243,7 @@ def install(
                 media = tuple(marker["formats"])
                 operation["parameters"] = [
                     *operation.get("parameters", []),
-                    *parameters(dataset, media, tuple(marker["legacy"])),
+                    *parameters(dataset, media, marker["aliases"]),
                 ]
                 operation["responses"] = responses(dataset, media)
         if loaded:

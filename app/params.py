@@ -11,7 +11,7 @@ ignored.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from app import values
@@ -36,15 +36,6 @@ class Presentation:
     download: bool = False
     #: ``csv_safe=``: spreadsheet-safe CSV, or exact; None: as ``CSV_SAFE`` says.
     csv_safe: bool | None = None
-
-
-#: The demo routes' historical names (``/messages``, ``/standard``…) and what they mean.
-LEGACY_NAMES = {
-    "after_id": "id__gt",
-    "min_id": "id__gte",
-    "created_after": "created_at__gt",
-    "created_before": "created_at__lt",
-}
 
 
 def _invalid(name: str, message: str) -> UnprocessableContent:
@@ -158,10 +149,8 @@ def _condition(dataset: Dataset, name: str, raw: str) -> Condition | None:
     return Condition(column, suffix, _value(dataset, column, raw, name))
 
 
-def _known(dataset: Dataset, legacy: bool) -> str:
-    parts = [*COMMON, *(p.name for p in dataset.params)]
-    if legacy:
-        parts += list(LEGACY_NAMES)
+def _known(dataset: Dataset, aliases: Mapping[str, str]) -> str:
+    parts = [*COMMON, *(p.name for p in dataset.params), *aliases]
     ops = "|".join(s for s in OPERATORS if s != "eq")
     return (
         f"this route takes {', '.join(parts)}, and filters on "
@@ -182,9 +171,11 @@ def _check_once(seen: set[str], raw_name: str) -> None:
 
 
 def parse(
-    dataset: Dataset, items: Iterable[tuple[str, str]], *, legacy: bool = False
+    dataset: Dataset, items: Iterable[tuple[str, str]], *, aliases: Mapping[str, str] | None = None
 ) -> tuple[Selection, Presentation]:
-    """The selection a query string asks for, and how it is to be delivered."""
+    """The selection a query string asks for, and how it is to be delivered; ``aliases``:
+    other names of filters this route takes (the demo's historical ones)."""
+    aliases = aliases or {}
     fields = dataset.column_names
     conditions: list[Condition] = []
     after: tuple[str, ...] | None = None
@@ -196,7 +187,7 @@ def parse(
     seen: set[str] = set()
     declared = {p.name: p for p in dataset.params}
     for raw_name, raw in items:
-        name = LEGACY_NAMES.get(raw_name, raw_name) if legacy else raw_name
+        name = aliases.get(raw_name, raw_name)
         _check_once(seen, raw_name)
         if name == "fields":
             fields = parse_fields(dataset, raw)
@@ -228,7 +219,7 @@ def parse(
                     raise _invalid(raw_name, exc.detail.partition(": ")[2]) from None
                 raise
             if condition is None:
-                raise _invalid(raw_name, f"unknown parameter; {_known(dataset, legacy)}")
+                raise _invalid(raw_name, f"unknown parameter; {_known(dataset, aliases)}")
             conditions.append(condition)
     missing = [p.name for p in dataset.params if p.name not in params]
     if missing:

@@ -5,21 +5,22 @@ Routes stay thin: the query string becomes a ``Selection`` (``params.py``), the 
 is negotiated (``formats.py``) and ``export.Export`` does the rest. Each dataset gets
 routes of its own (``/datasets/orders``, ``/datasets/orders/stream``), so the OpenAPI
 document shows one pair of operations per dataset, with its real parameters
-(``openapi.py``). The demo's historical URLs (``/messages``, ``/standard``,
-``/messages/stream``, ``/chunked``) are routes of the ``messages`` dataset, when it is
-declared, with their historical parameter names.
+(``openapi.py``). Which formats each route serves, and the suffixes, come from the
+registry (``formats.py``). Other paths to a dataset's endpoints (the demo's, ``demo.py``)
+are added with ``add_operation`` and found by ``dataset_at`` like the dataset's own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
+from fastapi.routing import APIRoute
 from starlette.responses import Response
 
-from app import access, datasets, errors, export, formats, links, params
+from app import access, datasets, errors, export, formats, links, negotiation, params
 from app.auth import Principal
 from app.deps import (
     AppSettings,
@@ -31,7 +32,7 @@ from app.deps import (
     ReadDb,
     Sources,
 )
-from app.export import DEMO_STREAM_FORMATS, STANDARD_FORMATS, STREAM_FORMATS, Export
+from app.export import Export
 from app.openapi import MARKER
 from app.responses import PrebuiltJSONResponse, StreamingResponse
 
@@ -70,13 +71,18 @@ async def list_datasets(
     listing = []
     for name, dataset in readable.items():
         entry = datasets.summary(dataset)
-        entry["formats"] = {"standard": list(STANDARD_FORMATS), "stream": list(STREAM_FORMATS)}
+        entry["formats"] = {
+            "standard": list(formats.standard()),
+            "stream": list(formats.streamed()),
+        }
         entry["estimated_rows"] = estimates.get(name)
-        entry["links"] = {
+        links_of = {
             "standard": f"/datasets/{name}",
             "stream": f"/datasets/{name}/stream",
-            **{suffix: f"/datasets/{name}.{suffix}" for suffix in ("ndjson", "csv", "arrows")},
+            **{suffix: f"/datasets/{name}.{suffix}" for suffix in formats.SUFFIXES},
         }
+        also = [p for p in paths_of(request.app.router, name) if p not in links_of.values()]
+        entry["links"] = {**links_of, **({"also": also} if also else {})}
         listing.append(entry)
     return {"datasets": listing}
 
@@ -89,10 +95,10 @@ def _format(
         if media not in supported:
             raise errors.UnprocessableContent(
                 f"format: {requested[:40]!r} is not served here; use one of: "
-                f"{', '.join(formats.names(supported))}",
+                f"{', '.join(negotiation.names(supported))}",
                 field="format",
             )
-    return formats.FORMATS[formats.negotiate(accept, requested, supported)]
+    return formats.FORMATS[negotiation.negotiate(accept, requested, supported)]
 
 
 Endpoint = Callable[..., Awaitable[Response]]
@@ -104,7 +110,7 @@ async def _export(
     sources: Sources,
     user: Principal,
     *,
-    legacy: bool,
+    aliases: Mapping[str, str],
     supported: tuple[str, ...],
     fixed_format: str | None,
     accept: str | None,
@@ -117,7 +123,7 @@ async def _export(
     row_filter = access.row_filter_values(dataset, user)
     identity = access.db_identity(sources.settings, user)
     query = links.without_link_parameters(request.scope["query_string"].decode("latin-1"))
-    selection, requested = params.parse(dataset, query, legacy=legacy)
+    selection, requested = params.parse(dataset, query, aliases=aliases)
     csv_safe = sources.settings.csv_safe if requested.csv_safe is None else requested.csv_safe
     selection = replace(selection, row_filter=row_filter, csv_safe=csv_safe)
     fmt = _format(requested.format or fixed_format, accept, supported)
@@ -135,7 +141,10 @@ async def _export(
     )
 
 
-def _standard(name: str, legacy: bool) -> Endpoint:
+def standard_endpoint(name: str, aliases: Mapping[str, str]) -> Endpoint:
+    """The standard route's endpoint for dataset ``name``; ``aliases``: other names of its
+    parameters (the demo's historical ones)."""
+
     async def standard(
         request: Request,
         sources: ExportSources,
@@ -149,8 +158,8 @@ def _standard(name: str, legacy: bool) -> Endpoint:
             name,
             sources,
             user,
-            legacy=legacy,
-            supported=STANDARD_FORMATS,
+            aliases=aliases,
+            supported=formats.standard(),
             fixed_format=None,
             accept=accept,
             prefer=prefer,
@@ -163,7 +172,12 @@ def _standard(name: str, legacy: bool) -> Endpoint:
     return standard
 
 
-def _stream(name: str, legacy: bool, supported: tuple[str, ...], suffix: str | None) -> Endpoint:
+def stream_endpoint(
+    name: str, aliases: Mapping[str, str], supported: tuple[str, ...], suffix: str | None
+) -> Endpoint:
+    """The stream route's endpoint for ``name``, serving ``supported`` (``suffix``: the
+    format a suffix URL fixes)."""
+
     async def stream(
         request: Request,
         sources: ExportSources,
@@ -178,7 +192,7 @@ def _stream(name: str, legacy: bool, supported: tuple[str, ...], suffix: str | N
             name,
             sources,
             user,
-            legacy=legacy,
+            aliases=aliases,
             supported=supported,
             fixed_format=suffix,
             accept=accept,
@@ -225,68 +239,40 @@ def add_dataset(router: APIRouter, name: str, description: str | None) -> None:
     """``/datasets/{name}``, ``/datasets/{name}/stream`` and ``/datasets/{name}.{suffix}``."""
     tag = f"dataset: {name}"
     detail = f"\n\n{description}" if description else ""
+    streamed, standard = formats.streamed(), formats.standard()
     pairs: list[tuple[str, Endpoint, str, tuple[str, ...], type[Response]]] = [
         (
             f"/datasets/{name}",
-            _standard(name, legacy=False),
+            standard_endpoint(name, {}),
             f"{name}: loaded, then sent in one response (standard)",
-            STANDARD_FORMATS,
+            standard,
             PrebuiltJSONResponse,
         ),
         (
             f"/datasets/{name}/stream",
-            _stream(name, False, STREAM_FORMATS, None),
+            stream_endpoint(name, {}, streamed, None),
             f"{name}: streamed while the query runs",
-            STREAM_FORMATS,
+            streamed,
             StreamingResponse,
         ),
     ]
     for path, endpoint, summary, media, response_class in pairs:
-        _add(router, path, endpoint, summary + detail, tag, name, media, (), response_class)
-    for suffix, media_type in formats.SUFFIXES.items():
-        router.add_api_route(
-            f"/datasets/{name}.{suffix}",
-            _stream(name, False, STREAM_FORMATS, media_type),
-            methods=["GET", "HEAD"],
-            include_in_schema=False,
+        add_operation(
+            router, path, endpoint, summary + detail, tag, name, media, {}, response_class
         )
-
-
-#: The demo's historical data routes (below), all of the ``messages`` dataset.
-DEMO_PATHS = ("/messages", "/standard", "/messages/stream", "/chunked")
-
-
-def add_demo_routes(router: APIRouter) -> None:
-    """The demo's historical URLs, as routes of the ``messages`` dataset."""
-    legacy = tuple(params.LEGACY_NAMES)
-    standard = _standard("messages", legacy=True)
-    stream = _stream("messages", True, DEMO_STREAM_FORMATS, None)
-    routes = (
-        (standard, "Messages, loaded then sent (standard)", STANDARD_FORMATS, PrebuiltJSONResponse),
-        (standard, "Alias of /messages", STANDARD_FORMATS, PrebuiltJSONResponse),
-        (
-            stream,
-            "Messages, streamed from a server-side cursor",
-            DEMO_STREAM_FORMATS,
-            StreamingResponse,
-        ),
-        (stream, "Alias of /messages/stream", DEMO_STREAM_FORMATS, StreamingResponse),
-    )
-    for path, (endpoint, summary, media, response_class) in zip(DEMO_PATHS, routes, strict=True):
-        _add(
-            router,
+    for suffix, media_type in formats.SUFFIXES.items():
+        path = f"/datasets/{name}.{suffix}"
+        endpoint = stream_endpoint(name, {}, streamed, media_type)
+        router.add_api_route(
             path,
             endpoint,
-            summary,
-            "messages (demo)",
-            "messages",
-            media,
-            legacy,
-            response_class,
+            methods=["GET", "HEAD"],
+            include_in_schema=False,
+            openapi_extra={MARKER: {"dataset": name}},
         )
 
 
-def _add(
+def add_operation(
     router: APIRouter,
     path: str,
     endpoint: Endpoint,
@@ -294,10 +280,12 @@ def _add(
     tag: str,
     name: str,
     media: tuple[str, ...],
-    legacy: tuple[str, ...],
+    aliases: Mapping[str, str],
     response_class: type[Response],
 ) -> None:
-    marker = {"dataset": name, "formats": list(media), "legacy": list(legacy)}
+    """A documented data route of dataset ``name`` at ``path`` (GET and HEAD); the marker
+    tells ``openapi.py`` what to complete and ``dataset_at`` whose route it is."""
+    marker = {"dataset": name, "formats": list(media), "aliases": dict(aliases)}
     router.add_api_route(
         path,
         endpoint,
@@ -308,7 +296,30 @@ def _add(
         openapi_extra={MARKER: marker},
         operation_id=f"{name}_{path.strip('/').replace('/', '_').replace('.', '_')}",
     )
-    router.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+    router.add_api_route(
+        path, endpoint, methods=["HEAD"], include_in_schema=False, openapi_extra={MARKER: marker}
+    )
 
 
-__all__ = ["add_dataset", "add_demo_routes", "export", "router"]
+def paths_of(router: Any, name: str) -> list[str]:
+    """Every path of a data route of dataset ``name``, in the order they were added."""
+    out: list[str] = []
+    for route in router.routes:
+        if isinstance(route, APIRoute) and route.openapi_extra:
+            marker = route.openapi_extra.get(MARKER)
+            if marker and marker["dataset"] == name and route.path not in out:
+                out.append(route.path)
+    return out
+
+
+def dataset_at(router: Any, path: str) -> str | None:
+    """The dataset whose data route is at ``path``, or None when no data route is there."""
+    for route in router.routes:
+        if isinstance(route, APIRoute) and route.path == path and route.openapi_extra:
+            marker = route.openapi_extra.get(MARKER)
+            if marker:
+                return str(marker["dataset"])
+    return None
+
+
+__all__ = ["add_dataset", "add_operation", "dataset_at", "export", "paths_of", "router"]

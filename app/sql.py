@@ -227,13 +227,6 @@ def as_binary(dataset: Dataset, selection: Selection) -> Query:
     return _columns(dataset, selection, pgtypes.binary_sql, as_settings=True)
 
 
-def as_key_lines(dataset: Dataset, selection: Selection) -> Query:
-    """The original comparison's ``object_id:{id} \\n`` lines (the demo's ``text`` format),
-    for ``COPY … TO STDOUT``: the first key column of each row."""
-    first = ident(dataset.key[0] if dataset.key else dataset.columns[0].name)
-    return select(dataset, selection, f"'object_id:' || {first} || ' '")
-
-
 def count(dataset: Dataset, selection: Selection) -> Query:
     """Rows matching the selection, at most ``limit``: a plain ``count(*)`` needs no
     ordering, so PostgreSQL may use any scan, and with a limit it stops at that many rows

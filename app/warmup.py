@@ -14,9 +14,8 @@ from functools import partial
 
 import databases
 
-from app import cursor, export
+from app import cursor, export, formats, plan
 from app.datasets import Dataset
-from app.formats import FORMATS
 from app.sql import Selection
 
 logger = logging.getLogger(__name__)
@@ -44,10 +43,10 @@ async def warm_up(db: databases.Database, datasets: dict[str, Dataset], batch_si
         return
     selection = Selection(fields=table.column_names, limit=1)
     count = partial(export.count_headers, dataset=table, selection=selection, mode="estimated")
-    for media_type in export.STREAM_FORMATS:
+    for media_type in formats.streamed():
         try:
-            source, encoder, _ = export.plan(
-                table, selection, FORMATS[media_type], batch_size, row_group_rows=1
+            source, encoder, _ = plan.plan(
+                table, selection, formats.FORMATS[media_type], batch_size, row_group_rows=1
             )
             async with asyncio.timeout(WARM_UP_SECONDS):
                 _, body, cleanup = await cursor.open_stream(db, source, encoder, count)

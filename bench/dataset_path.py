@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from app import auth, cursor, database, datasets, introspection, migrate, quoting, seed, sql
+from app import auth, cursor, database, datasets, demo, introspection, migrate, quoting, sql
 from app.settings import Settings
 from bench import measure as bench
 from bench.report import Sample, machine
@@ -63,8 +63,8 @@ STREAMS = {"ndjson": "application/x-ndjson", "csv": "text/csv", "arrow": ""}
 async def _prepare(url: str, rows: int, wide: bool) -> None:
     conn = await asyncpg.connect(url)
     try:
-        if await seed.count(conn) < rows:
-            await seed.seed(conn, rows)
+        if await demo.count(conn) < rows:
+            await demo.seed(conn, rows)
         if wide:
             await conn.execute(WIDE_SQL)
             if await conn.fetchval("SELECT count(*) FROM bench_wide") != rows:

@@ -18,7 +18,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from app import cursor, datasets, introspection, seed, sql
+from app import cursor, demo, introspection, sql
 from bench import pooler
 from bench.report import MiB, Sample
 
@@ -223,7 +223,7 @@ async def copy_reference(url: str, rows: int, kind: str = "copy") -> Sample:
             size += len(data)
 
         if kind == "csv":
-            described = await introspection.describe_all(conn, datasets.BUILTIN)
+            described = await introspection.describe_all(conn, demo.DECLARATION)
             dataset = described["messages"]
             query = sql.as_csv(dataset, sql.Selection(fields=dataset.column_names, limit=rows))
             async with conn.transaction(isolation="repeatable_read", readonly=True):
@@ -242,8 +242,8 @@ async def copy_reference(url: str, rows: int, kind: str = "copy") -> Sample:
 async def ensure_rows(url: str, rows: int) -> None:
     conn = await asyncpg.connect(url)
     try:
-        if await seed.count(conn) < rows:
-            await seed.seed(conn, rows)
+        if await demo.count(conn) < rows:
+            await demo.seed(conn, rows)
     finally:
         await conn.close()
 

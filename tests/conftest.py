@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
-from app import embedded, migrate, seed
+from app import demo, embedded, migrate
 from tests.support import (
     REPLICA_ROWS,
     SEED_ROWS,
@@ -87,7 +87,7 @@ def db_url(fresh_database: Callable[[str], str]) -> str:
     async def _seed() -> None:
         conn = await asyncpg.connect(url)
         try:
-            await seed.seed(conn, SEED_ROWS)
+            await demo.seed(conn, SEED_ROWS)
         finally:
             await conn.close()
 
@@ -145,7 +145,7 @@ def pair() -> Iterator[Pair]:
         async def fill() -> None:
             conn = await asyncpg.connect(primary_url)
             try:
-                await seed.seed(conn, REPLICA_ROWS)
+                await demo.seed(conn, REPLICA_ROWS)
             finally:
                 await conn.close()
 

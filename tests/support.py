@@ -121,6 +121,7 @@ def start_server(
     log: Path | None = None,
     open_files: int | None = None,
     port: int | None = None,
+    before: str | None = None,
     **env: str,
 ) -> Server:
     """Start ``rowstream serve`` in a subprocess on a free port and wait until it answers.
@@ -129,6 +130,8 @@ def start_server(
     reachability check and migration (to see how the app itself copes). ``log``: write
     the server's output (at level info) to this file. ``open_files``: the process's
     open-file limit, soft and hard. ``port``: listen there (a restart on the same address).
+    ``before``: Python run in the server's process before the CLI starts (what a plugin
+    would do there, e.g. register a format).
     """
     port = port or free_port()
     environment = {
@@ -139,12 +142,18 @@ def start_server(
         **env,
     }
     command = ["uvicorn", "--factory", "app.main:create_app"] if bare else ["app.cli", "serve"]
+    if before is not None:
+        assert not bare
+        command = [
+            "-c",
+            f"{before}\nimport sys\nfrom app.cli import main\nsys.exit(main())",
+            "serve",
+        ]
     output = log.open("wb") if log else None
     process = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            *command,
+            *(command if before is not None else ["-m", *command]),
             "--host",
             "127.0.0.1",
             "--port",

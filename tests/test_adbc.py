@@ -11,11 +11,11 @@ import asyncpg
 import pyarrow as pa
 import pytest
 
-from app import adbc, encoders, export, sql
+from app import adbc, encoders, plan, sql
 from app.cursor import TRANSACTION_SETTINGS, DbIdentity
 from app.datasets import Column, Dataset, Param
 from app.errors import NotRepresentable
-from app.formats import ARROW, FORMATS
+from app.formats import ARROW, FORMATS, RowCounter
 from app.pgtypes import Kind, PgType
 
 INT8 = PgType("int8", "bigint", "bigint", Kind.INTEGER)
@@ -66,11 +66,11 @@ def test_it_is_used_only_where_it_is_safe() -> None:
     assert not adbc.use_for(ITEMS, listed)
     saved = dataset(Column("id", INT8, False), params=(Param("since", TEXT),))
     assert not adbc.use_for(saved, sql.Selection(fields=("id",), params=("x",)))
-    _, encoder, counter = export.plan(
+    _, encoder, counter = plan.plan(
         ITEMS, plain, FORMATS[ARROW], 100, 100, binary=(adbc.DriverPool("postgresql://x"), None)
     )
-    assert type(encoder).__name__ == "ArrowBatches" and counter == "records"
-    _, fallback, _ = export.plan(ITEMS, plain, FORMATS[ARROW], 100, 100, binary=None)
+    assert type(encoder).__name__ == "ArrowBatches" and counter is RowCounter.RECORDS
+    _, fallback, _ = plan.plan(ITEMS, plain, FORMATS[ARROW], 100, 100, binary=None)
     assert type(fallback).__name__ == "ArrowFromCSV"
 
 

@@ -11,7 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
-from app import embedded, migrate, seed
+from app import demo, embedded, migrate
 from tests.support import run, start_server, stop_server
 
 
@@ -39,7 +39,7 @@ def _start(server: Any) -> None:
 async def _prepare(url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
-        await seed.seed(conn, 2000)
+        await demo.seed(conn, 2000)
     finally:
         await conn.close()
 

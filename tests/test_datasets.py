@@ -7,7 +7,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from app import datasets, introspection
+from app import datasets, demo, introspection
 from app.datasets import ConfigError
 from tests.support import run
 
@@ -19,8 +19,8 @@ def _load(tmp_path: Path, text: str) -> datasets.DatasetsFile:
 
 
 def test_no_file_declares_the_demo() -> None:
-    assert datasets.load(None) is datasets.BUILTIN
-    assert list(datasets.BUILTIN.datasets) == ["messages"]
+    assert demo.declared(None) is demo.DECLARATION
+    assert list(demo.DECLARATION.datasets) == ["messages"]
 
 
 def test_the_documented_example_loads(tmp_path: Path) -> None:

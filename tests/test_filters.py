@@ -88,12 +88,12 @@ def test_each_operator_selects_what_postgres_selects(
 def test_an_indexed_filter_is_planned_on_its_index(db_url: str) -> None:
     """``sender_id`` filters on the demo table EXPLAIN to its ``(sender_id, id)`` index:
     the service's own SQL, not a hand-written copy."""
-    from app import datasets, introspection, params, sql
+    from app import demo, introspection, params, sql
 
     async def plan() -> str:
         conn = await asyncpg.connect(db_url)
         try:
-            dataset = (await introspection.describe_all(conn, datasets.BUILTIN))["messages"]
+            dataset = (await introspection.describe_all(conn, demo.DECLARATION))["messages"]
             selection, _ = params.parse(dataset, [("sender_id", "7919"), ("limit", "100")])
             query = sql.as_json(dataset, selection)
             rows = await conn.fetch(f"EXPLAIN {query.sql}", *query.args)

@@ -1,75 +1,125 @@
+"""The format registry: a format is one entry and one encoder. TSV, registered here and
+nowhere else (in the server's process, before the app is built), is served on both
+routes, in HEAD, as a suffix URL, in ``/datasets`` and in the OpenAPI document."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+
+import httpx
 import pytest
 
-from app import formats
-from app.formats import ARROW, CSV, JSON, NDJSON, PARQUET, TEXT
+from app import demo
+from app.formats import FORMATS, RowCounter
+from tests.support import Server, metric, running
 
-ALL = (NDJSON, JSON, CSV, TEXT, ARROW, PARQUET)
+TSV = "text/tab-separated-values"
+
+#: What a plugin would run: no module of the service is touched.
+REGISTER_TSV = """
+from app import encoders, formats, sql
+TAB_COPY = {**sql.CSV_COPY, "delimiter": "\\t"}
+formats.register(
+    formats.Format(
+        "text/tab-separated-values",
+        "tsv",
+        "copy",
+        sql.as_csv,
+        lambda columns, rows: encoders.Passthrough(),
+        formats.RowCounter.CSV_WITH_HEADER,
+        suffixes=("tsv",),
+        buffered=formats.Buffered(TAB_COPY),
+        copy_options=TAB_COPY,
+        description="tab-separated values",
+    )
+)
+"""
+
+
+@pytest.fixture(scope="module")
+def tsv_server(db_url: str) -> Iterator[Server]:
+    with running(db_url, before=REGISTER_TSV) as server:
+        yield server
+
+
+def _rows(body: str, delimiter: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(body), delimiter=delimiter))
+
+
+def test_tsv_is_not_registered_in_the_service() -> None:
+    assert TSV not in FORMATS
+
+
+def test_a_server_without_it_refuses_it(server: Server) -> None:
+    response = httpx.get(
+        f"{server.base_url}/datasets/messages/stream",
+        params={"format": "tsv", "limit": 3},
+        headers=server.headers(),
+    )
+    assert response.status_code == 422
 
 
 @pytest.mark.parametrize(
-    ("accept", "expected"),
-    [
-        (None, NDJSON),
-        ("", NDJSON),
-        ("*/*", NDJSON),
-        ("text/csv", CSV),
-        ("text/*", CSV),
-        ("application/json", JSON),
-        ("application/jsonl", NDJSON),
-        ("text/plain, application/json", TEXT),
-        ("application/json;q=0.5, text/csv", CSV),
-        ("application/json;q=0.9, text/csv;q=0.9", JSON),
-        ("image/png, */*;q=0.1", NDJSON),
-        ("APPLICATION/VND.APACHE.ARROW.STREAM", ARROW),
-    ],
+    "path", ["/datasets/messages", "/datasets/messages/stream", "/datasets/messages.tsv"]
 )
-def test_negotiate_picks_by_weight_then_client_order(accept: str | None, expected: str) -> None:
-    assert formats.negotiate(accept, None, ALL) == expected
+def test_it_is_served_on_both_routes_and_as_a_suffix(tsv_server: Server, path: str) -> None:
+    headers = {**tsv_server.headers(), "Prefer": "count=exact"}
+    params = {"limit": 5} if path.endswith(".tsv") else {"limit": 5, "format": "tsv"}
+    got = httpx.get(f"{tsv_server.base_url}{path}", params=params, headers=headers)
+    assert got.status_code == 200, got.text
+    assert got.headers["content-type"].startswith(TSV)
+    assert got.headers["x-total-count"] == "5"
+    as_csv = httpx.get(
+        f"{tsv_server.base_url}/datasets/messages/stream",
+        params={"limit": 5, "format": "csv"},
+        headers=headers,
+    )
+    assert "\t" in got.text
+    assert _rows(got.text, "\t") == _rows(as_csv.text, ",")
+    assert len(_rows(got.text, "\t")) == 6  # the header and five rows
 
 
-@pytest.mark.parametrize(
-    ("fmt", "expected"),
-    [("csv", CSV), ("JSON", JSON), ("arrow", ARROW), ("jsonl", NDJSON), ("text/plain", TEXT)],
-)
-def test_format_parameter_overrides_accept(fmt: str, expected: str) -> None:
-    assert formats.negotiate("application/json", fmt, ALL) == expected
+def test_the_export_counts_its_rows(tsv_server: Server) -> None:
+    def sent() -> float:
+        return metric(tsv_server, "rowstream_rows_sent_total", format=TSV, dataset="messages")
+
+    before = sent()
+    for path in ("/datasets/messages.tsv", "/datasets/messages"):
+        params = {"limit": 7} if path.endswith(".tsv") else {"limit": 7, "format": "tsv"}
+        got = httpx.get(f"{tsv_server.base_url}{path}", params=params, headers=tsv_server.headers())
+        assert got.status_code == 200
+    assert sent() - before == 14
 
 
-@pytest.mark.parametrize(
-    ("accept", "fmt"), [("image/png", None), ("text/csv;q=0", None), (None, "xml")]
-)
-def test_unservable_requests_are_406_listing_what_is_served(
-    accept: str | None, fmt: str | None
-) -> None:
-    with pytest.raises(formats.NotAcceptable) as caught:
-        formats.negotiate(accept, fmt, (JSON, CSV))
-    assert caught.value.status == 406
-    assert caught.value.extensions["supported"] == [JSON, CSV]
-    assert "application/json" in caught.value.detail
+def test_head_says_what_a_get_would(tsv_server: Server) -> None:
+    for path in ("/datasets/messages.tsv", "/datasets/messages/stream?format=tsv"):
+        got = httpx.head(f"{tsv_server.base_url}{path}", headers=tsv_server.headers())
+        assert got.status_code == 200
+        assert got.headers["content-type"].startswith(TSV)
+        assert got.content == b""
 
 
-@pytest.mark.parametrize(
-    ("asked", "expected"),
-    [
-        ("ndjson", NDJSON),
-        ("jsonl", NDJSON),
-        ("application/jsonlines", NDJSON),
-        ("json", JSON),
-        ("csv", CSV),
-        ("text", TEXT),
-        ("arrow", ARROW),
-        ("arrows", ARROW),
-        ("parquet", PARQUET),
-        ("application/vnd.apache.parquet", PARQUET),
-    ],
-)
-def test_each_name_and_alias_a_client_may_send_picks_its_format(asked: str, expected: str) -> None:
-    assert formats.negotiate(None, asked, ALL) == expected
-    assert formats.negotiate(None, asked.upper(), ALL) == expected
+def test_it_is_listed_in_datasets(tsv_server: Server) -> None:
+    listing = httpx.get(f"{tsv_server.base_url}/datasets", headers=tsv_server.headers()).json()
+    (messages,) = [d for d in listing["datasets"] if d["name"] == "messages"]
+    assert TSV in messages["formats"]["stream"]
+    assert TSV in messages["formats"]["standard"]
+    assert messages["links"]["tsv"] == "/datasets/messages.tsv"
 
 
-def test_the_names_a_route_lists_are_what_it_accepts() -> None:
-    listed = formats.names((JSON, CSV))
-    assert listed == ["application/json", "csv", "json", "text/csv"]
-    for name in listed:
-        assert formats.negotiate(None, name, (JSON, CSV)) in (JSON, CSV)
+def test_it_is_in_the_openapi_document(tsv_server: Server) -> None:
+    document = httpx.get(f"{tsv_server.base_url}/openapi.json", headers=tsv_server.headers()).json()
+    for path in ("/datasets/messages", "/datasets/messages/stream"):
+        operation = document["paths"][path]["get"]
+        assert TSV in operation["responses"]["200"]["content"]
+        (fmt,) = [p for p in operation["parameters"] if p["name"] == "format"]
+        assert "tsv" in fmt["schema"]["enum"]
+
+
+def test_the_demo_registers_its_text_format_itself() -> None:
+    text = demo.TEXT_FORMAT
+    assert FORMATS[text.media_type] is text
+    assert not text.streamed and text.buffered is None
+    assert text.counter is RowCounter.LINES

@@ -72,6 +72,14 @@ class Client:
         listed: list[dict[str, Any]] = response.json()["datasets"]
         return listed
 
+    def dataset_at(self, route: str) -> str | None:
+        """The dataset with a route at ``route`` (a path among its ``links``), if any."""
+        for dataset in self.datasets():
+            for link in dataset.get("links", {}).values():
+                if route == link or (isinstance(link, list) and route in link):
+                    return str(dataset["name"])
+        return None
+
     def key(self, name: str) -> list[str]:
         if name not in self._keys:
             for dataset in self.datasets():

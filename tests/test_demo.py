@@ -1,7 +1,7 @@
 import asyncpg
 import pytest
 
-from app import migrate, seed
+from app import demo, migrate
 from tests import expected
 
 pytestmark = pytest.mark.anyio
@@ -33,8 +33,8 @@ def seed_url(fresh_database) -> str:  # type: ignore[no-untyped-def]
 async def _seed_and_count(url: str, rows: int) -> int:
     conn = await asyncpg.connect(url)
     try:
-        await seed.seed(conn, rows)
-        return await seed.count(conn)
+        await demo.seed(conn, rows)
+        return await demo.count(conn)
     finally:
         await conn.close()
 
