@@ -32,6 +32,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from app.settings import default
+
 #: Scheme words accepted before the token in ``Authorization`` (case-insensitive).
 SCHEMES = ("bearer", "jwt")
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
@@ -61,11 +63,11 @@ class Policy:
 
     audience: str | None = None
     issuer: str | None = None
-    max_ttl_seconds: float = 24 * 3600
-    leeway_seconds: float = 30
-    max_length: int = 4096
+    max_ttl_seconds: float = field(default_factory=lambda: default("jwt_max_ttl_seconds"))
+    leeway_seconds: float = field(default_factory=lambda: default("jwt_leeway_seconds"))
+    max_length: int = field(default_factory=lambda: default("jwt_max_length"))
     #: The claim holding the caller's roles: a list of strings, or one space-separated.
-    roles_claim: str = "roles"
+    roles_claim: str = field(default_factory=lambda: default("jwt_roles_claim"))
 
 
 @dataclass(frozen=True)

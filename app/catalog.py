@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 class Catalog:
-    def __init__(self, config: DatasetsFile, ready_cache_seconds: float = 5.0) -> None:
+    def __init__(self, config: DatasetsFile, ready_cache_seconds: float) -> None:
         self.config = config
         self.ready_cache_seconds = ready_cache_seconds
         self.names = tuple(config.datasets)

@@ -54,7 +54,7 @@ class Database(databases.Database):
     (connections, transactions, queries) is ``databases`` as before.
     """
 
-    def __init__(self, url: str, *, acquire_timeout: float = 5.0, **options: Any) -> None:
+    def __init__(self, url: str, *, acquire_timeout: float, **options: Any) -> None:
         super().__init__(url, **options)
         self.acquire_timeout = acquire_timeout
         self._dsn = url

@@ -25,7 +25,7 @@ import httpx
 from app import auth
 from app.auth import Key, Policy, Principal
 from app.limits import JWKS_FETCH_SECONDS, MAX_JWKS_BYTES, UNKNOWN_KEY_WAIT_SECONDS
-from app.settings import Settings
+from app.settings import Settings, default
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +37,20 @@ class Verifier:
         policy: Policy,
         *,
         url: str | None = None,
-        cache_seconds: float = 300.0,
-        refresh_min_seconds: float = 30.0,
+        cache_seconds: float | None = None,
+        refresh_min_seconds: float | None = None,
     ) -> None:
         self.static = static
         self.policy = policy
         self.url = url
-        self.cache_seconds = cache_seconds
-        self.refresh_min_seconds = refresh_min_seconds
+        self.cache_seconds: float = (
+            default("jwt_jwks_cache_seconds") if cache_seconds is None else cache_seconds
+        )
+        self.refresh_min_seconds: float = (
+            default("jwt_jwks_refresh_min_seconds")
+            if refresh_min_seconds is None
+            else refresh_min_seconds
+        )
         self.fetched: list[Key] = []
         self.fetched_at = float("-inf")
         self.attempted_at = float("-inf")

@@ -15,6 +15,9 @@ MAX_LIST_CHARS = 16_384
 MAX_IN_VALUES = 1000
 #: Longest path and query ``POST /links`` signs.
 MAX_LINK_URL_CHARS = 8192
+#: Seconds a signed link lives when ``POST /links`` names none (``LINK_MAX_TTL_SECONDS``
+#: caps any).
+DEFAULT_LINK_TTL_SECONDS = 600
 
 # --- secrets and keys ---------------------------------------------------------------------
 #: Secrets shorter than this are refused (RFC 7518 §3.2: an HS256 key must be at least as

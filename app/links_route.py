@@ -23,6 +23,7 @@ from starlette.requests import ClientDisconnect
 from app import access, links
 from app.deps import AppSettings, CurrentUser, Datasets, LinkKey, ReadDb
 from app.errors import NotFound, RequestTimeout, ServiceUnavailable, UnprocessableContent
+from app.limits import DEFAULT_LINK_TTL_SECONDS, MAX_LINK_URL_CHARS
 from app.routes import dataset_at
 from app.settings import Settings
 
@@ -32,12 +33,12 @@ router = APIRouter()
 class LinkRequest(BaseModel):
     url: str = Field(
         pattern=r"^/([^/].*)?$",  # a path (not "//host": that names another server)
-        max_length=8192,
+        max_length=MAX_LINK_URL_CHARS,
         description="The path and query of a data route",
         examples=["/datasets/messages.csv?limit=10"],
     )
     ttl_seconds: int = Field(
-        default=600,
+        default=DEFAULT_LINK_TTL_SECONDS,
         ge=1,
         description="Seconds the link lives: at most LINK_MAX_TTL_SECONDS and the token's own "
         "remaining life (a longer one is shortened: `expires_at` says when it ends)",

@@ -22,9 +22,10 @@ from app.auth import Principal
 from app.datasets import Dataset
 from app.deps import current_principal
 from app.errors import Unauthorized
-from app.limits import MAX_VALUE_LENGTH
+from app.limits import INT8, MAX_VALUE_LENGTH
 from app.operators import operators_for
 from app.params import DOWNLOAD_VALUES
+from app.settings import default
 
 MARKER = "x-rowstream-dataset"
 
@@ -96,14 +97,16 @@ def responses(dataset: Dataset, media_types: tuple[str, ...]) -> dict[str, Any]:
         "422": {
             "description": "Invalid or unknown parameter",
             "content": _problem(
-                422, "Unprocessable Content", "limit: must be between 1 and 9223372036854775807"
+                422, "Unprocessable Content", f"limit: must be between 1 and {INT8}"
             ),
         },
         "431": {
             "description": "The request's head (request line and headers) is over "
-            "`MAX_HEADER_BYTES` (64 KiB)",
+            f"`MAX_HEADER_BYTES` (by default {default('max_header_bytes'):,} bytes)",
             "content": _problem(
-                431, "Request Header Fields Too Large", "the request's headers exceed 65,536 bytes"
+                431,
+                "Request Header Fields Too Large",
+                f"the request's headers exceed {default('max_header_bytes'):,} bytes",
             ),
         },
         "503": {
@@ -132,7 +135,7 @@ def parameters(
         ),
         _query(
             "limit",
-            {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+            {"type": "integer", "minimum": 1, "maximum": INT8},
             "At most this many rows. Default: all.",
             example=100,
         ),

@@ -13,7 +13,7 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, field_validator
@@ -339,3 +339,9 @@ def _read_or_create_secret(path: Path) -> str:
         finally:
             tmp.unlink()
     return path.read_text().strip()
+
+
+def default(name: str) -> Any:
+    """A setting's default, for the classes that take it from their caller but may be made
+    without one (a test's ``Policy()``): the settings are the one source of defaults."""
+    return Settings.model_fields[name].default

@@ -3,7 +3,7 @@ PostgreSQL's plain ``COPY`` of the same table measured in the same round.
 
 Each round starts a fresh server process (so the first stream's first byte is that of a
 fresh process, and memory is measured from its idle level), then streams the whole
-dataset as NDJSON, CSV and Arrow, and takes two references on a direct connection:
+dataset as NDJSON, CSV, Arrow and Parquet, and takes two references on a direct connection:
 ``COPY (SELECT * FROM t ORDER BY key) TO STDOUT (FORMAT csv)`` (plain) and the very
 ``COPY`` statement the CSV format runs. ``--wide`` adds a 20-column table of mixed types;
 ``--baseline DIR`` also measures the server of another checkout (e.g. the build before
@@ -57,7 +57,12 @@ FROM generate_series(1::bigint, $1::bigint) AS i
 #: The bench's datasets and their tables.
 TABLES = {"messages": "messages", "wide": "bench_wide"}
 
-STREAMS = {"ndjson": "application/x-ndjson", "csv": "text/csv", "arrow": ""}
+STREAMS = {
+    "ndjson": "application/x-ndjson",
+    "csv": "text/csv",
+    "arrow": "application/vnd.apache.arrow.stream",
+    "parquet": "application/vnd.apache.parquet",
+}
 
 
 async def _prepare(url: str, rows: int, wide: bool) -> None:
@@ -122,8 +127,8 @@ def _fresh_server(url: str, secret: str, cwd: Path | None, **env: str) -> Iterat
 
 def _scenario(label: str, path: str, fmt: str, rows: int) -> bench.Scenario:
     """The format travels in ``Accept``, which both builds understand."""
-    accept = STREAMS[fmt] or "application/vnd.apache.arrow.stream"
-    count = b"" if fmt == "arrow" else b"\n"
+    accept = STREAMS[fmt]
+    count = b"" if fmt in ("arrow", "parquet") else b"\n"
     return bench.Scenario(
         label, path, rows, (("Accept", accept),), count, extra_lines=1 if fmt == "csv" else 0
     )
