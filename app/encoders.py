@@ -1,13 +1,15 @@
-"""Pure functions from a batch of rows to the bytes sent on the wire.
+"""Encoders: from the batches of an export's source to the bytes sent on the wire.
 
 PostgreSQL renders each row as JSON text (``pgtypes.json_sql``), so the JSON encoders only
 join: no per-row dicts, no per-value Python conversions. A batch is the list of records
-one cursor fetch returned (for JSON formats: one JSON text per record), or raw ``COPY``
-output for the buffered endpoint.
+one cursor fetch returned (for JSON formats: one JSON text per record), raw ``COPY``
+output (CSV passed through, or the text ``ArrowFromCSV`` parses), or Arrow batches from
+the ADBC driver (``ArrowBatches``); ``BufferedBody`` builds the standard route's body.
 
 A streamed format is an ``Encoder``: ``start()`` once, ``batch()`` per fetch, ``end()``
 once, each returning the bytes to send. Only a complete stream ends with ``end()``'s
-bytes, so for the JSON array and Arrow a truncated download is never a valid document.
+bytes, so for the JSON array, Arrow and Parquet a truncated download is never a valid
+document.
 """
 
 from __future__ import annotations

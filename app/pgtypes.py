@@ -5,12 +5,17 @@ Every rendering is SQL that PostgreSQL evaluates, so no per-row Python object is
 for JSON or CSV. One ``Kind`` per family of types; a type we do not know travels as the
 text PostgreSQL prints for it (``inet``, ``interval``, ranges…), in every format.
 
-The contract (tested in ``tests/test_pgtypes.py`` against PostgreSQL itself):
+The contract (``tests/test_pgtypes.py`` and ``tests/test_pgtypes_properties.py`` check it
+against PostgreSQL itself):
 
-- JSON: each value parses to what ``row_to_json`` gives for it (``TimeZone`` UTC);
-- CSV: the text of that JSON value (strings unquoted, ``true``/``false``, RFC 3339
-  timestamps, arrays and json as JSON text); NULL is COPY's unquoted empty field;
-- Arrow: a typed column (``arrow_type``; the README's table).
+- JSON (``json_sql``): each value parses to what ``row_to_json`` gives for it (``TimeZone``
+  UTC);
+- CSV (``csv_sql``): the text of that JSON value (strings unquoted, ``true``/``false``,
+  RFC 3339 timestamps, arrays and json as JSON text); NULL is COPY's unquoted empty field;
+- Arrow: a typed column of ``arrow_type`` (the README's table), whichever source the plan
+  picks: the ADBC driver's binary COPY of ``binary_sql``, COPY text parsed by Arrow
+  (``arrow_from_copy_text``), or cursor records of ``arrow_sql``; ``arrow_guard`` refuses,
+  in every one, what Arrow cannot hold.
 """
 
 from __future__ import annotations
