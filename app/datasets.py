@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from app import pgtypes
 from app.operators import operators_for
 from app.pgtypes import PgType
 
@@ -51,6 +52,9 @@ class DatasetConfig(BaseModel):
     description: str | None = None
     #: A saved query's named parameters and their PostgreSQL types.
     params: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_]\w*$")], str] = {}
+    #: A saved query's columns cast to these types (``{ temp = "numeric(6,2)" }``): what
+    #: PostgreSQL cannot tell of an expression (a numeric's precision, which Arrow needs).
+    types: dict[Identifier, str] = {}
     #: A caller's token must carry one of these roles (``JWT_ROLES_CLAIM``); default: any.
     roles: list[Annotated[str, StringConstraints(min_length=1)]] | None = None
     #: ``{ column = "claim:NAME" }``: every export adds ``column = <the claim's value>``.
@@ -62,6 +66,8 @@ class DatasetConfig(BaseModel):
             raise ValueError("give exactly one of 'table' or 'query'")
         if self.params and self.query is None:
             raise ValueError("'params' belong to a 'query' dataset")
+        if self.types and self.query is None:
+            raise ValueError("'types' belong to a 'query' dataset (a table's are its own)")
         if self.key is not None and not self.key:
             raise ValueError("'key' names at least one column")
         if self.roles is not None and not self.roles:
@@ -172,6 +178,8 @@ def summary(dataset: Dataset) -> dict[str, Any]:
                 "type": c.type.display,
                 "kind": c.type.kind.value,
                 "nullable": c.nullable,
+                #: Why Arrow and Parquet carry the column as text, or None: typed.
+                "arrow_as_text": pgtypes.arrow_text_reason(c.type),
             }
             for c in dataset.columns
         ],

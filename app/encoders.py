@@ -90,6 +90,32 @@ class JSONArrayEncoder:
 ARROW_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 
 
+def zero_under_nulls(column: Any) -> Any:
+    """``column`` with zeros in the value slots of its NULLs.
+
+    Arrow leaves what lies under a NULL undefined, and the builders do not all clear it:
+    the same export sent different bytes under a NULL ``real`` from one request to the
+    next (what was in that memory before, which must never reach a client). Only
+    fixed-width columns carry a value slot under a NULL; the rest are returned as they are.
+    """
+    import pyarrow as pa
+
+    kind = column.type
+    if column.null_count == 0 or not (pa.types.is_primitive(kind) or pa.types.is_decimal(kind)):
+        return column
+    if column.offset:
+        column = pa.concat_arrays([column])  # from offset 0, as the validity bits below
+    if pa.types.is_boolean(kind):
+        zero = pa.scalar(False)
+    else:
+        zero = pa.Array.from_buffers(kind, 1, [None, pa.py_buffer(bytes(kind.bit_width // 8))])[0]
+    values = column.fill_null(zero)
+    valid = column.is_valid()
+    return pa.Array.from_buffers(
+        kind, len(column), [valid.buffers()[1], values.buffers()[1]], null_count=column.null_count
+    )
+
+
 class ArrowEncoder:
     """Arrow IPC stream: the schema, one record batch per cursor batch, end-of-stream.
 
@@ -129,7 +155,10 @@ class ArrowEncoder:
         return self.arrow(self.record_batch(rows))
 
     def arrow(self, batch: Any) -> bytes:
-        """One record batch, already built, as its IPC message."""
+        """One record batch, already built, as its IPC message (zeros under its NULLs)."""
+        if any(c.null_count for c in batch.columns):
+            columns = [zero_under_nulls(c) for c in batch.columns]
+            batch = self._pa.RecordBatch.from_arrays(columns, schema=batch.schema)
         return bytes(batch.serialize().to_pybytes())
 
     def end(self) -> bytes:

@@ -176,10 +176,55 @@ async def _query(
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"dataset {name!r}: the query returns {duplicates} more than once")
-    types = await _types(conn, [(a.type.oid, -1) for a in attributes])
+    _pick(name, "types", list(config.types), names)
+    wanted = [(a.type.oid, -1) for a in attributes]
+    for i, column in enumerate(names):
+        if column in config.types:
+            wanted[i] = await _declared_type(conn, name, column, config.types[column])
+    types = await _types(conn, wanted)
     columns = [Column(a.name, t, True) for a, t in zip(attributes, types, strict=True)]
     params = [Param(p, t) for p, t in zip(config.params, param_types, strict=True)]
-    return f"({sql})", columns, params
+    if not config.types:
+        return f"({sql})", columns, params
+    cast = [
+        f"{ident(c.name)}::{c.type.display} AS {ident(c.name)}"
+        if c.name in config.types
+        else ident(c.name)
+        for c in columns
+    ]
+    return f"(SELECT {', '.join(cast)} FROM ({sql}) AS _q)", columns, params
+
+
+#: A declared type: a name (``timestamptz``, ``double precision``, ``public.mood``) and,
+#: for a numeric, its precision and scale.
+_DECLARED_TYPE = re.compile(r"^\s*([A-Za-z_][\w. ]*?)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?\s*$")
+
+
+async def _declared_type(
+    conn: asyncpg.Connection, name: str, column: str, text: str
+) -> tuple[int, int]:
+    """The (oid, typmod) of a type declared in ``types``; PostgreSQL resolves the name
+    and renders the cast (``format_type``), so nothing of the file reaches SQL as it is."""
+    where = f"dataset {name!r}, key 'types', column {column!r}"
+    match = _DECLARED_TYPE.match(text)
+    if match is None:
+        raise ConfigError(f'{where}: {text[:60]!r} is not a type (e.g. "numeric(10,2)")')
+    try:
+        oid = await conn.fetchval("SELECT to_regtype($1)::oid", match[1])
+    except asyncpg.PostgresError:
+        oid = None
+    if oid is None:
+        raise ConfigError(f"{where}: no type {match[1]!r} in the database")
+    if match[2] is None:
+        return oid, -1
+    precision, scale = int(match[2]), int(match[3] or 0)
+    base = await conn.fetchval("SELECT typname FROM pg_type WHERE oid = $1", oid)
+    if base != "numeric" or not 1 <= precision <= 1000 or not 0 <= scale <= precision:
+        raise ConfigError(
+            f"{where}: {text!r}: only numeric takes (precision, scale) here, "
+            "with 1 <= precision <= 1000 and 0 <= scale <= precision"
+        )
+    return oid, ((precision << 16) | scale) + 4
 
 
 def _pick(name: str, key: str, wanted: list[str], available: list[str]) -> None:

@@ -241,6 +241,22 @@ def arrow_is_text(pgtype: PgType) -> bool:
     return kind in (Kind.UUID, Kind.JSON, Kind.JSONB, Kind.ENUM, Kind.OTHER)
 
 
+def arrow_text_reason(pgtype: PgType) -> str | None:
+    """Why the Arrow column carries the value's text (``GET /datasets`` says), or None."""
+    if not arrow_is_text(pgtype):
+        return None
+    if pgtype.kind is Kind.NUMERIC:
+        if pgtype.precision is None:
+            return (
+                "a numeric without a precision has no exact Arrow decimal (a saved query may "
+                'declare one: types = { column = "numeric(p,s)" })'
+            )
+        return "a numeric of more than 38 digits is wider than Arrow's decimal128"
+    if pgtype.kind is Kind.ARRAY:
+        return "only arrays of integers, floats, booleans and text are Arrow lists"
+    return f"Arrow has no type for {pgtype.display}: PostgreSQL's text of it"
+
+
 #: Values with no Arrow form, by kind: a multi-dimensional array (Arrow lists have one
 #: dimension; the ADBC driver would read it as one flat list), ±infinity, and timestamps
 #: past the end of Arrow's int64 microseconds (294247-01-10; the driver would overflow):

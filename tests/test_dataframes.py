@@ -15,9 +15,11 @@ server: the rows they read are the database's rows (count and values).
 from __future__ import annotations
 
 import io
+import math
 import pathlib
+import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
@@ -29,7 +31,7 @@ import pyarrow as pa
 import pytest
 
 from rowstream.client import ResponseFile
-from tests.support import Server, run
+from tests.support import Server, run, serving
 
 ROWS = 2_000
 #: The columns compared with the database, as each tool reads them.
@@ -156,3 +158,62 @@ def test_pyarrow_reads_the_arrow_stream_as_it_arrives(
     assert table.num_rows == ROWS
     got = zip(*(table.column(c).to_pylist() for c in COLUMNS), strict=True)
     assert _normalise(got) == _normalise(iter(expected))
+
+
+ORDERS = '''
+[datasets.orders]
+query = """
+SELECT * FROM (VALUES
+    (1, 'a', timestamptz '2024-01-01 00:00:01+00', date '2024-01-01'),
+    (2, '', timestamptz '2024-01-01 00:00:01.25+00', NULL::date),
+    (3, NULL, NULL::timestamptz, date '2024-01-03')
+) AS v(id, note, placed_at, due)
+"""
+key = ["id"]
+'''
+
+#: NULL and '' apart, a timestamp with its fraction, dates and their NULL.
+ORDERS_ROWS = [
+    (1, "a", datetime(2024, 1, 1, 0, 0, 1, tzinfo=UTC), date(2024, 1, 1)),
+    (2, "", datetime(2024, 1, 1, 0, 0, 1, 250000, tzinfo=UTC), None),
+    (3, None, None, date(2024, 1, 3)),
+]
+
+
+def _plain(value: Any) -> Any:
+    """A cell as Python: None for every kind of missing, aware datetimes in UTC, dates."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        value = value.to_pydatetime()
+    if isinstance(value, datetime):
+        assert value.tzinfo is not None, "a timestamptz read without its time zone"
+        return value.astimezone(UTC)
+    return value.item() if hasattr(value, "item") else value
+
+
+def _readme_block(first_line: str) -> str:
+    text = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    (block,) = [b for b in blocks if b.startswith(first_line)]
+    return block
+
+
+def test_the_readmes_exact_value_recipes_as_written(zoo_url: str, tmp_path: pathlib.Path) -> None:
+    """Each tool's reader, with the options the README gives, reads NULL apart from '' and
+    timestamps and dates as such, as the database holds them."""
+    block = _readme_block("# Exact values in each tool")
+    with serving(zoo_url, ORDERS, tmp_path) as server:
+        con = _duckdb(server)
+        scope: dict[str, Any] = {"token": server.token(), "con": con}
+        exec(block.replace("http://127.0.0.1:8000", server.base_url), scope)
+    columns = ["id", "note", "placed_at", "due"]
+    for name in ("orders", "orders_csv", "orders_json", "orders_pl", "orders_duck"):
+        frame = scope[name]
+        if isinstance(frame, pl.DataFrame):
+            rows = list(frame.select(columns).iter_rows())
+        else:
+            rows = list(frame[columns].astype(object).itertuples(index=False, name=None))
+        assert [tuple(map(_plain, r)) for r in rows] == ORDERS_ROWS, name

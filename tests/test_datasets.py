@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import asyncpg
+import httpx
+import pyarrow as pa
 import pytest
 
-from app import datasets, demo, introspection
+from app import datasets, demo, introspection, pgtypes
 from app.datasets import ConfigError
-from tests.support import run
+from tests.support import run, serving
 
 
 def _load(tmp_path: Path, text: str) -> datasets.DatasetsFile:
@@ -111,6 +114,11 @@ async def _describe(url: str, config: dict[str, object]) -> dict[str, datasets.D
         ({"query": "SELECT nope FROM zoo"}, "key 'query': column \"nope\" does not exist"),
         ({"query": "SELECT 1 AS a, 2 AS a"}, "returns ['a'] more than once"),
         ({"query": "SELECT :x AS a", "params": {"x": "nosuchtype"}}, "key 'query'"),
+        ({"query": "SELECT 1 AS a", "types": {"b": "int8"}}, "key 'types': no column 'b'"),
+        ({"query": "SELECT 1 AS a", "types": {"a": "nosuchtype"}}, "no type 'nosuchtype'"),
+        ({"query": "SELECT 1 AS a", "types": {"a": "int8; DROP TABLE zoo"}}, "is not a type"),
+        ({"query": "SELECT 1 AS a", "types": {"a": "text(4)"}}, "only numeric takes"),
+        ({"query": "SELECT 1 AS a", "types": {"a": "numeric(4,5)"}}, "scale <= precision"),
     ],
 )
 def test_the_catalog_contradicting_a_declaration_is_one_line(
@@ -138,3 +146,69 @@ def test_columns_exclude_and_filters_shape_what_is_exposed(zoo_url: str) -> None
     assert d.filters == ("t",)
     assert d.key == ("id",)
     assert d.by_name["id"].nullable is False and d.by_name["t"].nullable is True
+
+
+def test_a_saved_querys_declared_types_are_cast_and_described(zoo_url: str) -> None:
+    config = {
+        "query": "SELECT n, n::numeric / 7 AS ratio, day FROM events WHERE n <= 3",
+        "types": {"ratio": "numeric(8, 3)", "day": "timestamptz"},
+    }
+    d = run(_describe(zoo_url, config))["d"]
+    ratio = d.by_name["ratio"].type
+    assert (ratio.display, ratio.precision, ratio.scale) == ("numeric(8,3)", 8, 3)
+    assert d.by_name["day"].type.display == "timestamp with time zone"
+    assert pgtypes.arrow_text_reason(ratio) is None
+    undeclared = run(_describe(zoo_url, {"query": config["query"]}))["d"].by_name["ratio"].type
+    assert "without a precision" in (pgtypes.arrow_text_reason(undeclared) or "")
+
+    async def rows() -> list[tuple[object, ...]]:
+        conn = await asyncpg.connect(zoo_url)
+        try:
+            got = await conn.fetch(f"SELECT ratio, day FROM {d.source} AS _t ORDER BY n")
+            return [tuple(r) for r in got]
+        finally:
+            await conn.close()
+
+    got = run(rows())
+    assert [str(r[0]) for r in got] == ["0.143", "0.286", "0.429"]
+    assert all(isinstance(r[1], datetime.datetime) and r[1].tzinfo for r in got)
+
+
+def test_types_belong_to_saved_queries(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'types' belong to a 'query' dataset"):
+        _load(tmp_path, '[datasets.t]\ntable = "t"\ntypes = { a = "int8" }\n')
+
+
+RATIOS = """
+[datasets.ratios]
+query = "SELECT n, n::numeric / 7 AS ratio FROM events WHERE n <= 3"
+key = ["n"]
+types = { ratio = "numeric(8,3)" }
+
+[datasets.raw_ratios]
+query = "SELECT n, n::numeric / 7 AS ratio FROM events WHERE n <= 3"
+key = ["n"]
+"""
+
+
+def test_declared_types_reach_arrow_and_datasets_says_what_travels_as_text(
+    zoo_url: str, tmp_path: Path
+) -> None:
+    with serving(zoo_url, RATIOS, tmp_path) as server:
+        listing = httpx.get(f"{server.base_url}/datasets", headers=server.headers()).json()
+        columns = {
+            d["name"]: {c["name"]: c["arrow_as_text"] for c in d["columns"]}
+            for d in listing["datasets"]
+        }
+        assert columns["ratios"] == {"n": None, "ratio": None}
+        assert "without a precision" in columns["raw_ratios"]["ratio"]
+        body = httpx.get(f"{server.base_url}/datasets/ratios.arrows", headers=server.headers())
+        table = pa.ipc.open_stream(body.content).read_all()
+        assert table.schema.field("ratio").type == pa.decimal128(8, 3)
+        assert [str(v) for v in table.column("ratio").to_pylist()] == ["0.143", "0.286", "0.429"]
+        ndjson = httpx.get(f"{server.base_url}/datasets/ratios.ndjson", headers=server.headers())
+        assert [line.split('"ratio":')[1] for line in ndjson.text.splitlines()] == [
+            "0.143}",
+            "0.286}",
+            "0.429}",
+        ]

@@ -111,3 +111,24 @@ def test_a_refused_size_stops_the_body_before_the_chunk_is_kept() -> None:
     with pytest.raises(MemoryError):
         anyio.run(builder.write, b"678901")
     assert builder.finish() == b"12345"
+
+
+def test_no_memory_under_a_null_reaches_the_wire() -> None:
+    """Arrow leaves a NULL's value slot undefined: what the builder's memory held before."""
+    import struct
+
+    import pyarrow as pa
+
+    from app.encoders import zero_under_nulls
+
+    garbage = struct.pack("<3f", 1.5, 123.25, 2.0)  # the middle value is under a NULL
+    validity = pa.py_buffer(bytes([0b101]))
+    column = pa.Array.from_buffers(pa.float32(), 3, [validity, pa.py_buffer(garbage)], 1)
+    cleared = zero_under_nulls(column)
+    assert cleared.to_pylist() == [1.5, None, 2.0]
+    assert bytes(cleared.buffers()[1])[:12] == struct.pack("<3f", 1.5, 0.0, 2.0)
+    sliced = zero_under_nulls(column.slice(1))
+    assert sliced.to_pylist() == [None, 2.0]
+    assert bytes(sliced.buffers()[1])[:8] == struct.pack("<2f", 0.0, 2.0)
+    text = pa.array(["a", None])
+    assert zero_under_nulls(text) is text

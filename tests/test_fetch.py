@@ -48,6 +48,16 @@ def test_fetch_reports_http_errors_in_one_line(server: Server, tmp_path: Path) -
     assert done.stderr.strip().splitlines()[-1].startswith("rowstream fetch: HTTP 401")
 
 
+def test_a_refused_fetch_leaves_an_existing_file_as_it_was(server: Server, tmp_path: Path) -> None:
+    kept = tmp_path / "yesterday.csv"
+    kept.write_bytes(b"id\n1\n")
+    for token in ("not-a-token", None):
+        url = f"{server.base_url}/datasets/messages.csv?limit=nope"  # 422 with a token
+        done = rowstream_fetch(url, "-o", str(kept), token=token or server.token())
+        assert done.returncode == 1
+        assert kept.read_bytes() == b"id\n1\n"
+
+
 @pytest.mark.parametrize("fmt", ["ndjson", "csv"])
 def test_resume_after_the_server_is_killed_mid_download(
     db_url: str, tmp_path: Path, fmt: str

@@ -389,9 +389,18 @@ def test_the_dataset_list_describes_each_dataset(zoo_server: Server) -> None:
     assert list(by_name) == ["zoo", "stamps", "order_items", "events_view", "daily", "unordered"]
     zoo = by_name["zoo"]
     assert zoo["key"] == ["id"] and zoo["description"] == "Every supported type"
-    n52 = {"name": "n52", "type": "numeric(5,2)", "kind": "numeric", "nullable": True}
+    n52 = {
+        "name": "n52",
+        "type": "numeric(5,2)",
+        "kind": "numeric",
+        "nullable": True,
+        "arrow_as_text": None,
+    }
     assert n52 in zoo["columns"]
-    assert {"name": "id", "type": "integer", "kind": "integer", "nullable": False} in zoo["columns"]
+    id_column = {"name": "id", "type": "integer", "kind": "integer", "nullable": False}
+    assert {**id_column, "arrow_as_text": None} in zoo["columns"]
+    j = next(c for c in zoo["columns"] if c["name"] == "j")
+    assert j["arrow_as_text"] == "Arrow has no type for json: PostgreSQL's text of it"
     # which operators each filter takes, as the query-string parser decides
     assert zoo["operators"]["id"] == ["eq", "ne", "gt", "gte", "lt", "lte", "in", "isnull"]
     assert "prefix" in zoo["operators"]["t"] and zoo["operators"]["j"] == ["isnull"]

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import httpx
 
@@ -132,8 +132,8 @@ def write(
             if limit is not None and kept:
                 query["limit"] = str(limit - kept)
             tally = _Tally(kept=kept)
-            with path.open("ab" if appending else "wb") as out:
-                _response(client, route, query, media, out, header, tally, progress)
+            opener = _opener(path, append=appending)
+            _response(client, route, query, media, opener, header, tally, progress)
             return Download(rows=tally.received(counted), bytes=path.stat().st_size)
         except RETRYABLE as exc:
             failures += 1
@@ -186,6 +186,13 @@ class _Tally:
         return self.kept + self.rows if counted else None
 
 
+def _opener(path: Path, *, append: bool) -> Callable[[], BinaryIO]:
+    """Opens ``path`` when called: to append to it, or to replace what it holds."""
+    if append:
+        return lambda: path.open("ab")
+    return lambda: path.open("wb")
+
+
 def _int_or_none(text: str | None) -> int | None:
     try:
         return int(text) if text is not None else None
@@ -209,14 +216,15 @@ def _response(
     route: str,
     query: dict[str, str],
     media: str,
-    out: Any,
+    open_out: Callable[[], BinaryIO],
     header: bytes | None,
     tally: _Tally,
     progress: Progress | None,
 ) -> None:
-    """One request: its body appended to ``out`` (the CSV header skipped when ``header``
-    is already there), its rows counted in ``tally`` and checked against its
-    ``X-Total-Count``."""
+    """One request: its body written to the file ``open_out`` opens (the CSV header
+    skipped when ``header`` is already there), its rows counted in ``tally`` and checked
+    against its ``X-Total-Count``. The file is opened only once the response is known to
+    be the export asked for: a refusal leaves an existing file as it was."""
 
     with client.stream(route, query, media) as r:
         sent = r.headers.get("content-type", "").split(";")[0].strip()
@@ -230,28 +238,29 @@ def _response(
         header_lines = 1 if media == CSV and header is None else 0
         pending = b""
         ended, written, in_quotes = 0, 0, False
-        for chunk in r.iter_bytes():
-            if skipping:
-                pending += chunk
-                head, newline, chunk = pending.partition(b"\n")
-                if not newline:
-                    continue
-                if head + newline != header:
-                    raise ClientError("cannot resume: the CSV columns differ from the file's")
-                skipping = False
-            out.write(chunk)
-            written += len(chunk)
-            if media == CSV:
-                n, in_quotes = csv_records(chunk, in_quotes)
-                ended += n
-            elif media in LINE_FORMATS:
-                ended += chunk.count(b"\n")
-            tally.rows = max(ended - header_lines, 0)
-            if progress is not None:
-                if media in LINE_FORMATS:
-                    progress(tally.kept + tally.rows, tally.total)
-                else:
-                    progress(written, None)
+        with open_out() as out:
+            for chunk in r.iter_bytes():
+                if skipping:
+                    pending += chunk
+                    head, newline, chunk = pending.partition(b"\n")
+                    if not newline:
+                        continue
+                    if head + newline != header:
+                        raise ClientError("cannot resume: the CSV columns differ from the file's")
+                    skipping = False
+                out.write(chunk)
+                written += len(chunk)
+                if media == CSV:
+                    n, in_quotes = csv_records(chunk, in_quotes)
+                    ended += n
+                elif media in LINE_FORMATS:
+                    ended += chunk.count(b"\n")
+                tally.rows = max(ended - header_lines, 0)
+                if progress is not None:
+                    if media in LINE_FORMATS:
+                        progress(tally.kept + tally.rows, tally.total)
+                    else:
+                        progress(written, None)
     if expected is not None and tally.rows != expected:
         raise IncompleteExport(
             f"received {tally.kept + tally.rows:,} of {tally.total:,} rows",
