@@ -22,7 +22,7 @@ import databases
 
 from app import embedded
 from app.errors import ServiceUnavailable
-from app.settings import Settings
+from app.settings import Settings, default
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,9 @@ async def raw_connection(
     pool or an unreachable server answers 503 instead of hanging the request.
     """
     if acquire_timeout is None:
-        acquire_timeout = getattr(db, "acquire_timeout", 5.0)
+        acquire_timeout = getattr(db, "acquire_timeout", None) or default(
+            "pool_acquire_timeout_seconds"
+        )
     conn = db.connection()
     try:
         async with asyncio.timeout(acquire_timeout):

@@ -28,7 +28,7 @@ from app.datasets import Dataset, DatasetConfig, DatasetsFile
 from app.quoting import ident
 from app.responses import PrebuiltJSONResponse, StreamingResponse
 from app.settings import Settings
-from rowstream.media import TEXT
+from rowstream.media import CSV, TEXT
 
 NAME = "messages"
 
@@ -85,7 +85,9 @@ TEXT_FORMAT = formats.register(
 def add_routes(router: APIRouter) -> None:
     """The historical URLs, as routes of the ``messages`` dataset."""
     standard = routes.standard_endpoint(NAME, HISTORICAL_NAMES)
-    streamed = (*formats.streamed(), TEXT)
+    served = formats.streamed()
+    after_csv = served.index(CSV) + 1 if CSV in served else len(served)
+    streamed = (*served[:after_csv], TEXT, *served[after_csv:])  # its historical place
     stream = routes.stream_endpoint(NAME, HISTORICAL_NAMES, streamed, None)
     table: list[tuple[str, Any, str, tuple[str, ...], Any]] = [
         (

@@ -95,8 +95,10 @@ def zero_under_nulls(column: Any) -> Any:
 
     Arrow leaves what lies under a NULL undefined, and the builders do not all clear it:
     the same export sent different bytes under a NULL ``real`` from one request to the
-    next (what was in that memory before, which must never reach a client). Only
-    fixed-width columns carry a value slot under a NULL; the rest are returned as they are.
+    next (what was in that memory before, which must never reach a client). This clears
+    top-level fixed-width columns (numbers, booleans, dates, times, timestamps, decimals);
+    other columns are returned as they are (the value slots of a list's NULL elements are
+    not cleared here).
     """
     import pyarrow as pa
 

@@ -33,7 +33,12 @@ def dataset_of(client: Client, path: str) -> str:
     (the demo's ``/messages/stream``) found among the links ``GET /datasets`` gives."""
     if path.startswith("/datasets/"):
         return path.removeprefix("/datasets/").split("/")[0].split(".")[0]
-    name = client.dataset_at(path)
+    try:
+        name = client.dataset_at(path)
+    except httpx.TransportError as exc:
+        raise FetchError(
+            f"cannot connect to {client.url} ({exc}); is the service running there?"
+        ) from None
     if name is None:
         raise FetchError(f"{path} is not a dataset's route")
     return name

@@ -8,6 +8,8 @@ way (``RowCounter``), how the standard route buffers it, and its OpenAPI example
 the dataset list, the OpenAPI document, negotiation (``negotiation.py``) and the warm-up
 read the registry when the app is built, so a format registered before then (``register``)
 is served everywhere, with no other module touched (``tests/test_formats.py`` registers TSV).
+Register in the process that builds the app: with ``WORKERS > 1`` each worker builds its
+own, and a registration made only in ``serve``'s parent process does not reach them.
 """
 
 from __future__ import annotations
@@ -115,7 +117,13 @@ SUFFIXES: dict[str, str] = {}
 
 
 def register(fmt: Format) -> Format:
-    """Add ``fmt`` to the registry (before the app is built: routes are made from it)."""
+    """Add ``fmt`` to the registry (before the app is built: routes are made from it).
+    A name or suffix another format has, or one that names a route in ``GET /datasets``'
+    links, is a ``ValueError``."""
+    taken = {*ALIASES, *SUFFIXES, "standard", "stream", "also"}
+    clash = sorted(taken & {fmt.name, *fmt.aliases, *fmt.suffixes})
+    if clash or fmt.media_type in FORMATS:
+        raise ValueError(f"format {fmt.media_type}: {', '.join(clash) or 'media type'} taken")
     FORMATS[fmt.media_type] = fmt
     ALIASES.update(dict.fromkeys((fmt.name, *fmt.aliases), fmt.media_type))
     SUFFIXES.update(dict.fromkeys(fmt.suffixes, fmt.media_type))

@@ -192,7 +192,12 @@ async def _query(
         else ident(c.name)
         for c in columns
     ]
-    return f"(SELECT {', '.join(cast)} FROM ({sql}) AS _q)", columns, params
+    typed = f"SELECT {', '.join(cast)} FROM ({sql}) AS _q"
+    try:
+        await conn.prepare(typed)  # a cast PostgreSQL refuses (a date as numeric) fails here
+    except asyncpg.PostgresError as exc:
+        raise ConfigError(f"dataset {name!r}, key 'types': {exc}") from None
+    return f"({typed})", columns, params
 
 
 #: A declared type: a name (``timestamptz``, ``double precision``, ``public.mood``) and,
@@ -218,8 +223,8 @@ async def _declared_type(
     if match[2] is None:
         return oid, -1
     precision, scale = int(match[2]), int(match[3] or 0)
-    base = await conn.fetchval("SELECT typname FROM pg_type WHERE oid = $1", oid)
-    if base != "numeric" or not 1 <= precision <= 1000 or not 0 <= scale <= precision:
+    numeric = await conn.fetchval("SELECT $1::oid = 'pg_catalog.numeric'::regtype::oid", oid)
+    if not numeric or not 1 <= precision <= 1000 or not 0 <= scale <= precision:
         raise ConfigError(
             f"{where}: {text!r}: only numeric takes (precision, scale) here, "
             "with 1 <= precision <= 1000 and 0 <= scale <= precision"

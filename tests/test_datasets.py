@@ -119,6 +119,7 @@ async def _describe(url: str, config: dict[str, object]) -> dict[str, datasets.D
         ({"query": "SELECT 1 AS a", "types": {"a": "int8; DROP TABLE zoo"}}, "is not a type"),
         ({"query": "SELECT 1 AS a", "types": {"a": "text(4)"}}, "only numeric takes"),
         ({"query": "SELECT 1 AS a", "types": {"a": "numeric(4,5)"}}, "scale <= precision"),
+        ({"query": "SELECT now()::date AS a", "types": {"a": "numeric(6,2)"}}, "key 'types': "),
     ],
 )
 def test_the_catalog_contradicting_a_declaration_is_one_line(

@@ -175,3 +175,20 @@ def test_fetch_from_a_closed_port_says_so_at_once_and_leaves_no_file(tmp_path: P
     assert "Traceback" not in done.stderr and "resume" not in done.stderr
     assert time.monotonic() - started < 10  # no retries through the back-off
     assert not out.exists()
+
+
+@pytest.mark.parametrize("route", ["/datasets/messages.ndjson", "/messages/stream"])
+def test_a_closed_port_leaves_an_existing_file_and_resumes_nothing(
+    tmp_path: Path, route: str
+) -> None:
+    """The old file is not this download's: not a partial export to continue."""
+    from tests.support import free_port
+
+    out = tmp_path / "yesterday.ndjson"
+    out.write_bytes(b'{"id": 7}\n')
+    done = rowstream_fetch(f"http://127.0.0.1:{free_port()}{route}", "-o", str(out), token="t")
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot connect" in lines[0], done.stderr
+    assert "resume" not in done.stderr
+    assert out.read_bytes() == b'{"id": 7}\n'

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -123,3 +124,16 @@ def test_the_demo_registers_its_text_format_itself() -> None:
     assert FORMATS[text.media_type] is text
     assert not text.streamed and text.buffered is None
     assert text.counter is RowCounter.LINES
+
+
+def test_a_name_or_suffix_already_taken_is_refused() -> None:
+    from app import formats
+
+    taken = formats.FORMATS[formats.CSV]
+    for clash in (
+        replace(taken, media_type="text/x-other"),
+        replace(taken, media_type="text/x-other", name="other", suffixes=("stream",)),
+    ):
+        with pytest.raises(ValueError, match="taken"):
+            formats.register(clash)
+    assert "text/x-other" not in formats.FORMATS

@@ -119,6 +119,7 @@ def write(
     state: tuple[list[Any] | None, int, bytes | None] | None = None
     tally = _Tally()
     failures = 0
+    opened = [False]  # whether a response has been written to the file
     while True:
         try:
             if state is None:  # where the file stands: read again after each drop
@@ -132,12 +133,15 @@ def write(
             if limit is not None and kept:
                 query["limit"] = str(limit - kept)
             tally = _Tally(kept=kept)
-            opener = _opener(path, append=appending)
+            opener = _opener(path, append=appending, opened=opened)
             _response(client, route, query, media, opener, header, tally, progress)
             return Download(rows=tally.received(counted), bytes=path.stat().st_size)
         except RETRYABLE as exc:
             failures += 1
-            received = path.exists() and path.stat().st_size > 0
+            # bytes this download owns: a file it appends to, or one it has opened (a file
+            # it has not reached yet holds somebody else's bytes, not a partial export)
+            owned = appending or opened[0]
+            received = owned and path.exists() and path.stat().st_size > 0
             if isinstance(exc, httpx.ConnectError) and failures == 1 and not received:
                 # refused before any byte: nothing dropped, nothing to resume
                 if created and path.is_file():
@@ -186,11 +190,17 @@ class _Tally:
         return self.kept + self.rows if counted else None
 
 
-def _opener(path: Path, *, append: bool) -> Callable[[], BinaryIO]:
-    """Opens ``path`` when called: to append to it, or to replace what it holds."""
-    if append:
-        return lambda: path.open("ab")
-    return lambda: path.open("wb")
+def _opener(path: Path, *, append: bool, opened: list[bool]) -> Callable[[], BinaryIO]:
+    """Opens ``path`` when called, to append to it or to replace what it holds, and notes
+    in ``opened`` that the download has made the file its own."""
+
+    def open_path() -> BinaryIO:
+        opened[:] = [True]
+        if append:
+            return path.open("ab")
+        return path.open("wb")
+
+    return open_path
 
 
 def _int_or_none(text: str | None) -> int | None:
