@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg
 from fastapi import APIRouter
 
-from app import datasets, encoders, formats, migrate, routes, sql
+from app import datasets, encoders, formats, routes, sql
 from app.datasets import Dataset, DatasetConfig, DatasetsFile
 from app.quoting import ident
 from app.responses import PrebuiltJSONResponse, StreamingResponse
@@ -175,5 +175,7 @@ def install(settings: Settings, url: str, rows: int) -> None:
             flush=True,
         )
         return
+    from app import migrate  # Alembic: loaded by the install only, not by every server
+
     migrate.upgrade(url)
     print(asyncio.run(seed_url(url, rows, only_if_empty=True)), flush=True)
