@@ -41,13 +41,13 @@ import asyncpg
 from app.cursor import SET_IDENTITY, TRANSACTION_SETTINGS, DbIdentity
 from app.datasets import Dataset
 from app.errors import refused
+from app.limits import ADBC_BATCH_BYTES
 from app.quoting import literal
 from app.settings import Settings
 from app.sql import SETTING_PREFIX, Query, Selection
 
-#: The driver's statement option for the size of its record batches, and ours.
+#: The driver's statement option for the size of its record batches (ours: ``limits``).
 BATCH_OPTION = "adbc.postgresql.batch_size_hint_bytes"
-BATCH_BYTES = 1 << 20
 #: ``LIMIT NULL`` means no limit; the driver cannot bind a NULL of no type, so: this.
 NO_LIMIT = 2**62
 
@@ -153,7 +153,7 @@ async def batches(
                 cursor.execute(statement, parameters or None)
             # ~1 MB batches (the driver's default is 16 MB): memory stays low per stream,
             # and the first batch leaves sooner
-            cursor.adbc_statement.set_options(**{BATCH_OPTION: str(BATCH_BYTES)})
+            cursor.adbc_statement.set_options(**{BATCH_OPTION: str(ADBC_BATCH_BYTES)})
             cursor.execute(query.sql)  # no parameters: the driver streams it through COPY
             return cursor.fetch_record_batch()
 

@@ -100,9 +100,9 @@ async def snapshot(
                 await conn.execute(setup)
                 if identity is not None:
                     await conn.fetchrow(SET_IDENTITY, identity.role, identity.claims_json)
+            except TimeoutError:
+                raise  # a slow server is not a dead connection: no retry, no renewal
             except BROKEN as exc:
-                if isinstance(exc, TimeoutError):
-                    raise  # a slow server is not a dead connection: no retry, no renewal
                 # The server closed this pooled connection while it sat idle (a restart,
                 # pg_terminate_backend, an idle timeout): asyncpg may only notice now,
                 # and with a confused protocol state. Nothing has been sent to the client

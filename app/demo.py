@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg
 from fastapi import APIRouter
 
-from app import datasets, encoders, formats, routes, sql
+from app import datasets, formats, routes, sql
 from app.datasets import Dataset, DatasetConfig, DatasetsFile
 from app.quoting import ident
 from app.responses import PrebuiltJSONResponse, StreamingResponse
@@ -70,7 +70,7 @@ TEXT_FORMAT = formats.register(
         "text",
         "copy",
         key_lines,
-        lambda columns, rows: encoders.Passthrough(),
+        formats.passthrough,
         formats.RowCounter.LINES,
         streamed=False,
         example=lambda row, schema: {

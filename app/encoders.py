@@ -14,6 +14,7 @@ document.
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -90,6 +91,16 @@ class JSONArrayEncoder:
 ARROW_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 
 
+@functools.cache
+def _zero(kind: Any) -> Any:
+    """The all-zero value of a fixed-width Arrow type (``False`` for a boolean)."""
+    import pyarrow as pa
+
+    if pa.types.is_boolean(kind):
+        return pa.scalar(False)
+    return pa.Array.from_buffers(kind, 1, [None, pa.py_buffer(bytes(kind.bit_width // 8))])[0]
+
+
 def zero_under_nulls(column: Any) -> Any:
     """``column`` with zeros in the value slots of its NULLs.
 
@@ -107,11 +118,7 @@ def zero_under_nulls(column: Any) -> Any:
         return column
     if column.offset:
         column = pa.concat_arrays([column])  # from offset 0, as the validity bits below
-    if pa.types.is_boolean(kind):
-        zero = pa.scalar(False)
-    else:
-        zero = pa.Array.from_buffers(kind, 1, [None, pa.py_buffer(bytes(kind.bit_width // 8))])[0]
-    values = column.fill_null(zero)
+    values = column.fill_null(_zero(kind))
     valid = column.is_valid()
     return pa.Array.from_buffers(
         kind, len(column), [valid.buffers()[1], values.buffers()[1]], null_count=column.null_count

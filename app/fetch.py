@@ -21,6 +21,7 @@ import httpx
 
 from rowstream.client import Client, ClientError
 from rowstream.download import LINE_FORMATS, Download, media_type
+from rowstream.errors import cannot_connect
 
 
 class FetchError(Exception):
@@ -36,9 +37,7 @@ def dataset_of(client: Client, path: str) -> str:
     try:
         name = client.dataset_at(path)
     except httpx.TransportError as exc:
-        raise FetchError(
-            f"cannot connect to {client.url} ({exc}); is the service running there?"
-        ) from None
+        raise cannot_connect(client.url, exc) from None
     if name is None:
         raise FetchError(f"{path} is not a dataset's route")
     return name

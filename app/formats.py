@@ -105,7 +105,7 @@ def _csv_example(row: dict[str, Any], row_schema: dict[str, Any]) -> dict[str, A
     return {"schema": {"type": "string"}, "example": text}
 
 
-def _passthrough(columns: Sequence[tuple[str, Any, bool]], rows: int) -> encoders.Encoder:
+def passthrough(columns: Sequence[tuple[str, Any, bool]], rows: int) -> encoders.Encoder:
     return encoders.Passthrough()
 
 
@@ -176,7 +176,7 @@ for _format in (
         "csv",
         "copy",
         sql.as_csv,
-        _passthrough,
+        passthrough,
         RowCounter.CSV_WITH_HEADER,
         suffixes=("csv",),
         buffered=Buffered(sql.CSV_COPY),

@@ -24,13 +24,10 @@ from app import auth
 from app.database import describe, pool_stats, raw_connection
 from app.deps import AppMetrics, AppSettings, Datasets, Db, Lag, ReadDb
 from app.errors import NotFound, ProblemError, Unauthorized, problem_response
+from app.limits import READINESS_PROBE_SECONDS
 
 router = APIRouter(tags=["health"])
 AuthorizationHeader = Annotated[str | None, Header(include_in_schema=False)]
-
-#: The bound on each step of the readiness check; the datasets' probe is bounded on the
-#: server (``lock_timeout``, ``statement_timeout``), so none is left waiting there.
-READINESS_PROBE_SECONDS = 2.0
 
 
 @router.get("/healthz", summary="The process is alive")

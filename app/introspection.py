@@ -223,13 +223,12 @@ async def _declared_type(
     if match[2] is None:
         return oid, -1
     precision, scale = int(match[2]), int(match[3] or 0)
-    numeric = await conn.fetchval("SELECT $1::oid = 'pg_catalog.numeric'::regtype::oid", oid)
-    if not numeric or not 1 <= precision <= 1000 or not 0 <= scale <= precision:
+    if oid != pgtypes.NUMERIC_OID or not 1 <= precision <= 1000 or not 0 <= scale <= precision:
         raise ConfigError(
             f"{where}: {text!r}: only numeric takes (precision, scale) here, "
             "with 1 <= precision <= 1000 and 0 <= scale <= precision"
         )
-    return oid, ((precision << 16) | scale) + 4
+    return oid, pgtypes.numeric_typmod(precision, scale)
 
 
 def _pick(name: str, key: str, wanted: list[str], available: list[str]) -> None:

@@ -58,7 +58,8 @@ FIRST_BATCH_ROWS = 100
 ADBC_BATCH_BYTES = 1 << 20
 
 # --- health -------------------------------------------------------------------------------
-#: Seconds ``/readyz`` gives its check that every dataset is readable.
+#: Seconds ``/readyz`` gives each step of its check that every dataset is readable (the
+#: datasets' probe is bounded on the server too: ``lock_timeout``, ``statement_timeout``).
 READINESS_PROBE_SECONDS = 2.0
-#: Seconds the start-up warm-up may take in all.
+#: Seconds one start-up warm-up export may take.
 WARM_UP_SECONDS = 2.0

@@ -71,23 +71,23 @@ def parse_after(dataset: Dataset, raw: str) -> tuple[str, ...]:
             "in (declare 'key' for it)",
             field="after",
         )
-    values = None
+    key_values = None
     # A key is at most len(key) values of MAX_VALUE_LENGTH, each at most 12 bytes a
     # character once JSON-escaped (a surrogate pair): anything longer is refused before
     # parsing; nesting deep enough to exhaust the parser's recursion is refused by it.
     if len(raw) <= len(dataset.key) * (MAX_VALUE_LENGTH * 12 + 8) + 2:
         try:
-            values = json.loads(raw)
+            key_values = json.loads(raw)
         except (ValueError, RecursionError):
-            values = None
-    if not isinstance(values, list) or len(values) != len(dataset.key):
+            key_values = None
+    if not isinstance(key_values, list) or len(key_values) != len(dataset.key):
         raise _invalid(
             "after",
             f"a JSON array of the last row's key ({', '.join(dataset.key)}), "
             f"e.g. after=[{', '.join('…' for _ in dataset.key)}]",
         )
     out = []
-    for name, value in zip(dataset.key, values, strict=True):
+    for name, value in zip(dataset.key, key_values, strict=True):
         if value is None or isinstance(value, dict | list):
             raise _invalid("after", f"{name}: a key value is a string or a number")
         text = value if isinstance(value, str) else json.dumps(value)
@@ -140,8 +140,8 @@ def _condition(dataset: Dataset, name: str, raw: str) -> Condition | None:
         if len(items) > MAX_IN_VALUES:
             raise _invalid(name, f"at most {MAX_IN_VALUES} values")
         # the list as a whole is bounded (MAX_LIST_CHARS), as the OpenAPI schema says
-        values = tuple(_value(dataset, column, v, name, MAX_LIST_CHARS) for v in items)
-        return Condition(column, suffix, values)
+        parsed = tuple(_value(dataset, column, v, name, MAX_LIST_CHARS) for v in items)
+        return Condition(column, suffix, parsed)
     if suffix == "prefix":
         if "\x00" in raw or len(raw) > MAX_VALUE_LENGTH:
             raise _invalid(name, "not a valid prefix")

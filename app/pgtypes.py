@@ -118,6 +118,15 @@ def kind_of(typname: str, typtype: str, typcategory: str) -> Kind:
     return _KINDS.get(typname, Kind.OTHER)
 
 
+#: ``numeric``'s type oid (fixed in PostgreSQL's catalog).
+NUMERIC_OID = 1700
+
+
+def numeric_typmod(precision: int, scale: int) -> int:
+    """The typmod of ``numeric(precision, scale)``: the inverse of ``numeric_modifier``."""
+    return ((precision << 16) | scale) + 4
+
+
 def numeric_modifier(typmod: int) -> tuple[int | None, int | None]:
     """``numeric(p, s)``'s precision and scale from ``atttypmod`` (-1: none declared)."""
     if typmod < 4:

@@ -69,19 +69,18 @@ async def list_datasets(
     row_filters = {n: access.row_filter_values_or_none(d, user) for n, d in readable.items()}
     estimates = await catalog.estimates(db, row_filters, access.db_identity(settings, user))
     listing = []
+    served = {"standard": list(formats.standard()), "stream": list(formats.streamed())}
+    routed = paths_by_dataset(request.app.router)
     for name, dataset in readable.items():
         entry = datasets.summary(dataset)
-        entry["formats"] = {
-            "standard": list(formats.standard()),
-            "stream": list(formats.streamed()),
-        }
+        entry["formats"] = served
         entry["estimated_rows"] = estimates.get(name)
         links_of = {
             "standard": f"/datasets/{name}",
             "stream": f"/datasets/{name}/stream",
             **{suffix: f"/datasets/{name}.{suffix}" for suffix in formats.SUFFIXES},
         }
-        also = [p for p in paths_of(request.app.router, name) if p not in links_of.values()]
+        also = [p for p in routed.get(name, []) if p not in links_of.values()]
         entry["links"] = {**links_of, **({"also": also} if also else {})}
         listing.append(entry)
     return {"datasets": listing}
@@ -144,6 +143,7 @@ async def _export(
 def standard_endpoint(name: str, aliases: Mapping[str, str]) -> Endpoint:
     """The standard route's endpoint for dataset ``name``; ``aliases``: other names of its
     parameters (the demo's historical ones)."""
+    supported = formats.standard()  # what the route was built with, as its OpenAPI says
 
     async def standard(
         request: Request,
@@ -159,7 +159,7 @@ def standard_endpoint(name: str, aliases: Mapping[str, str]) -> Endpoint:
             sources,
             user,
             aliases=aliases,
-            supported=formats.standard(),
+            supported=supported,
             fixed_format=None,
             accept=accept,
             prefer=prefer,
@@ -301,14 +301,15 @@ def add_operation(
     )
 
 
-def paths_of(router: Any, name: str) -> list[str]:
-    """Every path of a data route of dataset ``name``, in the order they were added."""
-    out: list[str] = []
+def paths_by_dataset(router: Any) -> dict[str, list[str]]:
+    """Every data route's path, by dataset, in the order they were added."""
+    out: dict[str, list[str]] = {}
     for route in router.routes:
         if isinstance(route, APIRoute) and route.openapi_extra:
             marker = route.openapi_extra.get(MARKER)
-            if marker and marker["dataset"] == name and route.path not in out:
-                out.append(route.path)
+            paths = out.setdefault(marker["dataset"], []) if marker else None
+            if paths is not None and route.path not in paths:
+                paths.append(route.path)
     return out
 
 
@@ -322,4 +323,4 @@ def dataset_at(router: Any, path: str) -> str | None:
     return None
 
 
-__all__ = ["add_dataset", "add_operation", "dataset_at", "export", "paths_of", "router"]
+__all__ = ["add_dataset", "add_operation", "dataset_at", "export", "paths_by_dataset", "router"]

@@ -100,14 +100,12 @@ async def _serve(server: uvicorn.Server, settings: Settings, args: argparse.Name
 def _key_location(settings: Settings) -> str | None:
     """Where tokens' key is, and a command that mints one here, for a development server
     whose key was generated (a token minted in another folder has another key)."""
-    if settings.environment != "development" or settings.jwt_secret:
+    secret_file = settings.generated_secret_file()
+    if secret_file is None:
         return None
-    if settings.jwt_public_key or settings.jwt_jwks_file or settings.jwt_jwks_url:
-        return None
-    data_dir = settings.data_dir.resolve()
     return (
-        f"tokens: signed with the development key in {data_dir / 'jwt_secret'}; mint one "
-        f"with: DATA_DIR={data_dir} rowstream token --sub you"
+        f"tokens: signed with the development key in {secret_file}; mint one "
+        f"with: DATA_DIR={secret_file.parent} rowstream token --sub you"
     )
 
 

@@ -297,7 +297,18 @@ class Settings(BaseSettings):
             raise ValueError(
                 "JWT_SECRET (or JWT_PUBLIC_KEY, JWT_JWKS_FILE, JWT_JWKS_URL) must be set"
             )
-        return _read_or_create_secret(self.data_dir / "jwt_secret")
+        secret_file = self.generated_secret_file()
+        assert secret_file is not None
+        return _read_or_create_secret(secret_file)
+
+    def generated_secret_file(self) -> Path | None:
+        """Where the development key generated for want of any other lives, when that is
+        the key tokens are checked with."""
+        if self.jwt_secret or self.jwt_public_key or self.jwt_jwks_file or self.jwt_jwks_url:
+            return None
+        return (
+            (self.data_dir / "jwt_secret").resolve() if self.environment == "development" else None
+        )
 
     def resolved_link_secret(self) -> bytes | None:
         """The key signed links are made with: ``LINK_SECRET``, else one derived from the

@@ -16,12 +16,10 @@ import databases
 
 from app import cursor, export, formats, plan
 from app.datasets import Dataset
+from app.limits import WARM_UP_SECONDS
 from app.sql import Selection
 
 logger = logging.getLogger(__name__)
-
-#: Seconds one warm-up export may take.
-WARM_UP_SECONDS = 2.0
 
 
 async def warm_up(db: databases.Database, datasets: dict[str, Dataset], batch_size: int) -> None:

@@ -30,6 +30,7 @@ from app import auth, cursor, database, datasets, demo, introspection, migrate, 
 from app.settings import Settings
 from bench import measure as bench
 from bench.report import Sample, machine
+from rowstream import media
 
 #: The 20-column table of ``--wide``: every common type, row i a pure function of i.
 WIDE_SQL = """
@@ -57,12 +58,7 @@ FROM generate_series(1::bigint, $1::bigint) AS i
 #: The bench's datasets and their tables.
 TABLES = {"messages": "messages", "wide": "bench_wide"}
 
-STREAMS = {
-    "ndjson": "application/x-ndjson",
-    "csv": "text/csv",
-    "arrow": "application/vnd.apache.arrow.stream",
-    "parquet": "application/vnd.apache.parquet",
-}
+STREAMS = {"ndjson": media.NDJSON, "csv": media.CSV, "arrow": media.ARROW, "parquet": media.PARQUET}
 
 
 async def _prepare(url: str, rows: int, wide: bool) -> None:

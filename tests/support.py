@@ -141,19 +141,16 @@ def start_server(
         "STREAM_BATCH_SIZE": str(TEST_BATCH),
         **env,
     }
-    command = ["uvicorn", "--factory", "app.main:create_app"] if bare else ["app.cli", "serve"]
+    assert not (bare and before), "before runs ahead of the CLI, which bare skips"
+    cli = ["-m", "app.cli"]
     if before is not None:
-        assert not bare
-        command = [
-            "-c",
-            f"{before}\nimport sys\nfrom app.cli import main\nsys.exit(main())",
-            "serve",
-        ]
+        cli = ["-c", f"{before}\nimport sys\nfrom app.cli import main\nsys.exit(main())"]
+    command = ["-m", "uvicorn", "--factory", "app.main:create_app"] if bare else [*cli, "serve"]
     output = log.open("wb") if log else None
     process = subprocess.Popen(
         [
             sys.executable,
-            *(command if before is not None else ["-m", *command]),
+            *command,
             "--host",
             "127.0.0.1",
             "--port",

@@ -267,8 +267,7 @@ function showCode() {
   // keyword arguments as a person writes them (a name Python cannot take goes in **{…})
   const plain = [], odd = {};
   for (const [key, value] of params.entries()) {
-    if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(key) && !PYTHON_KEYWORDS.has(key) && !["name", "self", "fields"].includes(key)) plain.push(`${key}=${JSON.stringify(value)}`);
-    else if (key === "fields") plain.push(`fields=${JSON.stringify(value)}`);
+    if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(key) && !PYTHON_KEYWORDS.has(key) && !["name", "self"].includes(key)) plain.push(`${key}=${JSON.stringify(value)}`);
     else odd[key] = value;
   }
   if (Object.keys(odd).length) plain.push(`**${JSON.stringify(odd)}`);

@@ -70,6 +70,7 @@ class Client:
         response = self.http.get(f"{self.url}/datasets")
         raise_for_problem(response)
         listed: list[dict[str, Any]] = response.json()["datasets"]
+        self._keys.update({d["name"]: list(d.get("key") or []) for d in listed})
         return listed
 
     def dataset_at(self, route: str) -> str | None:
@@ -82,8 +83,7 @@ class Client:
 
     def key(self, name: str) -> list[str]:
         if name not in self._keys:
-            for dataset in self.datasets():
-                self._keys[dataset["name"]] = list(dataset.get("key") or [])
+            self.datasets()  # fills the keys of every dataset listed
         if name not in self._keys:
             raise ClientError(f"the server lists no dataset {name!r}")
         return self._keys[name]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import httpx
 
-from rowstream.errors import RETRYABLE, ClientError, IncompleteExport
+from rowstream.errors import RETRYABLE, ClientError, IncompleteExport, cannot_connect
 from rowstream.media import ARROW, CSV, JSON, NDJSON, PARQUET, TEXT
 from rowstream.records import csv_records, last_records_in
 
@@ -119,7 +119,14 @@ def write(
     state: tuple[list[Any] | None, int, bytes | None] | None = None
     tally = _Tally()
     failures = 0
-    opened = [False]  # whether a response has been written to the file
+    opened = False  # whether a response has been written to the file
+
+    def open_file() -> BinaryIO:
+        """Called once the response is the export asked for: the file is this download's."""
+        nonlocal opened
+        opened = True
+        return path.open("ab") if appending else path.open("wb")
+
     while True:
         try:
             if state is None:  # where the file stands: read again after each drop
@@ -133,22 +140,19 @@ def write(
             if limit is not None and kept:
                 query["limit"] = str(limit - kept)
             tally = _Tally(kept=kept)
-            opener = _opener(path, append=appending, opened=opened)
-            _response(client, route, query, media, opener, header, tally, progress)
+            _response(client, route, query, media, open_file, header, tally, progress)
             return Download(rows=tally.received(counted), bytes=path.stat().st_size)
         except RETRYABLE as exc:
             failures += 1
             # bytes this download owns: a file it appends to, or one it has opened (a file
             # it has not reached yet holds somebody else's bytes, not a partial export)
-            owned = appending or opened[0]
+            owned = appending or opened
             received = owned and path.exists() and path.stat().st_size > 0
             if isinstance(exc, httpx.ConnectError) and failures == 1 and not received:
                 # refused before any byte: nothing dropped, nothing to resume
                 if created and path.is_file():
                     path.unlink(missing_ok=True)
-                raise ClientError(
-                    f"cannot connect to {client.url} ({exc}); is the service running there?"
-                ) from exc
+                raise cannot_connect(client.url, exc) from exc
             what = f"{name}: the connection dropped ({type(exc).__name__})"
             if failures > client.retries or (received and media not in RESUMABLE):
                 hint = (
@@ -188,19 +192,6 @@ class _Tally:
     def received(self, counted: bool) -> int | None:
         """The rows the file holds; None where rows are not counted (JSON, Arrow…)."""
         return self.kept + self.rows if counted else None
-
-
-def _opener(path: Path, *, append: bool, opened: list[bool]) -> Callable[[], BinaryIO]:
-    """Opens ``path`` when called, to append to it or to replace what it holds, and notes
-    in ``opened`` that the download has made the file its own."""
-
-    def open_path() -> BinaryIO:
-        opened[:] = [True]
-        if append:
-            return path.open("ab")
-        return path.open("wb")
-
-    return open_path
 
 
 def _int_or_none(text: str | None) -> int | None:

@@ -9,6 +9,11 @@ class ClientError(Exception):
     """The server refused the request (its problem ``detail``), or it cannot be resumed."""
 
 
+def cannot_connect(url: str, exc: Exception) -> ClientError:
+    """A request refused before any byte: nothing dropped, nothing to resume."""
+    return ClientError(f"cannot connect to {url} ({exc}); is the service running there?")
+
+
 class IncompleteExport(ClientError):
     """The export ended before all its rows arrived, and resuming did not complete it."""
 

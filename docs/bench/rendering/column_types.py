@@ -45,6 +45,12 @@ async def reference(url, col):
         await conn.close()
 
 
+def first_difference(got: bytes, expected: bytes) -> str:
+    """The first line that differs, both sides cut short."""
+    pairs = zip(got.split(b"\n"), expected.split(b"\n"), strict=False)
+    return next((f"{a[:90]!r} vs {b[:90]!r}" for a, b in pairs if a != b), "length")
+
+
 with embedded.held(Path(".data")) as server:
     admin = embedded.url(server)
     asyncio.run(setup(admin))
@@ -71,28 +77,11 @@ with embedded.held(Path(".data")) as server:
             except BaseException as exc:  # polars panics are BaseException
                 failed[col] = f"{type(exc).__name__}: {str(exc)[:80]}"
                 continue
-            if nd == ref["ndjson"]:
-                exact_nd.append(col)
-            else:
-                failed[col + " ndjson"] = next(
-                    (
-                        f"{a[:90]!r} vs {b[:90]!r}"
-                        for a, b in zip(nd.split(b"\n"), ref["ndjson"].split(b"\n"))
-                        if a != b
-                    ),
-                    "length",
-                )
-            if cs == ref["csv"]:
-                exact_csv.append(col)
-            else:
-                failed[col + " csv"] = next(
-                    (
-                        f"{a[:90]!r} vs {b[:90]!r}"
-                        for a, b in zip(cs.split(b"\n"), ref["csv"].split(b"\n"))
-                        if a != b
-                    ),
-                    "length",
-                )
+            for kind, rendered, exact in (("ndjson", nd, exact_nd), ("csv", cs, exact_csv)):
+                if rendered == ref[kind]:
+                    exact.append(col)
+                else:
+                    failed[f"{col} {kind}"] = first_difference(rendered, ref[kind])
     print("NDJSON exact:", exact_nd)
     print("CSV exact:", exact_csv)
     for k, v in failed.items():
