@@ -56,9 +56,14 @@ def _zstd() -> tuple[Callable[[bytes], bytes], Callable[[], bytes]]:
     )
 
 
+def compressor(encoding: str) -> tuple[Callable[[bytes], bytes], Callable[[], bytes]]:
+    """One stream's compression: a step per chunk (flushed), and the end of the stream."""
+    return _gzip() if encoding == GZIP else _zstd()
+
+
 async def compress(body: AsyncGenerator[bytes, None], encoding: str) -> AsyncGenerator[bytes, None]:
     """``body``, compressed chunk by chunk. Closing this closes ``body``."""
-    step, finish = _gzip() if encoding == GZIP else _zstd()
+    step, finish = compressor(encoding)
     try:
         async for chunk in body:
             if chunk:

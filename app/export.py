@@ -140,28 +140,31 @@ class Export:
         self.stats.streamed = True
         settings = self.settings
         binary = (self.drivers, self.identity) if self.drivers is not None else None
-        source, encoder, counter = plan.plan(
+        encoding = compression.negotiate(accept_encoding)
+        planned = plan.plan(
             self.dataset,
             self.selection,
             self.fmt,
             settings.stream_batch_size,
             settings.parquet_row_group_rows,
             binary,
+            render_in_server=settings.text_rendering == "server",
+            encoding=encoding,
         )
         headers, body, cleanup = await cursor.open_stream(
             self.db,
-            source,
-            encoder,
+            planned.source,
+            planned.encoder,
             self._count,
             guard=limiter.slot(subject),
             idle_timeout=self.settings.stream_idle_timeout_seconds,
-            on_batch=plan.row_counter(counter, self.stats.add_rows),
+            on_batch=plan.row_counter(planned.counter, self.stats.add_rows),
             identity=self.identity,
         )
         self._headers(headers, "Accept, Accept-Encoding, Prefer")
-        encoding = compression.negotiate(accept_encoding)
         if encoding:
-            body = compression.compress(body, encoding)
+            if not planned.compressed:
+                body = compression.compress(body, encoding)
             headers["Content-Encoding"] = encoding
         return StreamingResponse(
             body,

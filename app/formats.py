@@ -86,6 +86,9 @@ class Format:
     #: reader, or the ADBC driver's binary ``COPY``, instead of cursor records
     #: (``plan.plan`` decides per selection).
     from_copy_text: bool = False
+    #: Rendered in the server from PostgreSQL's binary ``COPY`` by ``render.c`` in this
+    #: mode, when it is built and ``TEXT_RENDERING`` is ``server`` (``plan.plan``).
+    rendered: Literal["ndjson", "csv"] | None = None
 
     def openapi(self, row: dict[str, Any], row_schema: dict[str, Any]) -> dict[str, Any]:
         """This format's entry in a data route's ``200`` content."""
@@ -155,6 +158,7 @@ for _format in (
             "example": json.dumps(row) + "\n",
         },
         description="one JSON object per line",
+        rendered="ndjson",
     ),
     Format(
         JSON,
@@ -183,6 +187,7 @@ for _format in (
         copy_options=sql.CSV_COPY,
         example=_csv_example,
         description="a header line, then RFC 4180 CSV (PostgreSQL's COPY)",
+        rendered="csv",
     ),
     Format(
         ARROW,

@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             try:
                 await catalog.load(read_db, at_start=True)
                 if catalog.loaded:
-                    await warmup.warm_up(read_db, catalog.loaded, settings.stream_batch_size)
+                    await warmup.warm_up(read_db, catalog.loaded, settings)
                 yield State(
                     settings=settings,
                     verifier=verifier,

@@ -12,17 +12,25 @@ bytea). The other formats come as their entry says: ``COPY`` passed through, or 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
-from app import adbc, cursor, encoders, pgtypes, sql
+from app import adbc, compression, cursor, encoders, pgtypes, render, sql
 from app.datasets import Dataset
 from app.formats import Format, RowCounter
 from app.sql import Selection
 from rowstream import records
 
 Source = Callable[[asyncpg.Connection], AsyncGenerator[Any, None]]
+
+
+class Plan(NamedTuple):
+    source: Source
+    encoder: encoders.Encoder
+    counter: RowCounter
+    #: The encoder's bytes are compressed already (``Content-Encoding`` applied).
+    compressed: bool = False
 
 
 def plan(
@@ -32,16 +40,30 @@ def plan(
     batch_size: int,
     row_group_rows: int,
     binary: tuple[adbc.DriverPool, cursor.DbIdentity | None] | None = None,
-) -> tuple[Source, encoders.Encoder, RowCounter]:
+    *,
+    render_in_server: bool = False,
+    encoding: str | None = None,
+) -> Plan:
     """The source, encoder and row counter of ``selection`` as ``fmt``; ``binary``: the
-    driver's pool and the database role, when the ADBC driver may be used."""
+    driver's pool and the database role, when the ADBC driver may be used;
+    ``render_in_server``: NDJSON and CSV from binary ``COPY`` (``render.py``) when the
+    renderer is built, compressed as ``encoding`` says in the same worker thread."""
+    if fmt.rendered is not None and render_in_server and render.library() is not None:
+        renderer = render.Renderer(dataset, selection, fmt.rendered)
+        step, finish = compression.compressor(encoding) if encoding else (None, None)
+        return Plan(
+            lambda conn: render.rendered(conn, renderer, step),
+            render.Body(finish),
+            RowCounter.RECORDS,
+            compressed=encoding is not None,
+        )
     columns = [(f, dataset.by_name[f].type, dataset.by_name[f].nullable) for f in selection.fields]
     encoder = fmt.encoder(columns, row_group_rows)
     if fmt.from_copy_text and binary is not None and adbc.use_for(dataset, selection):
         binary_query = sql.as_binary(dataset, selection)
         assert isinstance(encoder, encoders.ArrowEncoder | encoders.ParquetEncoder)
         pool, identity = binary
-        return (
+        return Plan(
             lambda conn: adbc.batches(conn, pool, binary_query, identity),
             encoders.ArrowBatches(encoder),
             RowCounter.RECORDS,
@@ -50,19 +72,19 @@ def plan(
         query = sql.as_copy_text(dataset, selection)
         assert isinstance(encoder, encoders.ArrowEncoder | encoders.ParquetEncoder)
         native = encoders.ArrowFromCSV(columns, encoder)
-        return (
+        return Plan(
             lambda conn: cursor.copy_chunks(conn, query, **sql.COPY_TEXT),
             native,
             RowCounter.CSV,
         )
     query = fmt.query(dataset, selection)
     if fmt.source == "copy":
-        return (
+        return Plan(
             lambda conn: cursor.copy_chunks(conn, query, **fmt.copy_options),
             encoder,
             fmt.counter,
         )
-    return lambda conn: cursor.batches(conn, query, batch_size), encoder, fmt.counter
+    return Plan(lambda conn: cursor.batches(conn, query, batch_size), encoder, fmt.counter)
 
 
 def row_counter(counter: RowCounter, add: Callable[[int], None]) -> Callable[[Any], None]:

@@ -141,6 +141,11 @@ class Settings(BaseSettings):
     #: ADBC driver (where the columns' types suit it; not through PgBouncer in transaction
     #: mode, nor from a read replica), or ``copy-text``, its CSV text parsed by Arrow.
     arrow_source: Literal["adbc", "copy-text"] = "adbc"
+    #: Where NDJSON and CSV text is made: ``server``, from PostgreSQL's binary COPY by the
+    #: compiled renderer (``app/render.c``, built by ``make``; the database's core only
+    #: reads and sends), or ``database``, PostgreSQL renders each value's text. The bytes
+    #: are the same; without the compiled renderer, ``database``.
+    text_rendering: Literal["server", "database"] = "server"
     #: Spreadsheet-safe CSV (OWASP's "CSV injection"): a text cell or column name that
     #: begins with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return, which Excel,
     #: LibreOffice and Google Sheets would run as a formula, goes out with a ``'`` before

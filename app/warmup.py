@@ -17,12 +17,13 @@ import databases
 from app import cursor, export, formats, plan
 from app.datasets import Dataset
 from app.limits import WARM_UP_SECONDS
+from app.settings import Settings
 from app.sql import Selection
 
 logger = logging.getLogger(__name__)
 
 
-async def warm_up(db: databases.Database, datasets: dict[str, Dataset], batch_size: int) -> None:
+async def warm_up(db: databases.Database, datasets: dict[str, Dataset], settings: Settings) -> None:
     """Run the first row of one table through every streamed format, at start.
 
     The cost is per process, not per dataset, so one table does, and
@@ -43,11 +44,18 @@ async def warm_up(db: databases.Database, datasets: dict[str, Dataset], batch_si
     count = partial(export.count_headers, dataset=table, selection=selection, mode="estimated")
     for media_type in formats.streamed():
         try:
-            source, encoder, _ = plan.plan(
-                table, selection, formats.FORMATS[media_type], batch_size, row_group_rows=1
+            planned = plan.plan(
+                table,
+                selection,
+                formats.FORMATS[media_type],
+                settings.stream_batch_size,
+                row_group_rows=1,
+                render_in_server=settings.text_rendering == "server",
             )
             async with asyncio.timeout(WARM_UP_SECONDS):
-                _, body, cleanup = await cursor.open_stream(db, source, encoder, count)
+                _, body, cleanup = await cursor.open_stream(
+                    db, planned.source, planned.encoder, count
+                )
                 try:
                     async for _ in body:
                         pass

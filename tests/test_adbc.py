@@ -66,11 +66,11 @@ def test_it_is_used_only_where_it_is_safe() -> None:
     assert not adbc.use_for(ITEMS, listed)
     saved = dataset(Column("id", INT8, False), params=(Param("since", TEXT),))
     assert not adbc.use_for(saved, sql.Selection(fields=("id",), params=("x",)))
-    _, encoder, counter = plan.plan(
+    _, encoder, counter, _ = plan.plan(
         ITEMS, plain, FORMATS[ARROW], 100, 100, binary=(adbc.DriverPool("postgresql://x"), None)
     )
     assert type(encoder).__name__ == "ArrowBatches" and counter is RowCounter.RECORDS
-    _, fallback, _ = plan.plan(ITEMS, plain, FORMATS[ARROW], 100, 100, binary=None)
+    _, fallback, _, _ = plan.plan(ITEMS, plain, FORMATS[ARROW], 100, 100, binary=None)
     assert type(fallback).__name__ == "ArrowFromCSV"
 
 

@@ -20,6 +20,7 @@ deterministic in the first place.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 
-from app import datasets, introspection, sql
+from app import datasets, introspection, render, sql
 from app.cursor import TRANSACTION_SETTINGS
 from app.pgtypes import Kind
 
@@ -114,6 +115,8 @@ _TIMESTAMPTZS = st.one_of(
     _INFINITIES,
 )
 
+_TIMES = st.one_of(st.times().map(lambda t: t.isoformat()), st.just("24:00:00"))
+
 _JSON_STRINGS = st.text(st.characters(codec="utf-8", exclude_characters="\x00"))
 _JSON_VALUES = st.recursive(
     st.none()
@@ -160,7 +163,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("text", "text", Kind.TEXT, _TEXTS),
     Column("varchar", "varchar", Kind.TEXT, _TEXTS),
     Column("uuid", "uuid", Kind.UUID, st.uuids()),
+    Column("char(4)", "char(4)", Kind.TEXT, st.text(_CHARACTERS, max_size=4)),
     Column("date", "date", Kind.DATE, _DATES, "::text::date"),
+    Column("time", "time", Kind.TIME, _TIMES, "::text::time"),
     Column("timestamp", "timestamp", Kind.TIMESTAMP, _TIMESTAMPS, "::text::timestamp"),
     Column("timestamptz", "timestamptz", Kind.TIMESTAMPTZ, _TIMESTAMPTZS, "::text::timestamptz"),
     Column("bytea", "bytea", Kind.BYTEA, st.binary()),
@@ -193,7 +198,9 @@ LOWS: Row = {
     "text": "",
     "varchar": "".join(map(chr, range(1, 32))) + '\x7f"a,b"\\.',
     "uuid": "00000000-0000-0000-0000-000000000000",
+    "char(4)": "\x01,\"",
     "date": "4714-11-24 BC",
+    "time": "00:00:00",
     "timestamp": "4714-11-24 00:00:00 BC",
     "timestamptz": "-infinity",
     "bytea": b"",
@@ -212,7 +219,9 @@ HIGHS: Row = {
     "text": "é ✓ \U0001d11e \u2028 </script> \r\n",
     "varchar": "\\N",
     "uuid": "ffffffff-ffff-ffff-ffff-ffffffffffff",
+    "char(4)": "a   ",
     "date": "5874897-12-31",
+    "time": "24:00:00",
     "timestamp": "294276-12-31 23:59:59.999999",
     "timestamptz": "294276-12-31 23:59:59.999999+00",
     "bytea": bytes(range(256)),
@@ -231,7 +240,9 @@ ODDS: Row = {
     "text": "\\.",
     "varchar": "",
     "uuid": None,
+    "char(4)": "",
     "date": "infinity",
+    "time": "12:00:00.000001",
     "timestamp": "-infinity",
     "timestamptz": "0001-01-01 00:00:00+15:59",  # 1 BC in UTC
     "bytea": b"\x00",
@@ -309,6 +320,9 @@ class Rendered:
     json_line: bytes
     #: ``as_csv`` through ``COPY`` with ``CSV_COPY``: header and record.
     csv: bytes
+    #: NDJSON and CSV rendered in the server from binary ``COPY`` (``app/render.py``).
+    served_ndjson: bytes
+    served_csv: bytes
 
 
 async def _copy(conn: asyncpg.Connection, query: sql.Query, options: dict[str, Any]) -> bytes:
@@ -319,6 +333,21 @@ async def _copy(conn: asyncpg.Connection, query: sql.Query, options: dict[str, A
 
     await conn.copy_from_query(query.sql, *query.args, output=collect, **options)
     return b"".join(chunks)
+
+
+async def _served(conn: asyncpg.Connection, renderer: render.Renderer) -> bytes:
+    """The renderer's text of its statement's binary ``COPY``, fed in pieces of 1 to 7
+    bytes, so that rows, values and the header are split everywhere."""
+    data = await _copy(conn, renderer.query, {"format": "binary"})
+    out, rows, start = [], 0, 0
+    for size in itertools.cycle(range(1, 8)):
+        if start >= len(data):
+            break
+        text, ended = renderer.render(data[start : start + size])
+        out.append(text)
+        rows, start = rows + ended, start + size
+    assert renderer.ended and rows == 1
+    return b"".join(out)
 
 
 async def _render(props: Props, row: Row) -> Rendered:
@@ -339,6 +368,8 @@ async def _render(props: Props, row: Row) -> Rendered:
             json=ours[0],
             json_line=await _copy(conn, query, sql.JSON_LINES_COPY),
             csv=await _copy(conn, sql.as_csv(dataset, selection), sql.CSV_COPY),
+            served_ndjson=await _served(conn, render.Renderer(dataset, selection, "ndjson")),
+            served_csv=await _served(conn, render.Renderer(dataset, selection, "csv")),
         )
     finally:
         await tx.rollback()
@@ -476,6 +507,7 @@ def test_json_parses_equal_to_row_to_json(props: Props, row: Row) -> None:
         assert canonical(ours[name]) == canonical(theirs[name]), (name, ours[name], theirs[name])
     assert "\n" not in rendered.json and "\r" not in rendered.json  # one line per row
     assert rendered.json_line == rendered.json.encode() + b"\n"
+    assert rendered.served_ndjson == rendered.json_line  # byte for byte
 
 
 @SETTINGS
@@ -495,6 +527,7 @@ def test_csv_is_the_text_of_each_json_value(props: Props, row: Row) -> None:
     assert len(records) == 1
     cells = dict(zip(NAMES, records[0], strict=True))
     assert cells["id"] == "1"
+    assert rendered.served_csv == rendered.csv  # byte for byte
     for column in COLUMNS:
         cell, value = cells[column.name], theirs[column.name]
         if row[column.name] is None:

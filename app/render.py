@@ -1,0 +1,281 @@
+"""NDJSON and CSV rendered in the server from PostgreSQL's binary ``COPY`` (``render.c``).
+
+PostgreSQL renders text on the single core of the export's backend: each value's JSON
+text (``pgtypes.json_sql``) cost NDJSON three times what a plain ``COPY`` costs. Here
+PostgreSQL sends the columns the renderer knows in their binary form (integers, booleans,
+text, enum labels, uuid, date, time, timestamps, numeric), which costs it less than its
+own CSV, and the renderer, compiled C called through ``ctypes`` (which releases the GIL),
+writes the exact text in a worker thread while the event loop reads the next ``COPY``
+data: the two cores work at once. Every other column (floats, json, jsonb, arrays, bytea,
+intervals, types we do not know) is rendered by PostgreSQL in the same statement, as
+today, and passed through (``RAW``): per column, never the whole export. Compression
+runs in the same worker thread, on the rendered bytes.
+
+The renderer is built by ``make`` (``app/_render.so``). Without it (no C compiler), or
+with ``TEXT_RENDERING=database``, PostgreSQL renders everything, with the same bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import functools
+import json
+import logging
+from collections.abc import AsyncGenerator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import asyncpg
+
+from app import cursor, pgtypes, sql
+from app.pgtypes import Kind, PgType
+from app.quoting import ident
+
+if TYPE_CHECKING:
+    from app.datasets import Dataset
+
+logger = logging.getLogger(__name__)
+
+LIBRARY = Path(__file__).with_name("_render.so")
+#: ``rs_abi()`` of the ``render.c`` this module speaks to.
+ABI = 1
+Mode = Literal["ndjson", "csv"]
+_MODES = {"ndjson": 0, "csv": 1}
+#: ``render.c``'s kinds; 0 (``RAW``): rendered by PostgreSQL, passed through or quoted.
+RAW = 0
+_INTEGERS = {"int2": 1, "int4": 2, "int8": 3}
+_KINDS = {
+    Kind.BOOLEAN: 4,
+    Kind.TEXT: 5,
+    Kind.ENUM: 5,
+    Kind.UUID: 6,
+    Kind.DATE: 7,
+    Kind.TIME: 8,
+    Kind.TIMESTAMP: 9,
+    Kind.TIMESTAMPTZ: 10,
+    Kind.NUMERIC: 11,
+}
+#: ``rs_render``'s statuses.
+_MORE, _FULL, _END = 0, 1, 2
+#: Binary COPY's signature, then a flags word and the header extension's length.
+SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+_HEADER = len(SIGNATURE) + 8
+#: Bytes of a renderer's output buffer (a larger row gets a larger one).
+OUT_BYTES = 1 << 20
+#: Renders run here, beside the event loop: one thread a core the server may use.
+_EXECUTOR = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render")
+
+
+class _Plan(ctypes.Structure):
+    _fields_ = [
+        ("mode", ctypes.c_int32),
+        ("ncols", ctypes.c_int32),
+        ("kinds", ctypes.POINTER(ctypes.c_int32)),
+        ("prefixes", ctypes.POINTER(ctypes.c_char_p)),
+        ("prefix_lengths", ctypes.POINTER(ctypes.c_int32)),
+    ]
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The compiled renderer, or None (said once in the log) when it is not there."""
+    try:
+        lib = ctypes.CDLL(str(LIBRARY))
+    except OSError as exc:
+        logger.warning("PostgreSQL renders NDJSON and CSV: no compiled renderer (%s)", exc)
+        return None
+    if lib.rs_abi() != ABI:
+        logger.warning("PostgreSQL renders NDJSON and CSV: %s is stale (run make)", LIBRARY)
+        return None
+    int64_p = ctypes.POINTER(ctypes.c_int64)
+    lib.rs_render.argtypes = [
+        ctypes.POINTER(_Plan),
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        int64_p,
+        int64_p,
+        int64_p,
+    ]
+    lib.rs_render.restype = ctypes.c_int
+    return lib
+
+
+def kind(pgtype: PgType, mode: Mode, csv_safe: bool = False) -> int:
+    """``render.c``'s kind for a column of ``pgtype``, or ``RAW``."""
+    if pgtype.kind is Kind.INTEGER:
+        return _INTEGERS[pgtype.name]
+    if csv_safe and mode == "csv" and pgtype.kind in (Kind.TEXT, Kind.ENUM):
+        return RAW  # PostgreSQL adds the formula-escaping quote (``pgtypes.csv_safe_sql``)
+    return _KINDS.get(pgtype.kind, RAW)
+
+
+def _binary(column: str, pgtype: PgType, code: int) -> str:
+    """The column in the binary form ``render.c`` reads: its base type (a domain's), the
+    text types and enum labels as ``text`` (``bpchar`` keeps its padding)."""
+    if pgtype.kind is Kind.ENUM or (pgtype.kind is Kind.TEXT and pgtype.name != "bpchar"):
+        return f"{column}::text"
+    return f"{column}::{pgtype.name}"
+
+
+def _raw(column: str, pgtype: PgType, nullable: bool, mode: Mode, csv_safe: bool) -> str:
+    """PostgreSQL's rendering of the column, as the database path has it (``pgtypes``)."""
+    if mode == "ndjson":
+        return f"({pgtypes.json_sql(column, pgtype, nullable)})::text"
+    rendered = pgtypes.csv_sql(column, pgtype)
+    if csv_safe:
+        rendered = pgtypes.csv_safe_sql(rendered, pgtype)
+    return f"({rendered})::text"
+
+
+def csv_field(text: str, single: bool) -> str:
+    """``text`` as PostgreSQL's ``COPY (FORMAT csv)`` writes it (``put_csv`` in C)."""
+    if text == "" or (single and text == "\\.") or any(c in text for c in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """Bytes ready to send, and the rows they end (``len``: counted as records)."""
+
+    data: bytes
+    rows: int
+
+    def __len__(self) -> int:
+        return self.rows
+
+
+class Renderer:
+    """One export's rendering: its statement, the C plan, and the bytes carried over
+    between ``COPY`` chunks (a row split across two)."""
+
+    def __init__(self, dataset: Dataset, selection: sql.Selection, mode: Mode) -> None:
+        lib = library()
+        assert lib is not None
+        self._lib = lib
+        fields = selection.fields
+        columns = [dataset.by_name[f] for f in fields]
+        codes = [kind(c.type, mode, selection.csv_safe) for c in columns]
+        expressions = [
+            _binary(ident(c.name), c.type, code)
+            if code != RAW
+            else _raw(ident(c.name), c.type, c.nullable, mode, selection.csv_safe)
+            for c, code in zip(columns, codes, strict=True)
+        ]
+        self.query = sql.select(dataset, selection, ", ".join(expressions))
+        self.codes = tuple(codes)
+        prefixes = [
+            (("{" if i == 0 else ",") + json.dumps(f, ensure_ascii=False) + ":").encode()
+            for i, f in enumerate(fields)
+        ]
+        if mode == "csv":
+            names = [pgtypes.csv_safe_name(f) if selection.csv_safe else f for f in fields]
+            header = ",".join(csv_field(n, len(names) == 1) for n in names) + "\n"
+            self._head = header.encode()
+        else:
+            self._head = b""
+        n = len(fields)
+        self._keep = (
+            (ctypes.c_int32 * n)(*codes),
+            (ctypes.c_char_p * n)(*prefixes),
+            (ctypes.c_int32 * n)(*map(len, prefixes)),
+        )
+        self._plan = _Plan(_MODES[mode], n, *self._keep)
+        self._carry = b""
+        self._started = False
+        self.ended = False
+        self._out = ctypes.create_string_buffer(OUT_BYTES)
+
+    def render(self, chunk: bytes) -> tuple[bytes, int]:
+        """The text of the whole rows in the carried bytes and ``chunk`` (called in a
+        worker thread; one call at a time per export)."""
+        data = self._carry + chunk if self._carry else bytes(chunk)
+        pieces: list[bytes] = []
+        if not self._started:
+            if len(data) < _HEADER or len(data) < _HEADER + _extension(data):
+                self._carry = data
+                return b"", 0
+            data = data[_HEADER + _extension(data) :]
+            self._started = True
+            pieces.append(self._head)
+        rows, offset = 0, 0
+        base = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value or 0
+        consumed, written, done = ctypes.c_int64(), ctypes.c_int64(), ctypes.c_int64()
+        while True:
+            out = self._out
+            status = self._lib.rs_render(
+                ctypes.byref(self._plan),
+                base + offset,
+                len(data) - offset,
+                out,
+                len(out),
+                ctypes.byref(consumed),
+                ctypes.byref(written),
+                ctypes.byref(done),
+            )
+            pieces.append(ctypes.string_at(out, written.value))
+            rows += done.value
+            offset += consumed.value
+            if status == _FULL and not written.value:  # one row larger than the buffer
+                self._out = ctypes.create_string_buffer(2 * len(out))
+            elif status == _END:
+                self.ended = True
+                break
+            elif status == _MORE:
+                break
+            elif status != _FULL:
+                raise ValueError("malformed binary COPY data")
+        self._carry = b"" if self.ended else data[offset:]
+        return b"".join(pieces), rows
+
+
+def _extension(data: bytes) -> int:
+    """The length of binary COPY's header extension (after checking the signature)."""
+    if not data.startswith(SIGNATURE):
+        raise ValueError("not binary COPY data")
+    return int.from_bytes(data[_HEADER - 4 : _HEADER], "big")
+
+
+class Body:
+    """The encoder of a rendered export: the bytes as they come, and the compressor's
+    end when the stream is complete."""
+
+    def __init__(self, finish: Callable[[], bytes] | None = None) -> None:
+        self._finish = finish
+
+    def start(self) -> bytes:
+        return b""
+
+    def batch(self, rows: Rendered) -> bytes:
+        return rows.data
+
+    def end(self) -> bytes:
+        return self._finish() if self._finish is not None else b""
+
+
+async def rendered(
+    conn: asyncpg.Connection,
+    renderer: Renderer,
+    compress: Callable[[bytes], bytes] | None = None,
+) -> AsyncGenerator[Rendered, None]:
+    """The export's rows as text, chunk by chunk: each ``COPY`` chunk rendered (and
+    compressed) in a worker thread while the next is read."""
+    loop = asyncio.get_running_loop()
+
+    def step(chunk: bytes) -> Rendered:
+        text, rows = renderer.render(chunk)
+        if compress is not None and text:
+            text = compress(text)
+        return Rendered(text, rows)
+
+    async for chunk in cursor.copy_chunks(conn, renderer.query, format="binary"):
+        out = await loop.run_in_executor(_EXECUTOR, step, chunk)
+        if out.data:
+            yield out
+    if not renderer.ended:
+        raise ValueError("binary COPY data ended without its trailer")
