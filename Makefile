@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+RENDERER := app/_render.so
 
 .PHONY: install tools run test lint typecheck check bench lock clean
 
@@ -19,11 +20,16 @@ $(VENV)/.installed: requirements.lock pyproject.toml client/pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e ./client -e .
 	touch $@ $(VENV)/.runtime
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(RENDERER)
+
+# The NDJSON and CSV renderer (app/render.c, loaded with ctypes: no Python headers). Without
+# a C compiler the service still runs, and PostgreSQL renders those formats (slower).
+$(RENDERER): app/render.c
+	@$(CC) -O2 -shared -fPIC -o $@ $< || echo "no C compiler: PostgreSQL renders NDJSON and CSV"
 
 # With no DATABASE_URL: the embedded PostgreSQL, the demo migrated and seeded. With one:
 # its datasets (datasets.toml), nothing created there.
-run: $(VENV)/.runtime
+run: $(VENV)/.runtime $(RENDERER)
 	$(BIN)/rowstream serve --demo --print-curl
 
 # Programs the tests drive besides Python: nginx (reverse proxy), pgbouncer (pooler), and

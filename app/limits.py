@@ -57,6 +57,17 @@ FIRST_BATCH_ROWS = 100
 #: per stream, and the first batch leaves sooner.
 ADBC_BATCH_BYTES = 1 << 20
 
+#: ``COPY`` chunks (asyncpg's socket reads, about 10 KB each) queued for a server-rendered
+#: export while its worker thread renders the ones before.
+RENDER_QUEUE_CHUNKS = 64
+#: A server-rendered export renders (and sends) this many bytes of ``COPY`` data at once,
+#: or what came within ``RENDER_BATCH_SECONDS`` when rows come slower: each hand-over to
+#: the worker thread and each HTTP send has a cost of its own.
+RENDER_BATCH_BYTES = 256 * 1024
+RENDER_BATCH_SECONDS = 0.05
+#: Bytes of a server-rendered export's output buffer (a larger row gets a larger one).
+RENDER_OUT_BYTES = 1 << 20
+
 # --- health -------------------------------------------------------------------------------
 #: Seconds ``/readyz`` gives each step of its check that every dataset is readable (the
 #: datasets' probe is bounded on the server too: ``lock_timeout``, ``statement_timeout``).

@@ -31,6 +31,12 @@ from typing import TYPE_CHECKING, Literal
 import asyncpg
 
 from app import cursor, pgtypes, sql
+from app.limits import (
+    RENDER_BATCH_BYTES,
+    RENDER_BATCH_SECONDS,
+    RENDER_OUT_BYTES,
+    RENDER_QUEUE_CHUNKS,
+)
 from app.pgtypes import Kind, PgType
 from app.quoting import ident
 
@@ -63,8 +69,6 @@ _MORE, _FULL, _END = 0, 1, 2
 #: Binary COPY's signature, then a flags word and the header extension's length.
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 _HEADER = len(SIGNATURE) + 8
-#: Bytes of a renderer's output buffer (a larger row gets a larger one).
-OUT_BYTES = 1 << 20
 #: Renders run here, beside the event loop: one thread a core the server may use.
 _EXECUTOR = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render")
 
@@ -189,7 +193,7 @@ class Renderer:
         self._carry = b""
         self._started = False
         self.ended = False
-        self._out = ctypes.create_string_buffer(OUT_BYTES)
+        self._out = ctypes.create_string_buffer(RENDER_OUT_BYTES)
 
     def render(self, chunk: bytes) -> tuple[bytes, int]:
         """The text of the whole rows in the carried bytes and ``chunk`` (called in a
@@ -273,7 +277,15 @@ async def rendered(
             text = compress(text)
         return Rendered(text, rows)
 
-    async for chunk in cursor.copy_chunks(conn, renderer.query, format="binary"):
+    chunks = cursor.copy_chunks(
+        conn,
+        renderer.query,
+        queue_size=RENDER_QUEUE_CHUNKS,
+        coalesce_bytes=RENDER_BATCH_BYTES,
+        coalesce_seconds=RENDER_BATCH_SECONDS,
+        format="binary",
+    )
+    async for chunk in chunks:
         out = await loop.run_in_executor(_EXECUTOR, step, chunk)
         if out.data:
             yield out
