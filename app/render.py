@@ -131,6 +131,10 @@ def _raw(column: str, pgtype: PgType, nullable: bool, mode: Mode, csv_safe: bool
     if mode == "ndjson":
         return f"({pgtypes.json_sql(column, pgtype, nullable)})::text"
     rendered = pgtypes.csv_sql(column, pgtype)
+    if rendered == column:
+        # COPY prints the value with its type's output function, which concat() calls; a
+        # cast to text may differ from it (inet's keeps the mask), and concat(NULL) is ''
+        rendered = f"CASE WHEN {column} IS NULL THEN NULL ELSE concat({column}) END"
     if csv_safe:
         rendered = pgtypes.csv_safe_sql(rendered, pgtype)
     return f"({rendered})::text"

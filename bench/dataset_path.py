@@ -28,6 +28,7 @@ import httpx
 
 from app import auth, cursor, database, datasets, demo, introspection, migrate, quoting, sql
 from app.settings import Settings
+from bench import curl
 from bench import measure as bench
 from bench.report import Sample, machine
 from rowstream import media
@@ -58,7 +59,17 @@ FROM generate_series(1::bigint, $1::bigint) AS i
 #: The bench's datasets and their tables.
 TABLES = {"messages": "messages", "wide": "bench_wide"}
 
-STREAMS = {"ndjson": media.NDJSON, "csv": media.CSV, "arrow": media.ARROW, "parquet": media.PARQUET}
+#: What each round streams: a name, the media type and the ``Content-Encoding`` asked for.
+STREAMS: dict[str, tuple[str, str | None]] = {
+    "ndjson": (media.NDJSON, None),
+    "csv": (media.CSV, None),
+    "arrow": (media.ARROW, None),
+    "parquet": (media.PARQUET, None),
+    "ndjson zstd": (media.NDJSON, "zstd"),
+    "ndjson gzip": (media.NDJSON, "gzip"),
+}
+#: With ``--rendering``: what a server with ``TEXT_RENDERING=database`` streams as well.
+DATABASE_RENDERED = ("ndjson", "csv", "ndjson zstd")
 
 
 async def _prepare(url: str, rows: int, wide: bool) -> None:
@@ -123,39 +134,71 @@ def _fresh_server(url: str, secret: str, cwd: Path | None, **env: str) -> Iterat
 
 def _scenario(label: str, path: str, fmt: str, rows: int) -> bench.Scenario:
     """The format travels in ``Accept``, which both builds understand."""
-    accept = STREAMS[fmt]
+    accept, encoding = STREAMS[fmt]
     count = b"" if fmt in ("arrow", "parquet") else b"\n"
+    headers = (("Accept", accept), ("Accept-Encoding", encoding or "identity"))
     return bench.Scenario(
-        label, path, rows, (("Accept", accept),), count, extra_lines=1 if fmt == "csv" else 0
+        label, path, rows, headers, count, extra_lines=1 if fmt == "csv" else 0, encoding=encoding
     )
 
 
 async def _round(
-    url: str, secret: str, names: list[str], rows: int, files: Path, baseline: Path | None
+    url: str,
+    secret: str,
+    names: list[str],
+    rows: int,
+    files: Path,
+    baseline: Path | None,
+    options: argparse.Namespace,
 ) -> dict[str, Sample]:
     token = auth.issue(secret, "bench", 3600)
     headers = {"Authorization": f"Bearer {token}", "Accept-Encoding": "identity"}
     out: dict[str, Sample] = {}
-    builds: list[tuple[str, Path | None, str]] = [("", None, "/datasets/{name}/stream")]
+    files_env = {"DATASETS_FILE": str(files)}
+    # (label prefix, checkout, path template, environment, formats, datasets)
+    builds: list[tuple[str, Path | None, str, dict[str, str], tuple[str, ...], list[str]]] = [
+        ("", None, "/datasets/{name}/stream", files_env, tuple(STREAMS), names)
+    ]
+    if options.rendering:
+        env = {**files_env, "TEXT_RENDERING": "database"}
+        builds.append(("database-rendered ", None, builds[0][2], env, DATABASE_RENDERED, names))
     if baseline is not None:
-        builds.append(("baseline ", baseline, "/messages/stream"))
-    for prefix, cwd, template in builds:
-        env = {"DATASETS_FILE": str(files)} if cwd is None else {}
+        base_formats = ("ndjson", "csv", "arrow", "parquet")
+        builds.append(("baseline ", baseline, "/messages/stream", {}, base_formats, ["messages"]))
+    for prefix, cwd, template, env, fmts, datasets_ in builds:
         with _fresh_server(url, secret, cwd, **env) as (base, pid):
             probe = bench.ServerProbe(pid)
             async with httpx.AsyncClient(base_url=base, headers=headers, timeout=900) as client:
-                for name in names if cwd is None else ["messages"]:
-                    for fmt in STREAMS:
+                for name in datasets_:
+                    for fmt in fmts:
                         label = f"{prefix}{name} {fmt}"
-                        path = template.format(name=name)
-                        sc = _scenario(label, path, fmt, rows)
-                        sample = await bench.fetch(client, probe, sc, False)
+                        sc = _scenario(label, template.format(name=name), fmt, rows)
+                        if options.client == "curl":
+                            sample = curl.fetch(base, token, probe, sc)
+                        else:
+                            sample = await bench.fetch(client, probe, sc, False)
                         if sample.rows != rows:
                             raise RuntimeError(f"{label}: {sample.rows} rows, expected {rows}")
                         out[label] = sample
+    if options.first_bytes:
+        out.update(_first_bytes(url, secret, names[0], files_env, token))
     for name in names:
         out[f"{name} plain COPY csv"] = await _reference(url, name, rows, own=False)
         out[f"{name} COPY of the csv format"] = await _reference(url, name, rows, own=True)
+    return out
+
+
+def _first_bytes(
+    url: str, secret: str, name: str, env: dict[str, str], token: str
+) -> dict[str, Sample]:
+    """Each format as the first request of a fresh process (1,000 rows, curl), and the
+    process's RSS once started (after its warm-up), before that request."""
+    out: dict[str, Sample] = {}
+    for fmt in ("ndjson", "csv", "arrow", "parquet"):
+        with _fresh_server(url, secret, None, **env) as (base, pid):
+            probe = bench.ServerProbe(pid)
+            sc = _scenario(f"first {fmt}", f"/datasets/{name}/stream", fmt, 1000)
+            out[f"first {fmt}"] = curl.fetch(base, token, probe, sc)
     return out
 
 
@@ -175,7 +218,7 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
         migrate.upgrade(url)  # the bench's own tables: asked for by running the bench
         asyncio.run(_prepare(url, rows, args.wide))
         for number in range(args.rounds + 1):
-            measured = asyncio.run(_round(url, secret, names, rows, files, baseline))
+            measured = asyncio.run(_round(url, secret, names, rows, files, baseline, args))
             if number:  # the first round warms PostgreSQL's caches
                 rounds.append(measured)
             if not args.quiet:
@@ -213,12 +256,25 @@ def summarise(rounds: list[dict[str, Sample]], names: list[str], baseline: bool)
             figures[f"{name} {fmt} peak MiB above idle"] = median(
                 [s.peak_mib or 0.0 for s in samples]
             )
+        for fmt in DATABASE_RENDERED if f"database-rendered {name} ndjson" in rounds[0] else ():
+            samples = [r[f"database-rendered {name} {fmt}"] for r in rounds]
+            figures[f"{name} {fmt} database-rendered x plain COPY"] = median(
+                [s.total_s / p for s, p in zip(samples, plain, strict=True)]
+            )
         first = [r[f"{name} ndjson"].first_byte_s * 1000 for r in rounds]
         figures[
             f"{name} ndjson first byte ms" + (" (fresh process)" if name == names[0] else "")
         ] = median(first)
+    for fmt in ("ndjson", "csv", "arrow", "parquet") if "first ndjson" in rounds[0] else ():
+        firsts = [r[f"first {fmt}"] for r in rounds]
+        figures[f"first {fmt} byte ms (first request of a fresh process)"] = median(
+            [s.first_byte_s * 1000 for s in firsts]
+        )
+        figures[f"idle MiB before the first {fmt} request"] = median(
+            [s.idle_mib or 0.0 for s in firsts]
+        )
     if baseline:
-        for fmt in STREAMS:
+        for fmt in ("ndjson", "csv", "arrow", "parquet"):
             figures[f"messages {fmt} x baseline build"] = median(
                 [
                     r[f"messages {fmt}"].total_s / r[f"baseline messages {fmt}"].total_s

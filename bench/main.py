@@ -470,6 +470,25 @@ def add_parser(sub: Any) -> None:
     b.add_argument("--wide", action="store_true", help="with --datasets: add a 20-column table")
     b.add_argument("--database-url", help="with --datasets: any PostgreSQL (default: embedded)")
     b.add_argument(
+        "--client",
+        choices=("curl", "httpx"),
+        default="curl",
+        help="with --datasets: who reads the streams (curl: the server's figure, not a "
+        "Python client's CPU)",
+    )
+    b.add_argument(
+        "--rendering",
+        action="store_true",
+        help="with --datasets: also NDJSON and CSV rendered by PostgreSQL "
+        "(TEXT_RENDERING=database), in the same rounds",
+    )
+    b.add_argument(
+        "--first-bytes",
+        action="store_true",
+        help="with --datasets: each format as the first request of a fresh process, and "
+        "that process's idle RSS",
+    )
+    b.add_argument(
         "--hostile",
         action="store_true",
         help="what hostile and slow clients cost: the standard route's memory, idle "

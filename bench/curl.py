@@ -1,0 +1,71 @@
+"""One timed request with curl as the client.
+
+On two shared cores a Python client spends a core of its own reading and counting a
+100 MB body, and the server's figure then includes the client's CPU. curl writes the body
+to a file in memory (``/dev/shm``) and times itself; the rows are counted afterwards, off
+the clock (decompressed, or parsed for Arrow and Parquet).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import zlib
+from pathlib import Path
+
+from bench.measure import Scenario, ServerProbe
+from bench.report import Sample
+
+_SCRATCH = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+
+
+def _rows(body: bytes, scenario: Scenario) -> int:
+    if scenario.encoding == "gzip":
+        body = zlib.decompressobj(31).decompress(body)
+    elif scenario.encoding == "zstd":
+        import zstandard
+
+        body = zstandard.ZstdDecompressor().decompressobj().decompress(body)
+    if scenario.count:
+        return body.count(scenario.count) - scenario.extra_lines
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if body.startswith(b"PAR1"):
+        return int(pq.ParquetFile(pa.BufferReader(body)).metadata.num_rows)
+    return int(pa.ipc.open_stream(body).read_all().num_rows)
+
+
+def fetch(base: str, token: str, probe: ServerProbe, scenario: Scenario) -> Sample:
+    """``scenario`` fetched once by curl; ``first_byte_s`` is curl's time to the first
+    response byte (the server sends its headers with the first batch)."""
+    out = _SCRATCH / f"rowstream-bench-{os.getpid()}"
+    command = [
+        *("curl", "-sS", "--fail", "-o", str(out)),
+        *("-w", "%{time_starttransfer} %{time_total} %{size_download}"),
+        *("-H", f"Authorization: Bearer {token}"),
+    ]
+    for name, value in scenario.headers:
+        command += ["-H", f"{name}: {value}"]
+    command.append(f"{base}{scenario.path}?limit={scenario.rows}")
+    extra: dict[str, float | None] = {}
+    try:
+        with probe.measure(extra):
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode:
+            raise RuntimeError(f"{scenario.name}: curl: {done.stderr.strip()}")
+        first, total, size = done.stdout.split()
+        rows = _rows(out.read_bytes(), scenario)
+    finally:
+        out.unlink(missing_ok=True)
+    return Sample(
+        float(first),
+        float(first),
+        float(total),
+        int(size),
+        rows,
+        peak_mib=extra.get("peak_mib"),
+        idle_mib=extra.get("idle_mib"),
+        cpu_s=extra.get("cpu_s"),
+    )
