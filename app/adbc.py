@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
@@ -53,11 +54,9 @@ NO_LIMIT = 2**62
 
 
 def available() -> bool:
-    try:
-        import adbc_driver_postgresql.dbapi  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether the driver is installed (found, not imported: importing it loads pyarrow,
+    which ``ARROW_PRELOAD=false`` leaves to the first Arrow request)."""
+    return importlib.util.find_spec("adbc_driver_postgresql") is not None
 
 
 def use_for(dataset: Dataset, selection: Selection) -> bool:

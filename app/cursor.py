@@ -130,8 +130,26 @@ async def _end(tx: Any) -> None:
     is not an error.
     """
     with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
-        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        with contextlib.suppress(
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.exceptions.InternalClientError,  # still busy: the pool discards it
+            OSError,
+        ):
             await tx.rollback()
+
+
+async def _settle(conn: asyncpg.Connection) -> None:
+    """Wait (shielded, bounded) until a cancelled statement has left ``conn``: asyncpg
+    marks the connection idle only when the server's answer to the cancel has arrived,
+    and a ROLLBACK sent before that fails ("another operation is in progress"). asyncpg's
+    own pool waits the same way before it resets a released connection."""
+    protocol = getattr(conn, "_protocol", None)
+    if protocol is None or not protocol._is_cancelling():
+        return
+    with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
+        with contextlib.suppress(Exception):
+            await protocol._wait_for_cancellation()
 
 
 async def _cancel(task: asyncio.Future[Any] | None) -> None:
@@ -167,6 +185,7 @@ async def batches(
                 yield rows
     finally:
         await _cancel(pending)
+        await _settle(conn)
 
 
 async def copy_chunks(
@@ -251,6 +270,7 @@ async def copy_chunks(
         if getter is not None and not getter.done():
             getter.cancel()
         await _cancel(task)
+        await _settle(conn)
 
 
 async def copy_all(

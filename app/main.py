@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             try:
                 await catalog.load(read_db, at_start=True)
                 if catalog.loaded:
-                    await warmup.warm_up(read_db, catalog.loaded, settings)
+                    await warmup.warm_up(read_db, catalog.loaded, settings, drivers)
                 yield State(
                     settings=settings,
                     verifier=verifier,

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import anyio
 import asyncpg
 
 from app import cursor, pgtypes, sql
@@ -289,9 +290,15 @@ async def rendered(
         coalesce_seconds=RENDER_BATCH_SECONDS,
         format="binary",
     )
-    async for chunk in chunks:
-        out = await loop.run_in_executor(_EXECUTOR, step, chunk)
-        if out.data:
-            yield out
-    if not renderer.ended:
-        raise ValueError("binary COPY data ended without its trailer")
+    try:
+        async for chunk in chunks:
+            out = await loop.run_in_executor(_EXECUTOR, step, chunk)
+            if out.data:
+                yield out
+        if not renderer.ended:
+            raise ValueError("binary COPY data ended without its trailer")
+    finally:
+        # at once, not when collected, and shielded (the task is often being cancelled): it
+        # cancels the COPY, which must be over before the transaction is rolled back
+        with anyio.CancelScope(shield=True):
+            await chunks.aclose()

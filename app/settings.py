@@ -146,6 +146,11 @@ class Settings(BaseSettings):
     #: reads and sends), or ``database``, PostgreSQL renders each value's text. The bytes
     #: are the same; without the compiled renderer, ``database``.
     text_rendering: Literal["server", "database"] = "server"
+    #: Load pyarrow and the ADBC driver at start, and keep one driver connection open, so
+    #: that the first Arrow or Parquet request costs what any does; ``false``: the first
+    #: such request loads them (about 0.1 s, once), and an idle process holds about 60 MB
+    #: less (docs/benchmarks.md, "Idle memory").
+    arrow_preload: bool = True
     #: Spreadsheet-safe CSV (OWASP's "CSV injection"): a text cell or column name that
     #: begins with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return, which Excel,
     #: LibreOffice and Google Sheets would run as a formula, goes out with a ``'`` before

@@ -14,7 +14,7 @@ from functools import partial
 
 import databases
 
-from app import cursor, export, formats, plan
+from app import adbc, cursor, export, formats, plan
 from app.datasets import Dataset
 from app.limits import WARM_UP_SECONDS
 from app.settings import Settings
@@ -23,13 +23,21 @@ from app.sql import Selection
 logger = logging.getLogger(__name__)
 
 
-async def warm_up(db: databases.Database, datasets: dict[str, Dataset], settings: Settings) -> None:
-    """Run the first row of one table through every streamed format, at start.
+async def warm_up(
+    db: databases.Database,
+    datasets: dict[str, Dataset],
+    settings: Settings,
+    drivers: adbc.DriverPool | None = None,
+) -> None:
+    """Run the first row of one table through every streamed format, at start, each the
+    way a request would (Arrow and Parquet through ``drivers``, the ADBC driver's pool,
+    when there is one; not at all with ``ARROW_PRELOAD=false``, which leaves pyarrow and
+    the driver unloaded until the first such request).
 
     The cost is per process, not per dataset, so one table does, and
-    start-up stays the same however many datasets are declared. Its connection stays in
-    the pool for the first request. A failure here (a value Arrow cannot hold) only means
-    a colder start.
+    start-up stays the same however many datasets are declared. Its connections stay in
+    their pools for the first request. A failure here (a value Arrow cannot hold) only
+    means a colder start.
     """
     # A table anyone may read as the service's own user: views and saved queries may cost a
     # full evaluation for their first row; a row-filtered or role-bound table is not to be
@@ -42,14 +50,19 @@ async def warm_up(db: databases.Database, datasets: dict[str, Dataset], settings
         return
     selection = Selection(fields=table.column_names, limit=1)
     count = partial(export.count_headers, dataset=table, selection=selection, mode="estimated")
+    binary = (drivers, None) if drivers is not None else None
     for media_type in formats.streamed():
+        fmt = formats.FORMATS[media_type]
+        if fmt.from_copy_text and not settings.arrow_preload:
+            continue
         try:
             planned = plan.plan(
                 table,
                 selection,
-                formats.FORMATS[media_type],
+                fmt,
                 settings.stream_batch_size,
                 row_group_rows=1,
+                binary=binary,
                 render_in_server=settings.text_rendering == "server",
             )
             async with asyncio.timeout(WARM_UP_SECONDS):
