@@ -65,6 +65,8 @@ RENDER_QUEUE_CHUNKS = 64
 #: the worker thread and each HTTP send has a cost of its own.
 RENDER_BATCH_BYTES = 256 * 1024
 RENDER_BATCH_SECONDS = 0.05
+#: Bytes of ``COPY`` data rendered first, alone, so that the response starts with them.
+RENDER_FIRST_BYTES = 16 * 1024
 #: Bytes of a server-rendered export's output buffer (a larger row gets a larger one).
 RENDER_OUT_BYTES = 1 << 20
 

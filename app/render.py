@@ -35,6 +35,7 @@ from app import cursor, pgtypes, sql
 from app.limits import (
     RENDER_BATCH_BYTES,
     RENDER_BATCH_SECONDS,
+    RENDER_FIRST_BYTES,
     RENDER_OUT_BYTES,
     RENDER_QUEUE_CHUNKS,
 )
@@ -119,7 +120,7 @@ def kind(pgtype: PgType, mode: Mode, csv_safe: bool = False) -> int:
     return _KINDS.get(pgtype.kind, RAW)
 
 
-def _binary(column: str, pgtype: PgType, code: int) -> str:
+def _binary(column: str, pgtype: PgType) -> str:
     """The column in the binary form ``render.c`` reads: its base type (a domain's), the
     text types and enum labels as ``text`` (``bpchar`` keeps its padding)."""
     if pgtype.kind is Kind.ENUM or (pgtype.kind is Kind.TEXT and pgtype.name != "bpchar"):
@@ -171,7 +172,7 @@ class Renderer:
         columns = [dataset.by_name[f] for f in fields]
         codes = [kind(c.type, mode, selection.csv_safe) for c in columns]
         expressions = [
-            _binary(ident(c.name), c.type, code)
+            _binary(ident(c.name), c.type)
             if code != RAW
             else _raw(ident(c.name), c.type, c.nullable, mode, selection.csv_safe)
             for c, code in zip(columns, codes, strict=True)
@@ -290,11 +291,17 @@ async def rendered(
         coalesce_seconds=RENDER_BATCH_SECONDS,
         format="binary",
     )
+    first = True
     try:
         async for chunk in chunks:
-            out = await loop.run_in_executor(_EXECUTOR, step, chunk)
-            if out.data:
-                yield out
+            # the first rows go out before the rest of the first chunk is rendered: the
+            # response starts with them
+            pieces = [chunk[:RENDER_FIRST_BYTES], chunk[RENDER_FIRST_BYTES:]] if first else [chunk]
+            first = False
+            for piece in pieces:
+                out = await loop.run_in_executor(_EXECUTOR, step, piece)
+                if out.data:
+                    yield out
         if not renderer.ended:
             raise ValueError("binary COPY data ended without its trailer")
     finally:
