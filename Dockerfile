@@ -5,6 +5,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv
 COPY requirements-runtime.lock /tmp/requirements.lock
 RUN /opt/venv/bin/pip install --require-hashes -r /tmp/requirements.lock
+# The NDJSON and CSV renderer (app/render.c), compiled here: the runtime image has no compiler.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+COPY app/render.c /tmp/render.c
+RUN gcc -O2 -shared -fPIC -o /opt/_render.so /tmp/render.c
 
 # Runtime stage: the venv and the source, run as an unprivileged user.
 FROM python:3.11-slim
@@ -14,6 +19,7 @@ RUN useradd --system --uid 10001 --home /srv rowstream
 WORKDIR /srv
 COPY --from=build /opt/venv /opt/venv
 COPY app/ app/
+COPY --from=build /opt/_render.so app/_render.so
 COPY client/rowstream/ rowstream/
 COPY migrations/ migrations/
 COPY alembic.ini ./
