@@ -25,7 +25,7 @@ install: $(VENV)/.installed $(RENDERER)
 # The NDJSON and CSV renderer (app/render.c, loaded with ctypes: no Python headers). Without
 # a C compiler the service still runs, and PostgreSQL renders those formats (slower).
 $(RENDERER): app/render.c
-	@$(CC) -O2 -shared -fPIC -o $@ $< || echo "no C compiler: PostgreSQL renders NDJSON and CSV"
+	@rm -f $@; $(CC) -O2 -shared -fPIC -o $@ $< || echo "no C compiler: PostgreSQL renders NDJSON and CSV"
 
 # With no DATABASE_URL: the embedded PostgreSQL, the demo migrated and seeded. With one:
 # its datasets (datasets.toml), nothing created there.

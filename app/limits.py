@@ -57,9 +57,10 @@ FIRST_BATCH_ROWS = 100
 #: per stream, and the first batch leaves sooner.
 ADBC_BATCH_BYTES = 1 << 20
 
-#: ``COPY`` chunks (asyncpg's socket reads, about 10 KB each) queued for a server-rendered
-#: export while its worker thread renders the ones before.
-RENDER_QUEUE_CHUNKS = 64
+#: ``COPY`` chunks queued for a server-rendered export while its worker thread renders the
+#: ones before: asyncpg's socket reads, about 10 KB each at full speed and up to 256 KiB
+#: when a slow client has held the stream back, so at most 2 MiB per stream.
+RENDER_QUEUE_CHUNKS = 8
 #: A server-rendered export renders (and sends) this many bytes of ``COPY`` data at once,
 #: or what came within ``RENDER_BATCH_SECONDS`` when rows come slower: each hand-over to
 #: the worker thread and each HTTP send has a cost of its own.

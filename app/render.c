@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <string.h>
 
-#define RS_ABI 1
+#define RS_ABI 2
 
 enum kind {
     K_RAW = 0, K_INT2 = 1, K_INT4 = 2, K_INT8 = 3, K_BOOL = 4, K_TEXT = 5, K_UUID = 6,
@@ -260,25 +260,48 @@ static char *put_csv(char *o, const uint8_t *s, int32_t n, int single) {
     return o;
 }
 
-/* The most bytes one value of `len` binary bytes renders to. */
-static int64_t bound(int kind, const uint8_t *p, int32_t len) {
+/* The most bytes one value of `len` binary bytes renders to in `mode`. */
+static int64_t bound(int mode, int kind, const uint8_t *p, int32_t len) {
     if (len < 0) return 4;
     switch (kind) {
-    case K_RAW: case K_TEXT: return 6 * (int64_t)len + 2;
+    case K_RAW: return mode == M_NDJSON ? (int64_t)len : 2 * (int64_t)len + 2;
+    case K_TEXT: return mode == M_NDJSON ? 6 * (int64_t)len + 2 : 2 * (int64_t)len + 2;
     case K_NUMERIC: {
         if (len < 8) return 0;
         int weight = (int16_t)be16(p + 2), dscale = (int16_t)be16(p + 6);
         return 4 * (int64_t)(weight > 0 ? weight + 1 : 1) + (dscale > 0 ? dscale : 0) + 16;
     }
-    default: return 64;
+    default: return 96;
     }
 }
 
-static int valid_length(int kind, int32_t len) {
+/* PostgreSQL's ranges (datatype/timestamp.h): what time_recv, date_recv and
+ * timestamp_recv accept; anything else is malformed input, never rendered. */
+#define JULIAN_MAX 2147483494
+#define TIMESTAMP_MIN_US INT64_C(-211813488000000000)
+#define TIMESTAMP_END_US INT64_C(9223371331200000000)
+
+static int valid(int kind, const uint8_t *p, int32_t len) {
     switch (kind) {
     case K_INT2: return len == 2;
-    case K_INT4: case K_DATE: return len == 4;
-    case K_INT8: case K_TIME: case K_TIMESTAMP: case K_TIMESTAMPTZ: return len == 8;
+    case K_INT4: return len == 4;
+    case K_DATE: {
+        if (len != 4) return 0;
+        int32_t v = (int32_t)be32(p);
+        return v == INT32_MIN || v == INT32_MAX ||
+               (v >= -POSTGRES_EPOCH_JDATE && v <= JULIAN_MAX - POSTGRES_EPOCH_JDATE);
+    }
+    case K_TIME: {
+        if (len != 8) return 0;
+        int64_t v = (int64_t)be64(p);
+        return v >= 0 && v <= USECS_PER_DAY;
+    }
+    case K_TIMESTAMP: case K_TIMESTAMPTZ: {
+        if (len != 8) return 0;
+        int64_t v = (int64_t)be64(p);
+        return v == INT64_MIN || v == INT64_MAX || (v >= TIMESTAMP_MIN_US && v < TIMESTAMP_END_US);
+    }
+    case K_INT8: return len == 8;
     case K_BOOL: return len == 1;
     case K_UUID: return len == 16;
     case K_NUMERIC: return len >= 8;
@@ -291,7 +314,7 @@ static char *put_value(char *o, int mode, int kind, const uint8_t *p, int32_t le
     int json = mode == M_NDJSON, special = 0;
     char scratch[80], *s = scratch, *end;
     if (len < 0) return json ? put_text(o, "null") : o;
-    if (!valid_length(kind, len)) return NULL;
+    if (!valid(kind, p, len)) return NULL;
     switch (kind) {
     case K_RAW:
         if (json) { memcpy(o, p, (size_t)len); return o + len; }
@@ -335,11 +358,13 @@ static char *put_value(char *o, int mode, int kind, const uint8_t *p, int32_t le
 /*
  * Render the whole tuples of `in` (binary COPY data after its header) into `out`.
  * Returns S_MORE when every whole tuple was rendered (a partial one is left, unread),
- * S_FULL when `out` has no room for the next tuple, S_END at the trailer, S_BAD on
- * malformed input. *consumed: input bytes used; *written: output bytes; *rows: tuples.
+ * S_FULL when `out` has no room for the next tuple (*needed: the room it needs), S_END at
+ * the trailer, S_BAD on malformed input. *consumed: input bytes used; *written: output
+ * bytes; *rows: tuples.
  */
 int rs_render(const rs_plan *plan, const uint8_t *in, int64_t in_len, char *out,
-              int64_t out_cap, int64_t *consumed, int64_t *written, int64_t *rows) {
+              int64_t out_cap, int64_t *consumed, int64_t *written, int64_t *rows,
+              int64_t *needed) {
     int64_t pos = 0, n = 0;
     char *o = out;
     int ncols = plan->ncols, json = plan->mode == M_NDJSON;
@@ -357,11 +382,12 @@ int rs_render(const rs_plan *plan, const uint8_t *in, int64_t in_len, char *out,
             int32_t len = (int32_t)be32(in + p);
             p += 4;
             if (len > 0 && in_len - p < len) { whole = 0; break; }
-            need += bound(plan->kinds[i], in + p, len) + (json ? plan->prefix_lengths[i] : 1);
+            need += bound(plan->mode, plan->kinds[i], in + p, len) +
+                    (json ? plan->prefix_lengths[i] : 1);
             if (len > 0) p += len;
         }
         if (!whole) break;
-        if (need > out_cap - (o - out)) { status = S_FULL; break; }
+        if (need > out_cap - (o - out)) { status = S_FULL; *needed = need; break; }
         p = pos + 2;
         for (int i = 0; i < ncols; i++) {
             int32_t len = (int32_t)be32(in + p);

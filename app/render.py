@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 LIBRARY = Path(__file__).with_name("_render.so")
 #: ``rs_abi()`` of the ``render.c`` this module speaks to.
-ABI = 1
+ABI = 2
 Mode = Literal["ndjson", "csv"]
 _MODES = {"ndjson": 0, "csv": 1}
 #: ``render.c``'s kinds; 0 (``RAW``): rendered by PostgreSQL, passed through or quoted.
@@ -106,6 +106,7 @@ def library() -> ctypes.CDLL | None:
         int64_p,
         int64_p,
         int64_p,
+        int64_p,
     ]
     lib.rs_render.restype = ctypes.c_int
     return lib
@@ -142,6 +143,12 @@ def _raw(column: str, pgtype: PgType, nullable: bool, mode: Mode, csv_safe: bool
     return f"({rendered})::text"
 
 
+def _identifier(name: str) -> str:
+    """``name`` as PostgreSQL keeps an identifier (the CSV header is the columns' aliases
+    there): at most 63 bytes, cut on a character boundary."""
+    return name.encode()[:63].decode(errors="ignore")
+
+
 def csv_field(text: str, single: bool) -> str:
     """``text`` as PostgreSQL's ``COPY (FORMAT csv)`` writes it (``put_csv`` in C)."""
     if text == "" or (single and text == "\\.") or any(c in text for c in ',"\n\r'):
@@ -158,6 +165,9 @@ class Rendered:
 
     def __len__(self) -> int:
         return self.rows
+
+    def __bool__(self) -> bool:
+        return True  # a batch with no row ended (a header, a row's start) is still one
 
 
 class Renderer:
@@ -184,7 +194,8 @@ class Renderer:
             for i, f in enumerate(fields)
         ]
         if mode == "csv":
-            names = [pgtypes.csv_safe_name(f) if selection.csv_safe else f for f in fields]
+            safe = selection.csv_safe
+            names = [_identifier(pgtypes.csv_safe_name(f)) if safe else f for f in fields]
             header = ",".join(csv_field(n, len(names) == 1) for n in names) + "\n"
             self._head = header.encode()
         else:
@@ -215,9 +226,9 @@ class Renderer:
             pieces.append(self._head)
         rows, offset = 0, 0
         base = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value or 0
-        consumed, written, done = ctypes.c_int64(), ctypes.c_int64(), ctypes.c_int64()
+        consumed, written, done, needed = (ctypes.c_int64() for _ in range(4))
+        out = self._out
         while True:
-            out = self._out
             status = self._lib.rs_render(
                 ctypes.byref(self._plan),
                 base + offset,
@@ -227,18 +238,20 @@ class Renderer:
                 ctypes.byref(consumed),
                 ctypes.byref(written),
                 ctypes.byref(done),
+                ctypes.byref(needed),
             )
             pieces.append(ctypes.string_at(out, written.value))
             rows += done.value
             offset += consumed.value
-            if status == _FULL and not written.value:  # one row larger than the buffer
-                self._out = ctypes.create_string_buffer(2 * len(out))
+            if status == _FULL:
+                # one row larger than the buffer gets one of its size, for that row only
+                out = self._out if written.value else ctypes.create_string_buffer(needed.value)
             elif status == _END:
                 self.ended = True
                 break
             elif status == _MORE:
                 break
-            elif status != _FULL:
+            else:
                 raise ValueError("malformed binary COPY data")
         self._carry = b"" if self.ended else data[offset:]
         return b"".join(pieces), rows
@@ -298,7 +311,7 @@ async def rendered(
             # response starts with them
             pieces = [chunk[:RENDER_FIRST_BYTES], chunk[RENDER_FIRST_BYTES:]] if first else [chunk]
             first = False
-            for piece in pieces:
+            for piece in filter(None, pieces):
                 out = await loop.run_in_executor(_EXECUTOR, step, piece)
                 if out.data:
                     yield out

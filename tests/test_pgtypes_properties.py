@@ -20,6 +20,7 @@ deterministic in the first place.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import itertools
 import json
 from collections.abc import Callable, Iterator
@@ -323,6 +324,9 @@ class Rendered:
     #: NDJSON and CSV rendered in the server from binary ``COPY`` (``app/render.py``).
     served_ndjson: bytes
     served_csv: bytes
+    #: The ``text`` column alone, both ways.
+    single_csv: bytes
+    served_single_csv: bytes
 
 
 async def _copy(conn: asyncpg.Connection, query: sql.Query, options: dict[str, Any]) -> bytes:
@@ -337,7 +341,9 @@ async def _copy(conn: asyncpg.Connection, query: sql.Query, options: dict[str, A
 
 async def _served(conn: asyncpg.Connection, renderer: render.Renderer) -> bytes:
     """The renderer's text of its statement's binary ``COPY``, fed in pieces of 1 to 7
-    bytes, so that rows, values and the header are split everywhere."""
+    bytes, so that rows, values and the header are split everywhere, into an output buffer
+    of 16 bytes, so that every row takes the path of a row larger than the buffer."""
+    renderer._out = ctypes.create_string_buffer(16)
     data = await _copy(conn, renderer.query, {"format": "binary"})
     out, rows, start = [], 0, 0
     for size in itertools.cycle(range(1, 8)):
@@ -354,6 +360,7 @@ async def _render(props: Props, row: Row) -> Rendered:
     """Insert ``row`` (as id 1) and render it every way, in a transaction rolled back."""
     conn, dataset = props.conn, props.dataset
     selection = sql.Selection(fields=dataset.column_names)
+    single = sql.Selection(fields=("text",))  # alone in its row, "\\." is quoted
     tx = conn.transaction()
     await tx.start()
     try:
@@ -370,6 +377,8 @@ async def _render(props: Props, row: Row) -> Rendered:
             csv=await _copy(conn, sql.as_csv(dataset, selection), sql.CSV_COPY),
             served_ndjson=await _served(conn, render.Renderer(dataset, selection, "ndjson")),
             served_csv=await _served(conn, render.Renderer(dataset, selection, "csv")),
+            single_csv=await _copy(conn, sql.as_csv(dataset, single), sql.CSV_COPY),
+            served_single_csv=await _served(conn, render.Renderer(dataset, single, "csv")),
         )
     finally:
         await tx.rollback()
@@ -528,6 +537,7 @@ def test_csv_is_the_text_of_each_json_value(props: Props, row: Row) -> None:
     cells = dict(zip(NAMES, records[0], strict=True))
     assert cells["id"] == "1"
     assert rendered.served_csv == rendered.csv  # byte for byte
+    assert rendered.served_single_csv == rendered.single_csv
     for column in COLUMNS:
         cell, value = cells[column.name], theirs[column.name]
         if row[column.name] is None:
