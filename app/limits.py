@@ -59,8 +59,8 @@ ADBC_BATCH_BYTES = 1 << 20
 
 #: ``COPY`` chunks queued for a server-rendered export while its worker thread renders the
 #: ones before: asyncpg's socket reads, about 10 KB each at full speed and up to 256 KiB
-#: when a slow client has held the stream back, so at most 2 MiB per stream.
-RENDER_QUEUE_CHUNKS = 8
+#: when a slow client has held the stream back, so at most 4 MiB per stream.
+RENDER_QUEUE_CHUNKS = 16
 #: A server-rendered export renders (and sends) this many bytes of ``COPY`` data at once,
 #: or what came within ``RENDER_BATCH_SECONDS`` when rows come slower: each hand-over to
 #: the worker thread and each HTTP send has a cost of its own.
