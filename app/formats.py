@@ -41,6 +41,10 @@ class RowCounter(enum.Enum):
     CSV = "csv"
 
 
+#: The texts ``render.c`` renders from binary ``COPY``.
+Rendering = Literal["ndjson", "csv"]
+
+
 @dataclass(frozen=True)
 class Buffered:
     """How the standard route loads a format whole: ``COPY`` of ``Format.query`` with these
@@ -88,7 +92,7 @@ class Format:
     from_copy_text: bool = False
     #: Rendered in the server from PostgreSQL's binary ``COPY`` by ``render.c`` in this
     #: mode, when it is built and ``TEXT_RENDERING`` is ``server`` (``plan.plan``).
-    rendered: Literal["ndjson", "csv"] | None = None
+    rendered: Rendering | None = None
 
     def openapi(self, row: dict[str, Any], row_schema: dict[str, Any]) -> dict[str, Any]:
         """This format's entry in a data route's ``200`` content."""

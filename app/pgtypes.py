@@ -311,12 +311,12 @@ def binary_sql(column: str, pgtype: PgType) -> str:
     (the driver decodes a uuid to 16 bytes, an interval to months-days-nanoseconds, numeric
     NaN to ``nan``), the rest to a built-in type the driver knows (a domain to its base
     type), guarded (``arrow_guard``)."""
-    base = _binary_base(pgtype.element if pgtype.element is not None else pgtype)
+    base = binary_base(pgtype.element if pgtype.element is not None else pgtype)
     cast = f"{base}[]" if pgtype.kind is Kind.ARRAY else base
     return arrow_guard(column, pgtype, f"{column}::{cast}")
 
 
-def _binary_base(pgtype: PgType) -> str:
+def binary_base(pgtype: PgType) -> str:
     """The built-in type name to cast to: ``bpchar`` keeps ``char(n)``'s padding (where
     ``character`` would mean ``char(1)``), other text types (``citext``, ``name``) are
     ``text``."""

@@ -20,18 +20,18 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import functools
-import json
 import logging
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import anyio
 import asyncpg
 
 from app import cursor, pgtypes, sql
+from app.formats import Rendering
 from app.limits import (
     RENDER_BATCH_BYTES,
     RENDER_BATCH_SECONDS,
@@ -50,7 +50,6 @@ logger = logging.getLogger(__name__)
 LIBRARY = Path(__file__).with_name("_render.so")
 #: ``rs_abi()`` of the ``render.c`` this module speaks to.
 ABI = 2
-Mode = Literal["ndjson", "csv"]
 _MODES = {"ndjson": 0, "csv": 1}
 #: ``render.c``'s kinds; 0 (``RAW``): rendered by PostgreSQL, passed through or quoted.
 RAW = 0
@@ -112,7 +111,7 @@ def library() -> ctypes.CDLL | None:
     return lib
 
 
-def kind(pgtype: PgType, mode: Mode, csv_safe: bool = False) -> int:
+def kind(pgtype: PgType, mode: Rendering, csv_safe: bool = False) -> int:
     """``render.c``'s kind for a column of ``pgtype``, or ``RAW``."""
     if pgtype.kind is Kind.INTEGER:
         return _INTEGERS[pgtype.name]
@@ -122,17 +121,16 @@ def kind(pgtype: PgType, mode: Mode, csv_safe: bool = False) -> int:
 
 
 def _binary(column: str, pgtype: PgType) -> str:
-    """The column in the binary form ``render.c`` reads: its base type (a domain's), the
-    text types and enum labels as ``text`` (``bpchar`` keeps its padding)."""
-    if pgtype.kind is Kind.ENUM or (pgtype.kind is Kind.TEXT and pgtype.name != "bpchar"):
-        return f"{column}::text"
-    return f"{column}::{pgtype.name}"
+    """The column in the binary form ``render.c`` reads: the built-in type the ADBC path
+    casts to (``pgtypes.binary_base``: a domain's base type, text types as ``text``,
+    ``bpchar`` keeping its padding), an enum's label as ``text``."""
+    return f"{column}::{'text' if pgtype.kind is Kind.ENUM else pgtypes.binary_base(pgtype)}"
 
 
-def _raw(column: str, pgtype: PgType, nullable: bool, mode: Mode, csv_safe: bool) -> str:
+def _raw(column: str, pgtype: PgType, nullable: bool, mode: Rendering, csv_safe: bool) -> str:
     """PostgreSQL's rendering of the column, as the database path has it (``pgtypes``)."""
     if mode == "ndjson":
-        return f"({pgtypes.json_sql(column, pgtype, nullable)})::text"
+        return pgtypes.json_sql(column, pgtype, nullable)
     rendered = pgtypes.csv_sql(column, pgtype)
     if rendered == column:
         # COPY prints the value with its type's output function, which concat() calls; a
@@ -140,7 +138,7 @@ def _raw(column: str, pgtype: PgType, nullable: bool, mode: Mode, csv_safe: bool
         rendered = f"CASE WHEN {column} IS NULL THEN NULL ELSE concat({column}) END"
     if csv_safe:
         rendered = pgtypes.csv_safe_sql(rendered, pgtype)
-    return f"({rendered})::text"
+    return rendered
 
 
 def _identifier(name: str) -> str:
@@ -174,7 +172,7 @@ class Renderer:
     """One export's rendering: its statement, the C plan, and the bytes carried over
     between ``COPY`` chunks (a row split across two)."""
 
-    def __init__(self, dataset: Dataset, selection: sql.Selection, mode: Mode) -> None:
+    def __init__(self, dataset: Dataset, selection: sql.Selection, mode: Rendering) -> None:
         lib = library()
         assert lib is not None
         self._lib = lib
@@ -188,11 +186,7 @@ class Renderer:
             for c, code in zip(columns, codes, strict=True)
         ]
         self.query = sql.select(dataset, selection, ", ".join(expressions))
-        self.codes = tuple(codes)
-        prefixes = [
-            (("{" if i == 0 else ",") + json.dumps(f, ensure_ascii=False) + ":").encode()
-            for i, f in enumerate(fields)
-        ]
+        prefixes = [sql.json_key(i, f).encode() for i, f in enumerate(fields)]
         if mode == "csv":
             safe = selection.csv_safe
             names = [_identifier(pgtypes.csv_safe_name(f)) if safe else f for f in fields]
@@ -218,10 +212,11 @@ class Renderer:
         data = self._carry + chunk if self._carry else bytes(chunk)
         pieces: list[bytes] = []
         if not self._started:
-            if len(data) < _HEADER or len(data) < _HEADER + _extension(data):
+            header = _HEADER + _extension(data) if len(data) >= _HEADER else None
+            if header is None or len(data) < header:
                 self._carry = data
                 return b"", 0
-            data = data[_HEADER + _extension(data) :]
+            data = data[header:]
             self._started = True
             pieces.append(self._head)
         rows, offset = 0, 0

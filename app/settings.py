@@ -148,7 +148,7 @@ class Settings(BaseSettings):
     text_rendering: Literal["server", "database"] = "server"
     #: Load pyarrow and the ADBC driver at start, and keep one driver connection open, so
     #: that the first Arrow or Parquet request costs what any does; ``false``: the first
-    #: such request loads them (about 0.1 s, once), and an idle process holds about 60 MB
+    #: such request loads them (about 0.2 s, once), and an idle process holds about 55 MB
     #: less (docs/benchmarks.md, "Idle memory").
     arrow_preload: bool = True
     #: Spreadsheet-safe CSV (OWASP's "CSV injection"): a text cell or column name that

@@ -147,13 +147,18 @@ def select(
     return Query(sql, tuple(binder.args))
 
 
+def json_key(position: int, name: str) -> str:
+    """The text before a row's value of ``name`` in its JSON object: ``{"id":`` for the
+    first column, ``,"name":`` for the others (PostgreSQL's rendering and ``render.c``'s)."""
+    return ("{" if position == 0 else ",") + json.dumps(name, ensure_ascii=False) + ":"
+
+
 def json_object_sql(dataset: Dataset, fields: tuple[str, ...]) -> str:
     """A SQL expression rendering one row of ``fields`` as compact JSON text."""
     parts = []
     for i, name in enumerate(fields):
         column = dataset.by_name[name]
-        key = ("{" if i == 0 else ",") + json.dumps(name, ensure_ascii=False) + ":"
-        parts.append(literal(key))
+        parts.append(literal(json_key(i, name)))
         parts.append(pgtypes.json_sql(ident(name), column.type, column.nullable))
     parts.append("'}'")
     return " || ".join(parts)

@@ -11,30 +11,19 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-import zlib
 from pathlib import Path
 
-from bench.measure import Scenario, ServerProbe
+from bench.measure import Scenario, ServerProbe, decoder, file_rows
 from bench.report import Sample
 
 _SCRATCH = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
 
 
 def _rows(body: bytes, scenario: Scenario) -> int:
-    if scenario.encoding == "gzip":
-        body = zlib.decompressobj(31).decompress(body)
-    elif scenario.encoding == "zstd":
-        import zstandard
-
-        body = zstandard.ZstdDecompressor().decompressobj().decompress(body)
+    body = decoder(scenario.encoding)(body)
     if scenario.count:
         return body.count(scenario.count) - scenario.extra_lines
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if body.startswith(b"PAR1"):
-        return int(pq.ParquetFile(pa.BufferReader(body)).metadata.num_rows)
-    return int(pa.ipc.open_stream(body).read_all().num_rows)
+    return file_rows(body)
 
 
 def fetch(base: str, token: str, probe: ServerProbe, scenario: Scenario) -> Sample:

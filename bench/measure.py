@@ -109,7 +109,7 @@ def scenarios(row_counts: list[int], formats: bool = True) -> list[Scenario]:
     return out
 
 
-def _decoder(encoding: str | None) -> Callable[[bytes], bytes]:
+def decoder(encoding: str | None) -> Callable[[bytes], bytes]:
     if encoding == "gzip":
         return zlib.decompressobj(31).decompress
     if encoding == "zstd":
@@ -117,6 +117,16 @@ def _decoder(encoding: str | None) -> Callable[[bytes], bytes]:
 
         return zstandard.ZstdDecompressor().decompressobj().decompress
     return lambda data: data
+
+
+def file_rows(body: bytes) -> int:
+    """The rows of a whole Parquet file or Arrow IPC stream."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if body.startswith(b"PAR1"):
+        return int(pq.ParquetFile(pa.BufferReader(body)).metadata.num_rows)
+    return int(pa.ipc.open_stream(body).read_all().num_rows)
 
 
 class ServerProbe:
@@ -164,7 +174,7 @@ async def fetch(
     points: list[tuple[float, int]] = []
     size = rows = 0
     tail = b""
-    decode = _decoder(scenario.encoding)
+    decode = decoder(scenario.encoding)
     kept: list[bytes] = []
     with probe.measure(extra):
         started = time.perf_counter()
@@ -191,14 +201,7 @@ async def fetch(
                     points.append((now, size))
         total_s = time.perf_counter() - started
     if not scenario.count:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        body = b"".join(kept)
-        if body.startswith(b"PAR1"):
-            rows = pq.ParquetFile(pa.BufferReader(body)).metadata.num_rows
-        else:
-            rows = pa.ipc.open_stream(body).read_all().num_rows
+        rows = file_rows(b"".join(kept))
     rows -= scenario.extra_lines
     return Sample(headers_s, first_byte_s, total_s, size, rows, timeline=points, **extra)
 
