@@ -12,10 +12,10 @@ from typing import Any
 
 from app import auth
 from app.auth import Principal
-from app.cursor import DbIdentity
 from app.datasets import Dataset
 from app.errors import Forbidden
 from app.settings import Settings
+from app.transaction import DbIdentity
 
 
 def has_role(needed: Sequence[str], principal: Principal | None) -> bool:

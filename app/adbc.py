@@ -39,13 +39,13 @@ from typing import Any
 import anyio
 import asyncpg
 
-from app.cursor import SET_IDENTITY, TRANSACTION_SETTINGS, DbIdentity
 from app.datasets import Dataset
 from app.errors import refused
 from app.limits import ADBC_BATCH_BYTES
 from app.quoting import literal
 from app.settings import Settings
 from app.sql import SETTING_PREFIX, Query, Selection
+from app.transaction import SET_IDENTITY, TRANSACTION_SETTINGS, DbIdentity
 
 #: The driver's statement option for the size of its record batches (ours: ``limits``).
 BATCH_OPTION = "adbc.postgresql.batch_size_hint_bytes"

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import databases
 
-from app import cursor, introspection, sql
+from app import cursor, introspection, sql, transaction
 from app.database import UNREACHABLE, describe, raw_connection
 from app.datasets import ConfigError, Dataset, DatasetsFile
 from app.errors import NotFound, ServiceUnavailable
@@ -86,7 +86,7 @@ class Catalog:
         self,
         db: databases.Database,
         row_filters: dict[str, tuple[str, ...] | None],
-        identity: cursor.DbIdentity | None = None,
+        identity: transaction.DbIdentity | None = None,
     ) -> dict[str, int | None]:
         """The planner's row estimate of each dataset named in ``row_filters`` (with its
         row filter's values), as ``identity`` sees it: one ``EXPLAIN`` each, no scan. None
@@ -94,7 +94,7 @@ class Catalog:
         values, or a dataset the database role may not read."""
         out: dict[str, int | None] = {}
         loaded = await self.all(db)
-        async with cursor.snapshot(db, identity=identity) as conn:
+        async with transaction.snapshot(db, identity=identity) as conn:
             for name, values in row_filters.items():
                 dataset = loaded[name]
                 out[name] = None

@@ -1,7 +1,7 @@
 """The cursor loop: a server-side cursor read in batches, one snapshot, nothing left behind.
 
 An export runs on one pooled connection inside one read-only REPEATABLE READ transaction
-(``snapshot``): a count taken first and the rows streamed after see the same data. The
+(``transaction.snapshot``): a count taken first and the rows streamed after see the same data. The
 rows come either from a server-side cursor (``batches``: JSON texts or typed columns,
 ``STREAM_BATCH_SIZE`` at a time) or from PostgreSQL's own ``COPY … TO STDOUT``
 (``copy_chunks``: CSV and text passed through untouched).
@@ -22,121 +22,21 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
 import asyncpg
 import databases
 
-from app.database import describe, raw_connection, renew_connections
 from app.encoders import Encoder
-from app.errors import ServiceUnavailable
-from app.limits import BEGIN_ATTEMPTS, CLEANUP_SECONDS, COPY_STREAM_SECONDS, FIRST_BATCH_ROWS
+from app.limits import CLEANUP_SECONDS, COPY_STREAM_SECONDS, FIRST_BATCH_ROWS
 from app.sql import Query
+from app.transaction import DbIdentity, Imported, snapshot
 
 R = TypeVar("R")
 
 logger = logging.getLogger(__name__)
-
-#: How a pooled connection that the server closed while it sat idle fails on its next
-#: statement: closed, a protocol left confused by the unsolicited FATAL ("cannot switch to
-#: state 15"), the socket gone, or the server's "terminating connection" itself.
-BROKEN = (
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.InternalClientError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    OSError,
-)
-
-#: Per-transaction settings: ``SET LOCAL`` ends with the transaction, so nothing leaks to
-#: the next user of a pooled (or PgBouncer-shared) connection. They fix how values print,
-#: whatever the server's defaults: UTC, ISO dates, shortest exact floats.
-TRANSACTION_SETTINGS = (
-    "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL extra_float_digits = 1"
-)
-
-
-@dataclass(frozen=True)
-class DbIdentity:
-    """Whom an export's transaction reads as (``DB_ROLE_CLAIM``; see ``access.py``): its
-    role and the caller's claims as ``request.jwt.claims``, both set local to the
-    transaction, so nothing outlives it on a pooled or PgBouncer-shared connection."""
-
-    role: str
-    claims_json: str
-
-
-#: Bound, not spliced: ``set_config('role', …, true)`` is ``SET LOCAL ROLE`` (PostgREST's).
-SET_IDENTITY = "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)"
-
-
-@contextlib.asynccontextmanager
-async def snapshot(
-    db: databases.Database,
-    *,
-    idle_timeout: float | None = None,
-    identity: DbIdentity | None = None,
-) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection inside a read-only REPEATABLE READ transaction (UTC).
-
-    ``idle_timeout``: the database backstop for streams. Should everything else fail, the
-    server itself ends a transaction left idle longer than this. ``identity``: the
-    database role and claims the transaction reads as (row-level security applies).
-    """
-    setup = TRANSACTION_SETTINGS
-    if idle_timeout is not None:
-        milliseconds = int(idle_timeout * 1000)
-        setup += f"; SET LOCAL idle_in_transaction_session_timeout = {milliseconds}"
-    for attempt in range(1, BEGIN_ATTEMPTS + 1):
-        async with contextlib.AsyncExitStack() as held:
-            conn = await held.enter_async_context(raw_connection(db))
-            tx = conn.transaction(isolation="repeatable_read", readonly=True)
-            try:
-                await tx.start()
-                await conn.execute(setup)
-                if identity is not None:
-                    await conn.fetchrow(SET_IDENTITY, identity.role, identity.claims_json)
-            except TimeoutError:
-                raise  # a slow server is not a dead connection: no retry, no renewal
-            except BROKEN as exc:
-                # The server closed this pooled connection while it sat idle (a restart,
-                # pg_terminate_backend, an idle timeout): asyncpg may only notice now,
-                # and with a confused protocol state. Nothing has been sent to the client
-                # yet, so drop it, have the pool renew its connections, and begin again.
-                with contextlib.suppress(asyncpg.InterfaceError):  # already let go of
-                    conn.terminate()
-                await renew_connections(db)
-                if attempt == BEGIN_ATTEMPTS:
-                    raise ServiceUnavailable(f"database unavailable: {describe(exc)}") from exc
-                logger.info("a pooled connection was dead (%s); retrying", describe(exc))
-                continue
-            try:
-                yield conn
-            finally:
-                await _end(tx)
-            return
-
-
-async def _end(tx: Any) -> None:
-    """Roll back (read-only: nothing to commit; this also closes any cursor).
-
-    Shielded from cancellation (a client disconnect cancels the stream's task) and bounded
-    in time. If the connection is broken or still busy with a cancelled query, the
-    rollback fails; the pool's release then resets or discards the connection, so that
-    is not an error.
-    """
-    with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
-        with contextlib.suppress(
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-            asyncpg.exceptions.InternalClientError,  # still busy: the pool discards it
-            OSError,
-        ):
-            await tx.rollback()
 
 
 async def _settle(conn: asyncpg.Connection) -> None:
@@ -279,6 +179,7 @@ async def copy_all(
     before: Callable[[asyncpg.Connection], Awaitable[R]],
     output: Callable[[bytes], Awaitable[None]],
     identity: DbIdentity | None = None,
+    imported: Imported | None = None,
     **copy_options: Any,
 ) -> R:
     """``before``'s result, after the whole ``COPY (query) TO STDOUT`` went to ``output``.
@@ -287,7 +188,7 @@ async def copy_all(
     arrive as a few large buffers rather than one Python object per row. An exception
     from ``output`` (a memory budget exceeded) cancels the COPY.
     """
-    async with snapshot(db, identity=identity) as conn:
+    async with snapshot(db, identity=identity, imported=imported) as conn:
         prepared = await before(conn)
         await conn.copy_from_query(query.sql, *query.args, output=output, **copy_options)
     return prepared
@@ -313,6 +214,7 @@ async def open_stream(
     idle_timeout: float | None = None,
     on_batch: Callable[[Any], None] | None = None,
     identity: DbIdentity | None = None,
+    imported: Imported | None = None,
 ) -> tuple[R, AsyncGenerator[bytes, None], Callable[[], Awaitable[None]]]:
     """Start an export: ``before``'s result (for headers), the encoded body stream, and
     the cleanup that releases everything.
@@ -327,7 +229,7 @@ async def open_stream(
         if guard is not None:
             await stack.enter_async_context(guard)
         conn = await stack.enter_async_context(
-            snapshot(db, idle_timeout=idle_timeout, identity=identity)
+            snapshot(db, idle_timeout=idle_timeout, identity=identity, imported=imported)
         )
         prepared = await before(conn)
         rows = source(conn)

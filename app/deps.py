@@ -23,6 +23,7 @@ from app.catalog import Catalog
 from app.errors import Unauthorized
 from app.jwks import Verifier
 from app.observability import Metrics
+from app.partitions import Holds
 from app.replica import LagMonitor
 from app.settings import Settings
 
@@ -44,6 +45,8 @@ class State(TypedDict):
     catalog: Catalog
     #: The ADBC driver's connections for Arrow and Parquet (``adbc.py``); None: not used.
     drivers: DriverPool | None
+    #: The partitioned exports this instance holds open (``partitions.py``).
+    holds: Holds
 
 
 def _state(request: Request) -> State:
@@ -111,6 +114,7 @@ class _BearerOrJWT(HTTPBearer):
                     query,
                     state["settings"].jwt_roles_claim,
                 )
+                request.state.signed_link = True
             else:
                 token = auth.token_from_header(authorization)
                 principal = await state["verifier"].verify(token)
@@ -146,19 +150,21 @@ CurrentUser = Annotated[auth.Principal, Depends(current_principal)]
 @dataclass(frozen=True)
 class Sources:
     """What both data routes read from: the read database, the settings, the datasets, the
-    replica's lag and the ADBC driver's connections."""
+    replica's lag, the ADBC driver's connections and the partitioned exports held."""
 
     db: databases.Database
     settings: Settings
     catalog: Catalog
     lag: LagMonitor
     drivers: DriverPool | None
+    holds: Holds
 
 
 async def get_sources(
     request: Request, db: ReadDb, settings: AppSettings, catalog: Datasets, lag: Lag
 ) -> Sources:
-    return Sources(db, settings, catalog, lag, _state(request)["drivers"])
+    state = _state(request)
+    return Sources(db, settings, catalog, lag, state["drivers"], state["holds"])
 
 
 ExportSources = Annotated[Sources, Depends(get_sources)]

@@ -82,6 +82,13 @@ class RequestTimeout(ProblemError):
     status, title = 408, "Request Timeout"
 
 
+class Gone(ProblemError):
+    """A partition's snapshot is no longer held: its part cannot be read at that moment
+    any more, and rows of another moment are never served instead."""
+
+    status, title = 410, "Gone"
+
+
 class UnprocessableContent(ProblemError):
     """A parameter that is unknown, malformed, repeated or out of range (``field`` names
     it)."""

@@ -5,13 +5,14 @@ whole within the memory budget (the standard route)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncGenerator, Callable
 from urllib.parse import quote
 
 import asyncpg
 import databases
 from starlette.responses import Response
 
-from app import adbc, compression, cursor, encoders, plan, sql
+from app import adbc, compression, cursor, encoders, plan, sql, transaction
 from app.capacity import MemoryBudget, Reservation, StreamLimiter
 from app.datasets import Dataset
 from app.delivery import DeliveryLimits
@@ -60,6 +61,18 @@ async def count_headers(
     return {"X-Total-Count-Estimate": str(estimate)}
 
 
+async def _then(
+    body: AsyncGenerator[bytes, None], done: Callable[[], None]
+) -> AsyncGenerator[bytes, None]:
+    """``body``, then ``done()`` once it has ended (not when it was cut short)."""
+    try:
+        async for chunk in body:
+            yield chunk
+    finally:
+        await body.aclose()
+    done()
+
+
 class Export:
     """One request's export: what to read, how to render it, and what it may use."""
 
@@ -74,11 +87,17 @@ class Export:
         prefer: str | None,
         *,
         download: bool = False,
-        identity: cursor.DbIdentity | None = None,
+        identity: transaction.DbIdentity | None = None,
         drivers: adbc.DriverPool | None = None,
+        imported: transaction.Imported | None = None,
+        on_complete: Callable[[], None] | None = None,
     ) -> None:
         self.db = db
         self.identity = identity
+        #: A part of a partitioned export: the snapshot it reads in, and what to tell when
+        #: it has been read to its end.
+        self.imported = imported
+        self.on_complete = on_complete
         #: The ADBC driver's connections, where Arrow and Parquet come from it (``adbc.py``).
         self.drivers = drivers
         self.download = download
@@ -113,7 +132,9 @@ class Export:
         which a stream cannot serve (it restarted the export again and again); with it,
         the reader streams the body once."""
         await self.lag.admit(self.settings.read_max_lag_seconds)
-        async with cursor.snapshot(self.db, identity=self.identity) as conn:
+        async with transaction.snapshot(
+            self.db, identity=self.identity, imported=self.imported
+        ) as conn:
             headers = await self._count(conn)
         self._headers(headers, vary)
         if streamed:
@@ -160,7 +181,10 @@ class Export:
             idle_timeout=self.settings.stream_idle_timeout_seconds,
             on_batch=plan.row_counter(planned.counter, self.stats.add_rows),
             identity=self.identity,
+            imported=self.imported,
         )
+        if self.on_complete is not None:
+            body = _then(body, self.on_complete)
         self._headers(headers, "Accept, Accept-Encoding, Prefer")
         if encoding:
             if not planned.compressed:
@@ -229,7 +253,13 @@ class Export:
         builder = encoders.BufferedBody(json_array=buffered.json_array, on_size=on_size)
         try:
             headers = await cursor.copy_all(
-                self.db, query, before, builder.write, self.identity, **buffered.copy_options
+                self.db,
+                query,
+                before,
+                builder.write,
+                self.identity,
+                self.imported,
+                **buffered.copy_options,
             )
             body = builder.finish()
             rows = plan.count_body(self.fmt.counter, body, builder.rows)

@@ -52,8 +52,10 @@ def fetch(
     resume: bool = False,
     retries: int = 5,
     quiet: bool = False,
+    parallel: int = 1,
 ) -> Download:
-    """Download ``url`` to ``output``, complete or a ``ClientError``."""
+    """Download ``url`` to ``output``, complete or a ``ClientError``; ``parallel``: in that
+    many parts of one snapshot at once (``Client.download(parallel=…)``)."""
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -69,6 +71,13 @@ def fetch(
     requested = params.pop("format", None)  # the Accept header says it
     media = media_type(fmt or requested or suffix or "ndjson")
     counted = media in LINE_FORMATS
+    if parallel > 1 and resume:
+        raise FetchError(
+            "--resume continues one stream's file; a parallel download resumes each part "
+            "while it runs (its snapshot ends with it)"
+        )
+    if parallel > 1 and not parts.path.startswith("/datasets/"):
+        raise FetchError("--parallel needs a /datasets/{name} URL")
     base = urlunsplit(parts._replace(path="", query="", fragment=""))
     columns = [BarColumn(), MofNCompleteColumn() if counted else DownloadColumn()]
     with (
@@ -94,6 +103,7 @@ def fetch(
             route=parts.path,
             progress=progress,
             params=params,
+            parallel=parallel,
         )
 
 
@@ -108,6 +118,7 @@ def run(args: argparse.Namespace, settings: Any) -> None:
             resume=args.resume,
             retries=args.retries,
             quiet=args.quiet,
+            parallel=args.parallel,
         )
     except (FetchError, ClientError) as exc:
         print(f"rowstream fetch: {exc}", file=sys.stderr)
@@ -135,6 +146,13 @@ def add_parser(sub: Any) -> None:
         type=int,
         default=5,
         help="times a dropped connection is resumed before giving up (NDJSON, CSV; default 5)",
+    )
+    f.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        metavar="K",
+        help="fetch K parts of one snapshot at once and join them in key order (NDJSON, CSV)",
     )
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=run)

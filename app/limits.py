@@ -71,6 +71,13 @@ RENDER_FIRST_BYTES = 16 * 1024
 #: Bytes of a server-rendered export's output buffer (a larger row gets a larger one).
 RENDER_OUT_BYTES = 1 << 20
 
+# --- partitioned exports (``partitions.py``) -------------------------------------------------
+#: Most parts one partitioned export is split into.
+MAX_PARTS = 64
+#: Most partitioned exports one instance holds open at once (each holds a connection and a
+#: snapshot).
+MAX_PARTITION_HOLDS = 16
+
 # --- health -------------------------------------------------------------------------------
 #: Seconds ``/readyz`` gives each step of its check that every dataset is readable (the
 #: datasets' probe is bounded on the server too: ``lock_timeout``, ``statement_timeout``).

@@ -9,7 +9,10 @@ a token, with the signer's subject, roles and claims, until it expires (at most
 
 and the HMAC-SHA256 covers the method, the path and every byte of the query before
 ``&rs_signature=``, so any change to the path, a parameter, the expiry or the claims is
-a 401. A ``HEAD`` is checked as the ``GET`` it precedes (DuckDB sends one first). No
+a 401. One parameter may follow the signature: ``&after=``, the key to resume after (it
+can only narrow what the link reads, never widen it). A link may also carry ``rs_part``,
+a part of a partitioned export (``partitions.py``): its snapshot and key range, signed
+like the rest. A ``HEAD`` is checked as the ``GET`` it precedes (DuckDB sends one first). No
 token is ever put in a URL: the claims are signed, not secret, and stop working when
 the link expires.
 """
@@ -27,8 +30,10 @@ from urllib.parse import parse_qsl, quote, urlencode
 from app import auth
 from app.auth import InvalidToken, Principal
 
-EXPIRES, CLAIMS, SIGNATURE = "rs_expires", "rs_claims", "rs_signature"
-PARAMETERS = (EXPIRES, CLAIMS, SIGNATURE)
+EXPIRES, CLAIMS, SIGNATURE, PART = "rs_expires", "rs_claims", "rs_signature", "rs_part"
+PARAMETERS = (EXPIRES, CLAIMS, SIGNATURE, PART)
+#: What may follow the signature, unsigned: the key a dropped download resumes after.
+RESUME = "after"
 #: Claims a link does not carry over: the token's own lifetime and audience.
 _DROPPED = ("exp", "iat", "nbf", "jti", "aud")
 
@@ -46,9 +51,18 @@ def _mac(key: bytes, path: str, signed_query: str) -> str:
     return _b64(hmac.new(key, message, hashlib.sha256).digest())
 
 
-def sign(key: bytes, path: str, query: str, principal: Principal, expires_at: int) -> str:
+def sign(
+    key: bytes,
+    path: str,
+    query: str,
+    principal: Principal,
+    expires_at: int,
+    *,
+    part: str | None = None,
+) -> str:
     """``query`` (as the client gave it) with the link parameters appended, signed for
-    ``path`` (percent-decoded, as the server sees it)."""
+    ``path`` (percent-decoded, as the server sees it); ``part``: a partitioned export's
+    part (``partitions.Part.encode()``)."""
     pairs = parse_qsl(query, keep_blank_values=True)
     if any(name in PARAMETERS for name, _ in pairs):
         raise ValueError(f"the URL already has link parameters ({', '.join(PARAMETERS)})")
@@ -57,7 +71,7 @@ def sign(key: bytes, path: str, query: str, principal: Principal, expires_at: in
     query = urlencode(pairs, quote_via=quote)
     claims = {k: v for k, v in principal.claims.items() if k not in _DROPPED}
     carried = _b64(json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode())
-    extra = urlencode({EXPIRES: expires_at, CLAIMS: carried})
+    extra = urlencode({EXPIRES: expires_at, CLAIMS: carried, **({PART: part} if part else {})})
     signed_query = f"{query}&{extra}" if query else extra
     signature = _mac(key, path, signed_query)
     return f"{signed_query}&{SIGNATURE}={signature}"
@@ -71,7 +85,8 @@ def verify(key: bytes, path: str, query: str, roles_claim: str) -> Principal:
     """The signer's principal, if ``path?query`` is a link signed with ``key`` that has
     not expired; ``InvalidToken`` otherwise."""
     signed_query, marker, signature = query.rpartition(f"&{SIGNATURE}=")
-    if not marker or "&" in signature or "=" in signature:
+    signature, _, resumed = signature.partition("&")
+    if not marker or "=" in signature or not _resume_only(resumed):
         raise InvalidToken("malformed signed link")
     if not hmac.compare_digest(_mac(key, path, signed_query), signature):
         raise InvalidToken("the signed link's signature does not match")
@@ -87,6 +102,17 @@ def verify(key: bytes, path: str, query: str, roles_claim: str) -> Principal:
     if not isinstance(subject, str) or not subject:
         raise InvalidToken("malformed signed link")
     return Principal(subject, claims, auth.roles_of(claims, roles_claim))
+
+
+def _resume_only(query: str) -> bool:
+    """Whether what follows a signature is nothing, or one ``after=``."""
+    return not query or (query.startswith(f"{RESUME}=") and "&" not in query)
+
+
+def signed_part(query: str) -> str | None:
+    """The ``rs_part`` of a link's signed query (call once ``verify`` has passed)."""
+    signed_query = query.rpartition(f"&{SIGNATURE}=")[0]
+    return dict(parse_qsl(signed_query, keep_blank_values=True)).get(PART)
 
 
 def without_link_parameters(query: str) -> list[tuple[str, str]]:

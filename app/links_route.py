@@ -87,7 +87,7 @@ async def create_link(
 ) -> Link:
     if key is None:
         raise ServiceUnavailable("signed links are off: set LINK_SECRET (or JWT_SECRET)")
-    origin = _origin(request, settings)
+    at = origin(request, settings)
     body = await _link_request(request)
     parts = urlsplit(body.url)  # a path and query: LinkRequest's pattern says so
     path = unquote(parts.path)
@@ -108,7 +108,7 @@ async def create_link(
         raise UnprocessableContent(f"url: {exc}", field="url") from None
     when = datetime.datetime.fromtimestamp(expires_at, datetime.UTC)
     return Link(
-        url=f"{origin}{quote(path)}?{query}", expires_at=when.isoformat().replace("+00:00", "Z")
+        url=f"{at}{quote(path)}?{query}", expires_at=when.isoformat().replace("+00:00", "Z")
     )
 
 
@@ -126,7 +126,7 @@ async def _link_request(request: Request) -> LinkRequest:
         raise RequestValidationError(errors) from None
 
 
-def _origin(request: Request, settings: Settings) -> str:
+def origin(request: Request, settings: Settings) -> str:
     """``PUBLIC_URL``; in development without it, the address the request arrived at
     (the socket's, not the ``Host`` header's)."""
     if settings.public_url:

@@ -23,6 +23,7 @@ from app import (
     links_route,
     not_found,
     openapi,
+    partitions_route,
     redirects,
     routes,
     ui,
@@ -34,6 +35,7 @@ from app.deps import State
 from app.docs_headers import DocsHeaders
 from app.jwks import Verifier
 from app.observability import Metrics, RequestLog
+from app.partitions import Holds
 from app.replica import LagMonitor
 from app.settings import Settings
 
@@ -90,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 read_lag=lambda: lag.last,
             )
             drivers = adbc.pool_for(settings, read_url)
+            holds = Holds()
             try:
                 await catalog.load(read_db, at_start=True)
                 if catalog.loaded:
@@ -106,8 +109,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     metrics=metrics,
                     catalog=catalog,
                     drivers=drivers,
+                    holds=holds,
                 )
             finally:
+                await holds.close()
                 if drivers is not None:
                     await drivers.close()
                 if read_db is not db:
@@ -129,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes.extend(health.router.routes)
     app.router.routes.extend(routes.router.routes)
     app.router.routes.extend(links_route.router.routes)
+    app.router.routes.extend(partitions_route.router.routes)
     app.router.routes.extend(ui.router.routes)
     for name, declared in catalog.config.datasets.items():
         routes.add_dataset(app.router, name, declared.description)

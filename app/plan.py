@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
-from app import adbc, compression, cursor, encoders, pgtypes, render, sql
+from app import adbc, compression, cursor, encoders, pgtypes, render, sql, transaction
 from app.datasets import Dataset
 from app.formats import Format, RowCounter
 from app.sql import Selection
@@ -39,7 +39,7 @@ def plan(
     fmt: Format,
     batch_size: int,
     row_group_rows: int,
-    binary: tuple[adbc.DriverPool, cursor.DbIdentity | None] | None = None,
+    binary: tuple[adbc.DriverPool, transaction.DbIdentity | None] | None = None,
     *,
     render_in_server: bool = False,
     encoding: str | None = None,

@@ -34,7 +34,10 @@ from app.deps import (
 )
 from app.export import Export
 from app.openapi import MARKER
+from app.partitions import Part
 from app.responses import PrebuiltJSONResponse, StreamingResponse
+from app.settings import Settings
+from app.sql import Selection
 
 AcceptHeader = Annotated[str | None, Header(include_in_schema=False)]
 AcceptEncodingHeader = Annotated[str | None, Header(include_in_schema=False)]
@@ -103,6 +106,39 @@ def _format(
 Endpoint = Callable[..., Awaitable[Response]]
 
 
+def selection_of(
+    request: Request,
+    dataset: datasets.Dataset,
+    user: Principal,
+    settings: Settings,
+    aliases: Mapping[str, str],
+    *,
+    ignored: tuple[str, ...] = (),
+) -> tuple[Selection, params.Presentation]:
+    """The selection a data route's query asks for, with the caller's row filter and
+    ``csv_safe`` applied (``ignored``: parameters of the route's own, not the export's)."""
+    query = links.without_link_parameters(request.scope["query_string"].decode("latin-1"))
+    query = [(k, v) for k, v in query if k not in ignored]
+    selection, requested = params.parse(dataset, query, aliases=aliases)
+    csv_safe = settings.csv_safe if requested.csv_safe is None else requested.csv_safe
+    row_filter = access.row_filter_values(dataset, user)
+    return replace(selection, row_filter=row_filter, csv_safe=csv_safe), requested
+
+
+def _part(request: Request) -> Part | None:
+    """The part of a partitioned export a signed link carries (``partitions.py``)."""
+    query = request.scope["query_string"].decode("latin-1")
+    if getattr(request.state, "signed_link", False):
+        encoded = links.signed_part(query)
+        return None if encoded is None else Part.decode(encoded)  # signed: well formed
+    if f"{links.PART}=" in query:
+        raise errors.UnprocessableContent(
+            f"{links.PART}: only a signed link carries a part (POST /datasets/{{name}}/partitions)",
+            field=links.PART,
+        )
+    return None
+
+
 async def _export(
     request: Request,
     name: str,
@@ -119,12 +155,10 @@ async def _export(
     format, the export."""
     db = sources.db
     dataset = await sources.catalog.get(db, name)
-    row_filter = access.row_filter_values(dataset, user)
-    identity = access.db_identity(sources.settings, user)
-    query = links.without_link_parameters(request.scope["query_string"].decode("latin-1"))
-    selection, requested = params.parse(dataset, query, aliases=aliases)
-    csv_safe = sources.settings.csv_safe if requested.csv_safe is None else requested.csv_safe
-    selection = replace(selection, row_filter=row_filter, csv_safe=csv_safe)
+    selection, requested = selection_of(request, dataset, user, sources.settings, aliases)
+    part = _part(request)
+    if part is not None:
+        selection = replace(selection, range_after=part.after, range_until=part.until)
     fmt = _format(requested.format or fixed_format, accept, supported)
     return Export(
         db,
@@ -135,8 +169,10 @@ async def _export(
         fmt,
         prefer,
         download=requested.download,
-        identity=identity,
+        identity=access.db_identity(sources.settings, user),
         drivers=sources.drivers,
+        imported=part.imported() if part is not None else None,
+        on_complete=(lambda: sources.holds.part_read(part)) if part is not None else None,
     )
 
 

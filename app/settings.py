@@ -185,6 +185,13 @@ class Settings(BaseSettings):
     #: removing rows deleted since it began; 30 minutes is about a billion NDJSON rows at
     #: the measured rate. The stream ends as a visible failure: resume with ``after=``.
     stream_max_seconds: float = Field(default=1800.0, gt=0)
+    #: Seconds the instance that planned a partitioned export (``POST
+    #: /datasets/{name}/partitions``) holds its snapshot open for the parts at most; it lets
+    #: go sooner once every part has been read through it or the export is released. Like
+    #: a stream's, an open snapshot keeps VACUUM from removing rows deleted since it began,
+    #: so the default is ``STREAM_MAX_SECONDS``'s: K parts take about 1/K of one stream's
+    #: time, so a partitioned export holds back VACUUM no longer than one stream may.
+    partition_hold_seconds: float = Field(default=1800.0, gt=0)
     #: A client slower than this (bytes per second, over ``STREAM_MIN_RATE_WINDOW_SECONDS``
     #: during which it, not the database, held the export back) is cut off the same way.
     #: 256 KiB/s is a 2 Mbit/s link; 0 turns the check off.

@@ -54,6 +54,11 @@ class Selection:
     params: tuple[str, ...] = ()
     #: The values of the dataset's ``row_filter`` (from the caller's claims), in its order.
     row_filter: tuple[str | None, ...] = ()
+    #: A part of a partitioned export (``partitions.py``): its key range, after
+    #: ``range_after`` (exclusive) up to ``range_until`` (inclusive); ``after`` resumes
+    #: inside it and can only narrow it.
+    range_after: tuple[str, ...] | None = None
+    range_until: tuple[str, ...] | None = None
     #: CSV only: text cells and names a spreadsheet would run as formulas are prefixed
     #: with ``'`` (``CSV_SAFE``, ``csv_safe=``; see ``pgtypes.csv_safe_sql``).
     csv_safe: bool = False
@@ -111,14 +116,22 @@ def _where(dataset: Dataset, selection: Selection, binder: _Binder) -> str:
         else:
             value = binder.bind(condition.value, column.type.sql)
         conditions.append(op.template.format(c=c, v=value))
-    if selection.after is not None:
-        key = [dataset.by_name[k] for k in dataset.key]
-        left = ", ".join(ident(k.name) for k in key)
-        right = ", ".join(
-            binder.bind(v, k.type.sql) for k, v in zip(key, selection.after, strict=True)
-        )
-        conditions.append(f"({left}) > ({right})" if len(key) > 1 else f"{left} > {right}")
+    bounds = ((selection.after, ">"), (selection.range_after, ">"), (selection.range_until, "<="))
+    for bound, comparison in bounds:
+        if bound is not None:
+            conditions.append(_key_compared(dataset, comparison, bound, binder))
     return f" WHERE {' AND '.join(conditions)}" if conditions else ""
+
+
+def _key_compared(
+    dataset: Dataset, comparison: str, values: tuple[str, ...], binder: _Binder
+) -> str:
+    """``("day", "channel") > ($1::text::date, $2::text::text)``: a row-value comparison of
+    the key, which a btree index on it answers directly."""
+    key = [dataset.by_name[k] for k in dataset.key]
+    left = ", ".join(f"_t.{ident(k.name)}" for k in key)
+    right = ", ".join(binder.bind(v, k.type.sql) for k, v in zip(key, values, strict=True))
+    return f"({left}) {comparison} ({right})" if len(key) > 1 else f"{left} {comparison} {right}"
 
 
 def _like_prefix(text: str) -> str:
@@ -251,3 +264,58 @@ def count(dataset: Dataset, selection: Selection) -> Query:
 JSON_LINES_COPY: dict[str, Any] = {"format": "csv", "quote": "\x01", "delimiter": "\x02"}
 CSV_COPY: dict[str, Any] = {"format": "csv", "header": True}
 COPY_TEXT: dict[str, Any] = {"format": "csv"}
+
+
+# --- a partitioned export's key ranges (``partitions.py``) ---------------------------------
+
+
+def _key_texts(dataset: Dataset) -> str:
+    return ", ".join(f"_t.{ident(k)}::text" for k in dataset.key)
+
+
+def histogram_quantiles(dataset: Dataset, parts: int) -> Query:
+    """The first key column's values that split a table into ``parts`` of about equal
+    rows, read from the planner's histogram (``pg_stats``, ``ANALYZE``'s sample); no row
+    when the table has none (never analysed, hidden from the caller by row security, or
+    a column of so few values that its statistics are a list of them, not a histogram)."""
+    first = dataset.by_name[dataset.key[0]]
+    sql = (
+        "WITH h AS (SELECT s.histogram_bounds::text::"
+        f"{first.type.sql}[] AS b FROM pg_stats s "
+        "JOIN pg_namespace n ON n.nspname = s.schemaname "
+        "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.tablename "
+        f"WHERE c.oid = {literal(dataset.source)}::regclass AND s.attname = $1 "
+        "AND s.histogram_bounds IS NOT NULL) "
+        "SELECT b[1 + (array_length(b, 1) - 1) * i / $2]::text FROM h, "
+        "generate_series(1, $2 - 1) AS i ORDER BY i"
+    )
+    return Query(sql, (first.name, parts))
+
+
+def last_key_below(dataset: Dataset, selection: Selection, value: str) -> Query:
+    """The key (as text) of the selection's last row whose first key column is below
+    ``value``: a part's inclusive upper bound, a real row's key (an index scan backwards)."""
+    binder = _Binder(selection.params)
+    where = _where(dataset, selection, binder)
+    first = dataset.by_name[dataset.key[0]]
+    below = f"_t.{ident(first.name)} < {binder.bind(value, first.type.sql)}"
+    where = f"{where} AND {below}" if where else f" WHERE {below}"
+    order = ", ".join(f"_t.{ident(k)} DESC" for k in dataset.key)
+    sql = f"SELECT {_key_texts(dataset)} FROM {dataset.source} AS _t{where} ORDER BY {order}"
+    return Query(f"{sql} LIMIT 1", tuple(binder.args))
+
+
+def keys_at(dataset: Dataset, selection: Selection, positions: list[int]) -> Query:
+    """The keys (as text) of the selection's rows at ``positions`` (1-based) in key order:
+    one ordered pass over the selection's keys, for a source without statistics (a view, a
+    saved query)."""
+    binder = _Binder(selection.params)
+    where = _where(dataset, selection, binder)
+    keys = ", ".join(f"_t.{ident(k)}" for k in dataset.key)
+    inner = (
+        f"SELECT {_key_texts(dataset)}, row_number() OVER (ORDER BY {keys}) AS _rn "
+        f"FROM {dataset.source} AS _t{where}"
+    )
+    wanted = binder.bind([str(p) for p in positions])
+    sql = f"SELECT * FROM ({inner}) AS _p WHERE _rn = ANY({wanted}::text[]::bigint[]) ORDER BY _rn"
+    return Query(sql, tuple(binder.args))

@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from app import auth, cursor, database, datasets, demo, introspection, migrate, quoting, sql
+from app import auth, database, datasets, demo, introspection, migrate, quoting, sql, transaction
 from app.settings import Settings
 from bench import curl
 from bench import measure as bench
@@ -99,7 +99,7 @@ async def _reference(url: str, name: str, rows: int, own: bool) -> Sample:
             size += len(data)
 
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            await conn.execute(cursor.TRANSACTION_SETTINGS)
+            await conn.execute(transaction.TRANSACTION_SETTINGS)
             if own:
                 query = sql.as_csv(dataset, sql.Selection(dataset.column_names, limit=rows))
                 await conn.copy_from_query(query.sql, *query.args, output=sink, **sql.CSV_COPY)

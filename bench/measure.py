@@ -18,7 +18,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from app import cursor, demo, introspection, sql
+from app import demo, introspection, sql, transaction
 from bench import pooler
 from bench.report import MiB, Sample
 
@@ -230,7 +230,7 @@ async def copy_reference(url: str, rows: int, kind: str = "copy") -> Sample:
             dataset = described["messages"]
             query = sql.as_csv(dataset, sql.Selection(fields=dataset.column_names, limit=rows))
             async with conn.transaction(isolation="repeatable_read", readonly=True):
-                await conn.execute(cursor.TRANSACTION_SETTINGS)
+                await conn.execute(transaction.TRANSACTION_SETTINGS)
                 await conn.copy_from_query(query.sql, *query.args, output=sink, **sql.CSV_COPY)
         else:
             await conn.copy_from_query(

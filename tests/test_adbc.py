@@ -12,11 +12,11 @@ import pyarrow as pa
 import pytest
 
 from app import adbc, encoders, plan, sql
-from app.cursor import TRANSACTION_SETTINGS, DbIdentity
 from app.datasets import Column, Dataset, Param
 from app.errors import NotRepresentable
 from app.formats import ARROW, FORMATS, RowCounter
 from app.pgtypes import Kind, PgType
+from app.transaction import TRANSACTION_SETTINGS, DbIdentity
 
 INT8 = PgType("int8", "bigint", "bigint", Kind.INTEGER)
 TEXT = PgType("text", "text", "text", Kind.TEXT)

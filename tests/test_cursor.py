@@ -53,18 +53,18 @@ async def test_first_chunk_comes_before_the_stream_ends(server: Server) -> None:
 async def test_a_stream_transaction_is_read_only_repeatable_read_utc_with_a_backstop(
     db_url: str,
 ) -> None:
-    from app import cursor, database
+    from app import database, transaction
     from app.settings import Settings
 
     db = database.create(Settings(pool_max_size=2), db_url)
     await db.connect()
     try:
-        async with cursor.snapshot(db, idle_timeout=42) as conn:
+        async with transaction.snapshot(db, idle_timeout=42) as conn:
             assert await conn.fetchval("SHOW transaction_isolation") == "repeatable read"
             assert await conn.fetchval("SHOW transaction_read_only") == "on"
             assert await conn.fetchval("SHOW TimeZone") == "UTC"
             assert await conn.fetchval("SHOW idle_in_transaction_session_timeout") == "42s"
-        async with cursor.snapshot(db) as conn:  # SET LOCAL: nothing leaked to the next user
+        async with transaction.snapshot(db) as conn:  # SET LOCAL: nothing leaked to the next user
             assert await conn.fetchval("SHOW idle_in_transaction_session_timeout") == "0"
     finally:
         await database.close(db)

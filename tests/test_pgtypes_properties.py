@@ -13,7 +13,8 @@ far-future dates, odd arrays and json), the service's renderings must keep
 No server, no HTTP: the SQL builder's own statements run on one connection against a real
 database, so hundreds of examples take seconds. Each example inserts one row and reads it
 back inside a transaction that is rolled back, with the export's own settings
-(``cursor.TRANSACTION_SETTINGS``: UTC, ISO dates, float digits), which is what makes the renderings
+(``transaction.TRANSACTION_SETTINGS``: UTC, ISO dates, float digits), which is what makes the
+renderings
 deterministic in the first place.
 """
 
@@ -34,8 +35,8 @@ from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 
 from app import datasets, introspection, render, sql
-from app.cursor import TRANSACTION_SETTINGS
 from app.pgtypes import Kind
+from app.transaction import TRANSACTION_SETTINGS
 
 # --- values ----------------------------------------------------------------------------
 

@@ -39,10 +39,28 @@ def test_rows_come_in_key_order_and_resume_with_a_row_value_comparison() -> None
     selection = sql.Selection(fields=("Order",), after=("7", "2024-01-02"), limit=10)
     query = sql.as_columns(d, selection)
     assert query.sql == (
-        'SELECT "Order" FROM "public"."Order Items" AS _t WHERE ("Order", "select") > '
+        'SELECT "Order" FROM "public"."Order Items" AS _t WHERE (_t."Order", _t."select") > '
         '($1::text::bigint, $2::text::date) ORDER BY _t."Order", _t."select" LIMIT $3'
     )
     assert query.args == ("7", "2024-01-02", 10)
+
+
+def test_a_part_is_its_key_range_and_a_resume_inside_it_only_narrows_it() -> None:
+    d = dataset()
+    selection = sql.Selection(
+        fields=("Order",),
+        after=("9", "2024-01-05"),
+        range_after=("7", "2024-01-02"),
+        range_until=("20", "2024-02-01"),
+    )
+    query = sql.count(d, selection)
+    assert query.sql == (
+        'SELECT count(*) FROM "public"."Order Items" AS _t WHERE (_t."Order", _t."select") > '
+        '($1::text::bigint, $2::text::date) AND (_t."Order", _t."select") > '
+        '($3::text::bigint, $4::text::date) AND (_t."Order", _t."select") <= '
+        "($5::text::bigint, $6::text::date)"
+    )
+    assert query.args == ("9", "2024-01-05", "7", "2024-01-02", "20", "2024-02-01")
 
 
 def test_each_operator_compiles_from_the_table() -> None:

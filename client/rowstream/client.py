@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -106,8 +107,13 @@ class Client:
 
         yield from self._export(name, params, NDJSON, rows, lambda row, key: [row[k] for k in key])
 
-    def iter_batches(self, name: str, **params: Any) -> Iterator[Any]:
-        """Every row of ``name`` as ``pyarrow.RecordBatch``es, resumed the same way."""
+    def iter_batches(self, name: str, *, parallel: int = 1, **params: Any) -> Iterator[Any]:
+        """Every row of ``name`` as ``pyarrow.RecordBatch``es, resumed the same way.
+
+        ``parallel=K``: the export in K parts of one snapshot (``partitions``), fetched at
+        once over K connections, each resumed on its own, and given in key order: the
+        first part's batches as they come, the others' once the parts before them are
+        given (held in memory until then)."""
         import pyarrow as pa
 
         def batches(response: httpx.Response) -> Iterator[Any]:
@@ -118,20 +124,64 @@ class Client:
         def last_key(batch: Any, key: list[str]) -> list[Any]:
             return [_json_value(batch.column(k)[-1].as_py()) for k in key]
 
+        if parallel > 1:
+            yield from self._in_parts(name, parallel, params, ARROW, batches, last_key, len)
+            return
         yield from self._export(name, params, ARROW, batches, last_key, count=len)
 
-    def to_arrow(self, name: str, **params: Any) -> Any:
+    def to_arrow(self, name: str, *, parallel: int = 1, **params: Any) -> Any:
+        """``name`` as a ``pyarrow.Table`` (``parallel=K``: fetched in K parts at once)."""
         import pyarrow as pa
 
-        return pa.Table.from_batches(list(self.iter_batches(name, **params)))
+        return pa.Table.from_batches(list(self.iter_batches(name, parallel=parallel, **params)))
 
-    def to_pandas(self, name: str, **params: Any) -> Any:
-        return self.to_arrow(name, **params).to_pandas()
+    def to_pandas(self, name: str, *, parallel: int = 1, **params: Any) -> Any:
+        return self.to_arrow(name, parallel=parallel, **params).to_pandas()
 
-    def to_polars(self, name: str, **params: Any) -> Any:
+    def to_polars(self, name: str, *, parallel: int = 1, **params: Any) -> Any:
         import polars as pl
 
-        return pl.from_arrow(self.to_arrow(name, **params))
+        return pl.from_arrow(self.to_arrow(name, parallel=parallel, **params))
+
+    def partitions(self, name: str, parts: int, **params: Any) -> dict[str, Any]:
+        """``POST /datasets/{name}/partitions``: ``name``'s selection split into at most
+        ``parts`` key ranges of one snapshot, each a signed link (``parts[i]["url"]``)."""
+        query = {"parts": str(parts), **{k: _param(v) for k, v in params.items()}}
+        response = self.http.post(f"{self.url}/datasets/{name}/partitions", params=query)
+        raise_for_problem(response)
+        planned: dict[str, Any] = response.json()
+        return planned
+
+    def release(self, planned: dict[str, Any]) -> None:
+        """Let a partitioned export's snapshot go (done with its parts); never raises."""
+        with contextlib.suppress(httpx.HTTPError):
+            self.http.delete(f"{self.url}{planned['release']}")
+
+    def _in_parts(
+        self,
+        name: str,
+        parallel: int,
+        params: dict[str, Any],
+        media: str,
+        items: Callable[[httpx.Response], Iterator[Any]],
+        last_key: Callable[[Any, list[str]], list[Any]],
+        count: Callable[[Any], int],
+    ) -> Iterator[Any]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.key(name)  # known before the threads ask for it
+        planned = self.partitions(name, parallel, **params)
+        urls = [part["url"] for part in planned["parts"]]
+
+        def part(url: str) -> list[Any]:
+            return list(self._export(name, {}, media, items, last_key, count, url=url))
+
+        try:
+            with ThreadPoolExecutor(max_workers=len(urls)) as pool:
+                for done in [pool.submit(part, url) for url in urls]:
+                    yield from done.result()
+        finally:
+            self.release(planned)
 
     def download(
         self,
@@ -143,6 +193,7 @@ class Client:
         route: str | None = None,
         progress: Progress | None = None,
         params: Mapping[str, Any] | None = None,
+        parallel: int = 1,
         **filters: Any,
     ) -> Download:
         """Write ``name`` to ``path`` in ``format`` exactly as the server sends it, checked
@@ -150,9 +201,21 @@ class Client:
         ``resume``, continue the file a failed download left. ``route`` asks another of
         the dataset's routes (the demo's ``/messages/stream``, ``/datasets/x.csv``) than
         ``/datasets/{name}/stream``; ``params``: filters whose names are taken here (a
-        column called ``name`` or ``path``). See ``rowstream.download``."""
+        column called ``name`` or ``path``); ``parallel=K`` (NDJSON, CSV): K parts of one
+        snapshot fetched at once and joined in key order into the same bytes as one
+        stream of that snapshot. See ``rowstream.download``."""
         from rowstream import download
 
+        if parallel > 1:
+            return download.write_parallel(
+                self,
+                name,
+                Path(path),
+                media=download.media_type(format),
+                params={k: _param(v) for k, v in {**(params or {}), **filters}.items()},
+                parallel=parallel,
+                progress=progress,
+            )
         return download.write(
             self,
             name,
@@ -167,11 +230,27 @@ class Client:
     @contextlib.contextmanager
     def stream(self, route: str, query: dict[str, str], media: str) -> Iterator[httpx.Response]:
         """``GET route?query`` as ``media``, with the exact count, uncompressed (the bytes
-        are the file), its body not yet read; a problem answer raises ``ClientError``."""
+        are the file), its body not yet read; a problem answer raises ``ClientError``.
+
+        ``route`` may be a signed link (a part's): it is sent as it is, ``query`` (a
+        resumption's ``after=``) after its signature, and without the token (a link
+        stands in for it)."""
         headers = {"Accept": media, "Prefer": "count=exact", "Accept-Encoding": "identity"}
-        with self.http.stream("GET", f"{self.url}{route}", params=query, headers=headers) as r:
+        if "rs_signature=" in route:
+            extra = urlencode(query, quote_via=quote)
+            request = self.http.build_request("GET", f"{route}&{extra}" if extra else route)
+            request.headers.update(headers)
+            request.headers.pop("Authorization", None)
+        else:
+            request = self.http.build_request(
+                "GET", f"{self.url}{route}", params=query, headers=headers
+            )
+        r = self.http.send(request, stream=True)
+        try:
             raise_for_problem(r)
             yield r
+        finally:
+            r.close()
 
     def _export(
         self,
@@ -181,7 +260,10 @@ class Client:
         items: Callable[[httpx.Response], Iterator[Any]],
         last_key: Callable[[Any, list[str]], list[Any]],
         count: Callable[[Any], int] = lambda item: 1,
+        url: str | None = None,
     ) -> Iterator[Any]:
+        """``name``'s rows as ``items`` gives them, resumed after a drop (``url``: a signed
+        link to read instead of ``/datasets/{name}/stream?params``)."""
         query = {k: _param(v) for k, v in params.items()}
         limit = int(query["limit"]) if "limit" in query else None
         key = self.key(name)
@@ -195,7 +277,7 @@ class Client:
                 if limit is not None:
                     query["limit"] = str(limit - received)
             try:
-                with self.stream(f"/datasets/{name}/stream", query, media) as response:
+                with self.stream(url or f"/datasets/{name}/stream", query, media) as response:
                     if total is None and "x-total-count" in response.headers:
                         total = int(response.headers["x-total-count"])
                     for item in items(response):

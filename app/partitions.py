@@ -1,0 +1,239 @@
+"""Partitioned exports: K key ranges of one snapshot, each an ordinary export that any
+instance reaching the same database server serves.
+
+``POST /datasets/{name}/partitions`` (``partitions_route.py``) opens a ``Hold``: a
+connection of its own whose read-only REPEATABLE READ transaction exports its snapshot
+(``pg_export_snapshot()``) and then stays open, idle, because an exported snapshot can be
+imported only while the transaction that exported it lives. Inside that snapshot, as the
+caller, the selection is split (``split``) into key ranges of about equal rows: at the
+planner's histogram of the first key column (``pg_stats``) for a table, else at exact
+positions found by one ordered pass over the keys (a view, a saved query, a table never
+analysed), each bound then made the key of a real row. Never ``OFFSET``.
+
+Each part is a signed link (``links.py``) to the dataset's stream route carrying
+``rs_part``: the snapshot, the server's tag and the key range. The instance serving it
+begins its transaction with ``SET TRANSACTION SNAPSHOT`` (``transaction.Imported``), so every
+part, its counts and its resumptions (``after=`` inside the range) see the same moment.
+
+A hold ends when every part has been read through this instance, when its creator
+releases it (``DELETE /partitions/{id}``, which any instance can do: the hold's session is
+found by its ``application_name`` and ended), or after ``PARTITION_HOLD_SECONDS`` (its
+transaction's ``idle_in_transaction_session_timeout`` ends it on the server too). Its
+snapshot then is gone, and a part asked for after that is a 410.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import anyio
+import asyncpg
+import databases
+
+from app import cursor, sql, transaction
+from app.database import UNREACHABLE, describe, raw_connection
+from app.datasets import Dataset
+from app.errors import ServiceUnavailable
+from app.limits import CLEANUP_SECONDS, MAX_PARTITION_HOLDS
+from app.settings import Settings
+from app.sql import Selection
+
+logger = logging.getLogger(__name__)
+
+#: A hold's session is named so (``application_name``) until it ends.
+APPLICATION_NAME = "rowstream partition "
+
+
+@dataclass(frozen=True)
+class Part:
+    """What a part's signed link carries: the snapshot, its server, the key range."""
+
+    partition: str
+    index: int
+    snapshot: str
+    server: str
+    #: The key the part starts after (exclusive) and the key it ends at (inclusive), as
+    #: text; None: the selection's first or last row.
+    after: tuple[str, ...] | None
+    until: tuple[str, ...] | None
+
+    def encode(self) -> str:
+        fields = [self.partition, self.index, self.snapshot, self.server, self.after, self.until]
+        text = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+        return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+
+    @classmethod
+    def decode(cls, text: str) -> Part:
+        """The part a verified link carries; ``ValueError`` if it is not one."""
+        raw = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        partition, index, snapshot, server, after, until = raw
+        bounds = [None if b is None else tuple(str(v) for v in b) for b in (after, until)]
+        return cls(str(partition), int(index), str(snapshot), str(server), *bounds)
+
+    def imported(self) -> transaction.Imported:
+        return transaction.Imported(self.snapshot, self.server)
+
+
+@dataclass
+class Hold:
+    """An exporting transaction held open for its parts."""
+
+    id: str
+    subject: str
+    conn: asyncpg.Connection
+    snapshot: str
+    server: str
+    #: Unix time at which it ends at the latest.
+    expires_at: float
+    parts: int = 0
+    read: set[int] = field(default_factory=set)
+    expiry: asyncio.Task[None] | None = None
+
+
+class Holds:
+    """The holds this instance has open (at most ``MAX_PARTITION_HOLDS``)."""
+
+    def __init__(self) -> None:
+        self._holds: dict[str, Hold] = {}
+        self._releasing: set[asyncio.Task[bool]] = set()
+
+    def __len__(self) -> int:
+        return len(self._holds)
+
+    async def open(
+        self,
+        db: databases.Database,
+        settings: Settings,
+        subject: str,
+        identity: transaction.DbIdentity | None,
+    ) -> Hold:
+        """A new hold: a connection of its own (not the pool's: a hold must not keep a
+        stream from a connection), its transaction begun and its snapshot exported."""
+        if len(self._holds) >= MAX_PARTITION_HOLDS:
+            raise ServiceUnavailable(
+                f"this instance holds {MAX_PARTITION_HOLDS} partitioned exports already; "
+                "try again when one is read or released",
+                retry_after=5,
+            )
+        hold_id = secrets.token_urlsafe(16)
+        seconds = settings.partition_hold_seconds
+        options: dict[str, Any] = {"command_timeout": settings.command_timeout_seconds}
+        if settings.database_pooler == "transaction":
+            options["statement_cache_size"] = 0
+        try:
+            async with asyncio.timeout(settings.pool_acquire_timeout_seconds):
+                conn = await asyncpg.connect(getattr(db, "_dsn", str(db.url)), **options)
+        except (*UNREACHABLE, asyncpg.PostgresError) as exc:
+            raise ServiceUnavailable(f"database unavailable: {describe(exc)}") from exc
+        try:
+            await conn.execute(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
+                f"{transaction.TRANSACTION_SETTINGS}; "
+                # the server's own end of the hold, should this process not end it
+                f"SET LOCAL idle_in_transaction_session_timeout = {int(seconds * 1000) + 1000}"
+            )
+            await conn.fetchrow(
+                "SELECT set_config('application_name', $1, true)", APPLICATION_NAME + hold_id
+            )
+            if identity is not None:
+                await conn.fetchrow(transaction.SET_IDENTITY, identity.role, identity.claims_json)
+            snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
+            server = await conn.fetchval(transaction.SERVER_TAG)
+        except BaseException:
+            conn.terminate()
+            raise
+        hold = Hold(hold_id, subject, conn, snapshot, server, time.time() + seconds)
+        hold.expiry = asyncio.ensure_future(self._expire(hold_id, seconds))
+        conn.add_termination_listener(lambda _: self._holds.pop(hold_id, None))
+        self._holds[hold_id] = hold
+        return hold
+
+    async def _expire(self, hold_id: str, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        await self.release(hold_id)
+
+    def get(self, hold_id: str) -> Hold | None:
+        return self._holds.get(hold_id)
+
+    def part_read(self, part: Part) -> None:
+        """A part was read to its end here: the hold ends once all its parts have been."""
+        hold = self._holds.get(part.partition)
+        if hold is None:
+            return
+        hold.read.add(part.index)
+        if len(hold.read) >= hold.parts:
+            self._releasing.add(task := asyncio.ensure_future(self.release(part.partition)))
+            task.add_done_callback(self._releasing.discard)
+
+    async def release(self, hold_id: str) -> bool:
+        """End a hold of this instance; False if it has none of that id."""
+        hold = self._holds.pop(hold_id, None)
+        if hold is None:
+            return False
+        if hold.expiry is not None and hold.expiry is not asyncio.current_task():
+            hold.expiry.cancel()
+        with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
+            with contextlib.suppress(Exception):
+                await hold.conn.close()  # its transaction ends with it
+        if not hold.conn.is_closed():
+            hold.conn.terminate()
+        return True
+
+    async def close(self) -> None:
+        for hold_id in list(self._holds):
+            await self.release(hold_id)
+
+
+async def release_elsewhere(db: databases.Database, hold_id: str) -> bool:
+    """End the hold ``hold_id`` that another instance keeps: its session, found by name
+    among the sessions of this service's own database user, is ended on the server
+    (``pg_terminate_backend`` needs no privilege over one's own sessions)."""
+    query = (
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE application_name = $1 AND usename = session_user AND pid <> pg_backend_pid()"
+    )
+    async with raw_connection(db) as conn:
+        return bool(await conn.fetchval(query, APPLICATION_NAME + hold_id))
+
+
+async def split(
+    conn: asyncpg.Connection, dataset: Dataset, selection: Selection, parts: int
+) -> list[tuple[tuple[str, ...] | None, tuple[str, ...] | None, int]]:
+    """The selection's key ranges, (after, until, estimated rows) each, in key order: at
+    most ``parts``, fewer when the selection has fewer distinct first-key values."""
+    uppers: list[tuple[str, ...]] = []
+    if parts > 1 and dataset.kind == "table":
+        query = sql.histogram_quantiles(dataset, parts)
+        for (value,) in await conn.fetch(query.sql, *query.args):
+            query = sql.last_key_below(dataset, selection, value)
+            row = await conn.fetchrow(query.sql, *query.args)
+            if row is not None:
+                uppers.append(tuple(row))
+        uppers = list(dict.fromkeys(uppers))
+    if parts > 1 and len(uppers) < parts - 1:
+        # No histogram, or one that does not split this selection (a filter keeps part of
+        # the table, a first key column of few values): exact positions, one pass.
+        total = await cursor.exact_count(conn, sql.count(dataset, selection))
+        positions = sorted({total * i // parts for i in range(1, parts)} - {0})
+        uppers = []
+        if positions:
+            query = sql.keys_at(dataset, selection, positions)
+            rows = await conn.fetch(query.sql, *query.args)
+            uppers = [tuple(r[: len(dataset.key)]) for r in rows]
+    uppers = list(dict.fromkeys(uppers))  # distinct, in key order
+    ranges = []
+    bounds: list[tuple[str, ...] | None] = [None, *uppers, None]
+    for after, until in itertools.pairwise(bounds):
+        ranged = replace(selection, range_after=after, range_until=until)
+        estimate = await cursor.estimated_count(conn, sql.as_columns(dataset, ranged))
+        ranges.append((after, until, estimate))
+    return ranges
