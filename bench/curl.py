@@ -16,7 +16,7 @@ from pathlib import Path
 from bench.measure import Scenario, ServerProbe, decoder, file_rows
 from bench.report import Sample
 
-_SCRATCH = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+SCRATCH = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
 
 
 def _rows(body: bytes, scenario: Scenario) -> int:
@@ -29,7 +29,7 @@ def _rows(body: bytes, scenario: Scenario) -> int:
 def fetch(base: str, token: str, probe: ServerProbe, scenario: Scenario) -> Sample:
     """``scenario`` fetched once by curl; ``first_byte_s`` is curl's time to the first
     response byte (the server sends its headers with the first batch)."""
-    out = _SCRATCH / f"rowstream-bench-{os.getpid()}"
+    out = SCRATCH / f"rowstream-bench-{os.getpid()}"
     command = [
         *("curl", "-sS", "--fail", "-o", str(out)),
         *("-w", "%{time_starttransfer} %{time_total} %{size_download}"),

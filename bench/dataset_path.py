@@ -73,21 +73,29 @@ DATABASE_RENDERED = ("ndjson", "csv", "ndjson zstd")
 
 
 async def _prepare(url: str, rows: int, wide: bool) -> None:
-    conn = await asyncpg.connect(url)
+    await prepare_one(url, "messages", rows)
+    if wide:
+        await prepare_one(url, "wide", rows)
+
+
+async def prepare_one(url: str, name: str, rows: int) -> None:
+    """Only ``name``'s table, with ``rows`` rows (``messages``: at least that many)."""
+    conn = await asyncpg.connect(url, command_timeout=None)
     try:
-        if await demo.count(conn) < rows:
-            await demo.seed(conn, rows)
-        if wide:
-            await conn.execute(WIDE_SQL)
-            if await conn.fetchval("SELECT count(*) FROM bench_wide") != rows:
-                await conn.execute("TRUNCATE bench_wide")
-                await conn.execute(WIDE_SEED, rows)
-                await conn.execute("VACUUM (ANALYZE) bench_wide")
+        if name == "messages":  # migrated by the caller
+            if await demo.count(conn) < rows:
+                await demo.seed(conn, rows)
+            return
+        await conn.execute(WIDE_SQL)
+        if await conn.fetchval("SELECT count(*) FROM bench_wide") != rows:
+            await conn.execute("TRUNCATE bench_wide")
+            await conn.execute(WIDE_SEED, rows)
+            await conn.execute("VACUUM (ANALYZE) bench_wide")
     finally:
         await conn.close()
 
 
-async def _reference(url: str, name: str, rows: int, own: bool) -> Sample:
+async def reference(url: str, name: str, rows: int, own: bool) -> Sample:
     """Plain ``COPY (SELECT * … ORDER BY key)``, or (``own``) the CSV format's statement."""
     conn = await asyncpg.connect(url)
     try:
@@ -123,7 +131,7 @@ def _declared(names: list[str]) -> datasets.DatasetsFile:
 
 
 @contextlib.contextmanager
-def _fresh_server(url: str, secret: str, cwd: Path | None, **env: str) -> Iterator[tuple[str, int]]:
+def fresh_server(url: str, secret: str, cwd: Path | None, **env: str) -> Iterator[tuple[str, int]]:
     """A server process started for this round, answering ``/healthz`` (no request that
     would warm it), given the half second a supervisor's first probe would give it."""
     with bench.serve(url, secret, cwd=cwd, ready="/healthz", extra_env=env) as (base, pid):
@@ -166,7 +174,7 @@ async def _round(
         base_formats = ("ndjson", "csv", "arrow", "parquet")
         builds.append(("baseline ", baseline, "/messages/stream", {}, base_formats, ["messages"]))
     for prefix, cwd, template, env, fmts, datasets_ in builds:
-        with _fresh_server(url, secret, cwd, **env) as (base, pid):
+        with fresh_server(url, secret, cwd, **env) as (base, pid):
             probe = bench.ServerProbe(pid)
             async with httpx.AsyncClient(base_url=base, headers=headers, timeout=900) as client:
                 for name in datasets_:
@@ -183,8 +191,8 @@ async def _round(
     if options.first_bytes:
         out.update(_first_bytes(url, secret, names[0], files_env, token))
     for name in names:
-        out[f"{name} plain COPY csv"] = await _reference(url, name, rows, own=False)
-        out[f"{name} COPY of the csv format"] = await _reference(url, name, rows, own=True)
+        out[f"{name} plain COPY csv"] = await reference(url, name, rows, own=False)
+        out[f"{name} COPY of the csv format"] = await reference(url, name, rows, own=True)
     return out
 
 
@@ -195,7 +203,7 @@ def _first_bytes(
     process's RSS once started (after its warm-up), before that request."""
     out: dict[str, Sample] = {}
     for fmt in ("ndjson", "csv", "arrow", "parquet"):
-        with _fresh_server(url, secret, None, **env) as (base, pid):
+        with fresh_server(url, secret, None, **env) as (base, pid):
             probe = bench.ServerProbe(pid)
             sc = _scenario(f"first {fmt}", f"/datasets/{name}/stream", fmt, 1000)
             out[f"first {fmt}"] = curl.fetch(base, token, probe, sc)

@@ -335,6 +335,11 @@ def run_concurrent(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> None:
+    if args.parallel:
+        from bench import parallel as bench_parallel
+
+        bench_parallel.run(args, settings)
+        return
     if args.datasets:
         from bench import dataset_path as bench_datasets
 
@@ -466,9 +471,44 @@ def add_parser(sub: Any) -> None:
         help="instead: the dataset path (fresh server per round) against plain COPY "
         "(bench/dataset_path.py); with --big: 5,000,000 rows",
     )
-    b.add_argument("--datasets-rows", type=int, default=500_000, help="with --datasets")
+    b.add_argument(
+        "--parallel",
+        action="store_true",
+        help="instead: one export in 1, 2 and 4 parts of one snapshot against one stream, "
+        "each format, curl as the client (bench/parallel.py); --wide: the 20-column table",
+    )
+    b.add_argument(
+        "--parallel-parts",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[1, 2, 4],
+        help="with --parallel: part counts, the first the reference (default 1,2,4)",
+    )
+    b.add_argument(
+        "--parallel-formats",
+        type=lambda s: s.split(","),
+        default=["ndjson", "csv", "arrow", "parquet"],
+        help="with --parallel: formats (default ndjson,csv,arrow,parquet)",
+    )
+    b.add_argument(
+        "--parallel-sink",
+        choices=("shm", "null"),
+        default="shm",
+        help="with --parallel: bodies to /dev/shm, counted (default), or to /dev/null",
+    )
+    b.add_argument(
+        "--parallel-cutoff",
+        type=float,
+        metavar="SECONDS",
+        help="with --parallel: also fetch --parallel 4 from a server with this "
+        "STREAM_MAX_SECONDS and check every id once, in order",
+    )
+    b.add_argument(
+        "--datasets-rows", type=int, default=500_000, help="with --datasets or --parallel"
+    )
     b.add_argument("--wide", action="store_true", help="with --datasets: add a 20-column table")
-    b.add_argument("--database-url", help="with --datasets: any PostgreSQL (default: embedded)")
+    b.add_argument(
+        "--database-url", help="with --datasets or --parallel: any PostgreSQL (default: embedded)"
+    )
     b.add_argument(
         "--client",
         choices=("curl", "httpx"),

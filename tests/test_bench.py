@@ -123,3 +123,27 @@ def test_clients_bench_loads_every_way_and_checks_the_rows(db_url: str, tmp_path
         assert result["seconds"] > 0 and result["x read_sql"] > 0
     assert "| pandas via ADBC |" in done.stdout
     assert (out / "clients.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_parallel_bench_reads_every_row_in_parts_and_checks_a_cut_off_fetch(
+    db_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "bench"
+    args = ("--parallel", "--datasets-rows", "3000", "--rounds", "1")
+    more = (
+        "--parallel-formats",
+        "ndjson,parquet",
+        "--parallel-parts",
+        "1,2",
+        "--parallel-cutoff",
+        "5",
+    )
+    _bench(db_url, out, *args, *more)
+    report = json.loads((out / "parallel.json").read_text())
+    assert report["rows"] == 3000 and report["dataset"] == "messages"
+    measured = report["raw"][0]
+    for key in ("ndjson x1", "ndjson x2", "parquet x1", "parquet x2"):
+        assert measured[key]["rows"] == 3000, key  # counted from each part's own body
+    assert measured["ndjson x2"]["parts"] == 2 and measured["ndjson x2"]["plan_s"] > 0
+    assert report["figures"]["ndjson x1 speed-up"] == 1.0
+    assert report["cut-off"]["rows"] == 3000  # every id once, in order
