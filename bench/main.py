@@ -335,6 +335,11 @@ def run_concurrent(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> None:
+    if args.consistency:
+        from bench import consistency as bench_consistency
+
+        bench_consistency.run(args, settings)
+        return
     if args.parallel:
         from bench import parallel as bench_parallel
 
@@ -476,6 +481,14 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="instead: one export in 1, 2 and 4 parts of one snapshot against one stream, "
         "each format, curl as the client (bench/parallel.py); --wide: the 20-column table",
+    )
+    b.add_argument(
+        "--consistency",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: N partitioned reads (4 parts) by ConnectorX and by rowstream while a "
+        "writer moves amounts; how many were not one moment (bench/consistency.py)",
     )
     b.add_argument(
         "--parallel-parts",

@@ -95,16 +95,16 @@ def _measure(
         raise RuntimeError(f"{name} {fmt} in {parts}: curl failed")
     if planned is not None:
         httpx.delete(f"{base}{planned['release']}", headers={"Authorization": f"Bearer {token}"})
-    rows = None
+    counted: int | None = None
     if sink != "null":
-        rows = sum(_rows(Path(o), fmt) for o in outputs)
+        counted = sum(_rows(Path(o), fmt) for o in outputs)
         for o in outputs:
             Path(o).unlink(missing_ok=True)
     return {
         "total_s": total_s,
         "plan_s": plan_s,
         "bytes": sum(sizes),
-        "rows": rows,
+        "rows": counted,
         "parts": len(commands),
         "peak_mib": extra.get("peak_mib"),
         "cpu_s": extra.get("cpu_s"),

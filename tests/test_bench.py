@@ -147,3 +147,16 @@ def test_parallel_bench_reads_every_row_in_parts_and_checks_a_cut_off_fetch(
     assert measured["ndjson x2"]["parts"] == 2 and measured["ndjson x2"]["plan_s"] > 0
     assert report["figures"]["ndjson x1 speed-up"] == 1.0
     assert report["cut-off"]["rows"] == 3000  # every id once, in order
+
+
+def test_consistency_bench_reads_in_parts_while_a_writer_moves_amounts(
+    db_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "bench"
+    _bench(db_url, out, "--consistency", "2", "--datasets-rows", "5000")
+    report = json.loads((out / "consistency.json").read_text())
+    assert report["reads"] == 2 and report["moves"] > 0
+    assert set(report["summary"]) == {"ConnectorX", "rowstream"}
+    assert all(r["rows"] == 5000 for rs in report["raw"].values() for r in rs)
+    # rowstream's parts are one snapshot: every read right, whatever ConnectorX's were
+    assert report["summary"]["rowstream"]["wrong reads"] == 0
