@@ -120,3 +120,35 @@ def test_statements_stay_unnamed_with_the_pooler_setting(db_url: str) -> None:
 
     assert asyncio.run(named_statements(Settings(database_pooler="transaction"))) == []
     assert asyncio.run(named_statements(Settings())) != []
+
+
+def test_parts_of_one_snapshot_through_pgbouncer_on_two_instances(
+    instances: list[Server], server: Server
+) -> None:
+    """The hold keeps its transaction (so PgBouncer keeps its server connection); each part
+    imports the snapshot on whatever server connection PgBouncer hands its transaction; a
+    release through the other instance ends the hold's server session."""
+    one, two = instances
+    planned = httpx.post(
+        f"{one.base_url}/datasets/messages/partitions",
+        params={"parts": 4, "id__lte": ROWS},
+        headers=one.headers(),
+        timeout=30,
+    ).json()
+    ids: list[int] = []
+    for i, part in enumerate(planned["parts"]):
+        url = part["url"].replace(one.base_url, (one, two)[i % 2].base_url)
+        body = httpx.get(url, headers={"Accept": "application/x-ndjson"}, timeout=60)
+        assert body.status_code == 200, body.text
+        ids += [int(line[6 : line.index(",")]) for line in body.text.splitlines()]
+    direct = httpx.get(
+        f"{server.base_url}/datasets/messages/stream",
+        params={"id__lte": ROWS, "fields": "id"},
+        headers=server.headers(),
+        timeout=60,
+    )
+    assert ids == [int(line[6:-1]) for line in direct.text.splitlines()]
+    released = httpx.delete(f"{two.base_url}{planned['release']}", headers=two.headers())
+    assert released.status_code == 204
+    gone = httpx.get(planned["parts"][0]["url"], timeout=30)
+    assert gone.status_code == 410, gone.text

@@ -243,3 +243,30 @@ def test_database_roles_and_row_level_security_on_the_standby(pair: Pair, tmp_pa
         assert response.headers["x-total-count"] == "25"
     finally:
         stop_server(server)
+
+
+def test_parts_are_planned_and_read_on_the_standby_and_pinned_to_it(pair: Pair) -> None:
+    """A partitioned export of a service reading a standby: its snapshot is exported and
+    held there, and its parts are read there; an instance whose connection reaches the
+    primary instead refuses a part (503), never serving the primary's rows for it."""
+    on_standby = start_server(pair.primary_url, DATABASE_READ_URL=pair.standby_url)
+    on_primary = start_server(pair.primary_url)
+    try:
+        planned = httpx.post(
+            f"{on_standby.base_url}/datasets/messages/partitions?parts=3&fields=id",
+            headers=on_standby.headers(),
+            timeout=30,
+        ).json()
+        ids = []
+        for part in planned["parts"]:
+            body = httpx.get(part["url"], timeout=30)
+            assert body.status_code == 200, body.text
+            ids += [json.loads(line)["id"] for line in body.text.splitlines()]
+        assert ids == list(range(1, REPLICA_ROWS + 1))
+        elsewhere = planned["parts"][0]["url"].replace(on_standby.base_url, on_primary.base_url)
+        refused = httpx.get(elsewhere, timeout=30)
+        assert refused.status_code == 503, refused.text
+        assert "another database server" in refused.json()["detail"]
+    finally:
+        stop_server(on_standby)
+        stop_server(on_primary)
