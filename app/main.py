@@ -86,13 +86,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.stream_per_subject,
                 settings.stream_admission_wait_seconds,
             )
+            holds = Holds()
             metrics = Metrics(
                 active_streams=lambda: limiter.active,
                 pool_in_use=lambda: database.pool_stats(db)["in_use"],
                 read_lag=lambda: lag.last,
+                partition_holds=lambda: len(holds),
             )
             drivers = adbc.pool_for(settings, read_url)
-            holds = Holds()
             try:
                 await catalog.load(read_db, at_start=True)
                 if catalog.loaded:

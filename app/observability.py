@@ -58,6 +58,7 @@ class Metrics:
         active_streams: Callable[[], int],
         pool_in_use: Callable[[], int],
         read_lag: Callable[[], float] = lambda: 0.0,
+        partition_holds: Callable[[], int] = lambda: 0,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -110,6 +111,11 @@ class Metrics:
             "Replication lag of the read side, as last measured (0 on a primary)",
             registry=r,
         ).set_function(read_lag)
+        Gauge(
+            "rowstream_partition_holds",
+            "Partitioned exports whose snapshot this instance holds open",
+            registry=r,
+        ).set_function(partition_holds)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

@@ -68,11 +68,15 @@ def test_the_hpa_scales_on_streams_in_flight_below_the_capacity(k8s: dict[str, A
     env = {e["name"]: e.get("value") for e in _container(k8s)["env"]}
     settings = Settings()
     assert {"DATABASE_URL", "DATABASE_READ_URL", "DATABASE_POOLER", "JWT_SECRET"} <= set(env)
+    assert "LINK_SECRET" in env  # every pod checks the parts any pod signed
     assert all(name.lower() in Settings.model_fields for name in env)
     (pods,) = [m["pods"] for m in k8s["HorizontalPodAutoscaler"]["spec"]["metrics"] if "pods" in m]
     assert pods["metric"]["name"] == "rowstream_streams_active"
     capacity = int(env.get("STREAM_CAPACITY") or settings.stream_capacity)
     assert 0 < float(pods["target"]["averageValue"]) < capacity
+    # scaling in ends a pod's partition holds: slowly, one pod at a time
+    down = k8s["HorizontalPodAutoscaler"]["spec"]["behavior"]["scaleDown"]
+    assert down["stabilizationWindowSeconds"] >= 300 and down["policies"][0]["value"] == 1
 
 
 def test_the_compose_pgbouncer_covers_its_instances_and_relays_in_large_buffers() -> None:

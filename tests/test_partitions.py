@@ -248,12 +248,15 @@ def test_a_hold_ends_once_every_part_is_read_through_its_instance(
     instances: list[Server], ledger_url: str
 ) -> None:
     a, _ = instances
+    held = metric(a, "rowstream_partition_holds")
     planned = plan(a, "ledger", "parts=2").json()
     parts = planned["parts"]
     assert run(holds(ledger_url, planned["partition"])) == 1
+    assert metric(a, "rowstream_partition_holds") == held + 1
     for part in parts:
         rows_of(part["url"])
     assert wait_for_no_hold(ledger_url, planned["partition"]) == 0
+    assert metric(a, "rowstream_partition_holds") == held
     assert httpx.get(parts[0]["url"]).status_code == 410
 
 
