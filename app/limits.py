@@ -77,6 +77,8 @@ MAX_PARTS = 64
 #: Most partitioned exports one instance holds open at once (each holds a connection and a
 #: snapshot).
 MAX_PARTITION_HOLDS = 16
+#: Most of them one caller (subject) holds on one instance.
+MAX_PARTITION_HOLDS_PER_SUBJECT = 4
 
 # --- health -------------------------------------------------------------------------------
 #: Seconds ``/readyz`` gives each step of its check that every dataset is readable (the

@@ -9,12 +9,12 @@ a token, with the signer's subject, roles and claims, until it expires (at most
 
 and the HMAC-SHA256 covers the method, the path and every byte of the query before
 ``&rs_signature=``, so any change to the path, a parameter, the expiry or the claims is
-a 401. One parameter may follow the signature: ``&after=``, the key to resume after (it
-can only narrow what the link reads, never widen it). A link may also carry ``rs_part``,
-a part of a partitioned export (``partitions.py``): its snapshot and key range, signed
-like the rest. A ``HEAD`` is checked as the ``GET`` it precedes (DuckDB sends one first). No
-token is ever put in a URL: the claims are signed, not secret, and stop working when
-the link expires.
+a 401. A link may also carry ``rs_part``, a part of a partitioned export
+(``partitions.py``): its snapshot and key range, signed like the rest; such a link, and
+only such a link, may be followed by one unsigned parameter, ``&after=``, the key to resume
+after (ANDed with the signed range, so it narrows the part and never widens it). A
+``HEAD`` is checked as the ``GET`` it precedes (DuckDB sends one first). No token is ever
+put in a URL: the claims are signed, not secret, and stop working when the link expires.
 """
 
 from __future__ import annotations
@@ -91,6 +91,10 @@ def verify(key: bytes, path: str, query: str, roles_claim: str) -> Principal:
     if not hmac.compare_digest(_mac(key, path, signed_query), signature):
         raise InvalidToken("the signed link's signature does not match")
     fields = dict(parse_qsl(signed_query, keep_blank_values=True))
+    if resumed and PART not in fields:
+        # only a part's range bounds what after= may reach; any other link (limit=1000)
+        # would be paged through by it
+        raise InvalidToken("only a part of a partitioned export resumes with after=")
     try:
         expires_at = int(fields[EXPIRES])
         claims: Any = json.loads(_unb64(fields[CLAIMS]))

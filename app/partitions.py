@@ -27,11 +27,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
+import hmac
 import itertools
 import json
 import logging
 import secrets
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -42,8 +45,8 @@ import databases
 from app import cursor, sql, transaction
 from app.database import UNREACHABLE, describe, raw_connection
 from app.datasets import Dataset
-from app.errors import ServiceUnavailable
-from app.limits import CLEANUP_SECONDS, MAX_PARTITION_HOLDS
+from app.errors import BadRequest, ServiceUnavailable, TooManyRequests
+from app.limits import CLEANUP_SECONDS, MAX_PARTITION_HOLDS, MAX_PARTITION_HOLDS_PER_SUBJECT
 from app.settings import Settings
 from app.sql import Selection
 
@@ -61,13 +64,18 @@ class Part:
     index: int
     snapshot: str
     server: str
+    #: ``SNAPSHOT_DIGEST`` of the exported snapshot: what an import must find.
+    digest: str
     #: The key the part starts after (exclusive) and the key it ends at (inclusive), as
     #: text; None: the selection's first or last row.
     after: tuple[str, ...] | None
     until: tuple[str, ...] | None
 
     def encode(self) -> str:
-        fields = [self.partition, self.index, self.snapshot, self.server, self.after, self.until]
+        fields = [
+            *(self.partition, self.index, self.snapshot, self.server, self.digest),
+            *(self.after, self.until),
+        ]
         text = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
         return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
 
@@ -75,12 +83,12 @@ class Part:
     def decode(cls, text: str) -> Part:
         """The part a verified link carries; ``ValueError`` if it is not one."""
         raw = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        partition, index, snapshot, server, after, until = raw
+        partition, index, snapshot, server, digest, after, until = raw
         bounds = [None if b is None else tuple(str(v) for v in b) for b in (after, until)]
-        return cls(str(partition), int(index), str(snapshot), str(server), *bounds)
+        return cls(str(partition), int(index), str(snapshot), str(server), str(digest), *bounds)
 
     def imported(self) -> transaction.Imported:
-        return transaction.Imported(self.snapshot, self.server)
+        return transaction.Imported(self.snapshot, self.server, self.digest)
 
 
 @dataclass
@@ -92,6 +100,7 @@ class Hold:
     conn: asyncpg.Connection
     snapshot: str
     server: str
+    digest: str
     #: Unix time at which it ends at the latest.
     expires_at: float
     parts: int = 0
@@ -100,14 +109,36 @@ class Hold:
 
 
 class Holds:
-    """The holds this instance has open (at most ``MAX_PARTITION_HOLDS``)."""
+    """The holds this instance has open: at most ``MAX_PARTITION_HOLDS``, and
+    ``MAX_PARTITION_HOLDS_PER_SUBJECT`` of one caller."""
 
     def __init__(self) -> None:
         self._holds: dict[str, Hold] = {}
-        self._releasing: set[asyncio.Task[bool]] = set()
+        #: Holds being opened, by subject (counted against the limits before any await).
+        self._opening: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     def __len__(self) -> int:
         return len(self._holds)
+
+    def _reserve(self, subject: str) -> None:
+        opening = sum(self._opening.values())
+        mine = self._opening.get(subject, 0) + sum(
+            h.subject == subject for h in self._holds.values()
+        )
+        if len(self._holds) + opening >= MAX_PARTITION_HOLDS:
+            raise ServiceUnavailable(
+                f"this instance holds {MAX_PARTITION_HOLDS} partitioned exports already; "
+                "try again when one is read or released",
+                retry_after=5,
+            )
+        if mine >= MAX_PARTITION_HOLDS_PER_SUBJECT:
+            raise TooManyRequests(
+                f"you hold {MAX_PARTITION_HOLDS_PER_SUBJECT} partitioned exports on this "
+                "instance already: release one (DELETE its release URL) or read its parts",
+                retry_after=5,
+            )
+        self._opening[subject] = self._opening.get(subject, 0) + 1
 
     async def open(
         self,
@@ -115,47 +146,56 @@ class Holds:
         settings: Settings,
         subject: str,
         identity: transaction.DbIdentity | None,
+        seconds: float,
+        name: str,
     ) -> Hold:
-        """A new hold: a connection of its own (not the pool's: a hold must not keep a
-        stream from a connection), its transaction begun and its snapshot exported."""
-        if len(self._holds) >= MAX_PARTITION_HOLDS:
-            raise ServiceUnavailable(
-                f"this instance holds {MAX_PARTITION_HOLDS} partitioned exports already; "
-                "try again when one is read or released",
-                retry_after=5,
-            )
-        hold_id = secrets.token_urlsafe(16)
-        seconds = settings.partition_hold_seconds
+        """A new hold of at most ``seconds``, its session named ``name``: a connection of
+        its own (not the pool's: a hold must not keep a stream from a connection), its
+        transaction begun and its snapshot exported."""
+        self._reserve(subject)
+        try:
+            conn = await self._connect(db, settings)
+            hold_id = name.removeprefix(APPLICATION_NAME).partition(".")[0]
+            try:
+                snapshot, server, digest = await _export_snapshot(conn, seconds, name, identity)
+            except BaseException:
+                conn.terminate()
+                raise
+        finally:
+            self._opening[subject] -= 1
+            if not self._opening[subject]:
+                del self._opening[subject]
+        hold = Hold(hold_id, subject, conn, snapshot, server, digest, time.time() + seconds)
+        hold.expiry = self._spawn(self._expire(hold_id, seconds))
+        conn.add_termination_listener(lambda _: self._forget(hold_id))
+        self._holds[hold_id] = hold
+        return hold
+
+    @staticmethod
+    async def _connect(db: databases.Database, settings: Settings) -> asyncpg.Connection:
         options: dict[str, Any] = {"command_timeout": settings.command_timeout_seconds}
         if settings.database_pooler == "transaction":
             options["statement_cache_size"] = 0
         try:
             async with asyncio.timeout(settings.pool_acquire_timeout_seconds):
-                conn = await asyncpg.connect(getattr(db, "_dsn", str(db.url)), **options)
+                conn: asyncpg.Connection = await asyncpg.connect(
+                    getattr(db, "_dsn", str(db.url)), **options
+                )
+                return conn
         except (*UNREACHABLE, asyncpg.PostgresError) as exc:
             raise ServiceUnavailable(f"database unavailable: {describe(exc)}") from exc
-        try:
-            await conn.execute(
-                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
-                f"{transaction.TRANSACTION_SETTINGS}; "
-                # the server's own end of the hold, should this process not end it
-                f"SET LOCAL idle_in_transaction_session_timeout = {int(seconds * 1000) + 1000}"
-            )
-            await conn.fetchrow(
-                "SELECT set_config('application_name', $1, true)", APPLICATION_NAME + hold_id
-            )
-            if identity is not None:
-                await conn.fetchrow(transaction.SET_IDENTITY, identity.role, identity.claims_json)
-            snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
-            server = await conn.fetchval(transaction.SERVER_TAG)
-        except BaseException:
-            conn.terminate()
-            raise
-        hold = Hold(hold_id, subject, conn, snapshot, server, time.time() + seconds)
-        hold.expiry = asyncio.ensure_future(self._expire(hold_id, seconds))
-        conn.add_termination_listener(lambda _: self._holds.pop(hold_id, None))
-        self._holds[hold_id] = hold
-        return hold
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _forget(self, hold_id: str) -> None:
+        """The hold's session ended under it (released elsewhere, the server's timeout)."""
+        hold = self._holds.pop(hold_id, None)
+        if hold is not None and hold.expiry is not None:
+            hold.expiry.cancel()
 
     async def _expire(self, hold_id: str, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -171,8 +211,7 @@ class Holds:
             return
         hold.read.add(part.index)
         if len(hold.read) >= hold.parts:
-            self._releasing.add(task := asyncio.ensure_future(self.release(part.partition)))
-            task.add_done_callback(self._releasing.discard)
+            self._spawn(self.release(part.partition))
 
     async def release(self, hold_id: str) -> bool:
         """End a hold of this instance; False if it has none of that id."""
@@ -191,25 +230,73 @@ class Holds:
     async def close(self) -> None:
         for hold_id in list(self._holds):
             await self.release(hold_id)
+        for task in list(self._tasks):
+            task.cancel()
 
 
-async def release_elsewhere(db: databases.Database, hold_id: str) -> bool:
-    """End the hold ``hold_id`` that another instance keeps: its session, found by name
-    among the sessions of this service's own database user, is ended on the server
-    (``pg_terminate_backend`` needs no privilege over one's own sessions)."""
+async def _export_snapshot(
+    conn: asyncpg.Connection,
+    seconds: float,
+    name: str,
+    identity: transaction.DbIdentity | None,
+) -> tuple[str, str, str]:
+    """Begin the hold's transaction and export its snapshot: (its name, the server's
+    tag, its digest)."""
+    await conn.execute(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
+        f"{transaction.TRANSACTION_SETTINGS}; "
+        # the server's own end of the hold, should this process not end it
+        f"SET LOCAL idle_in_transaction_session_timeout = {int(seconds * 1000) + 1000}"
+    )
+    await conn.fetchrow("SELECT set_config('application_name', $1, true)", name)
+    if identity is not None:
+        await conn.fetchrow(transaction.SET_IDENTITY, identity.role, identity.claims_json)
+    snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
+    server, digest = await conn.fetchrow(transaction.SERVER_AND_SNAPSHOT)
+    return snapshot, server, digest
+
+
+def session_name(hold_id: str, key: bytes, subject: str) -> str:
+    """The ``application_name`` of a hold's session: its id and a MAC of its creator (at
+    most 63 bytes, PostgreSQL's limit), so that a release from another instance ends
+    only a hold of the caller's own."""
+    mac = hmac.new(key, f"partition\n{hold_id}\n{subject}".encode(), hashlib.sha256)
+    return f"{APPLICATION_NAME}{hold_id}.{mac.hexdigest()[:16]}"
+
+
+def new_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+async def release_elsewhere(db: databases.Database, name: str) -> bool:
+    """End the hold another instance keeps in the session named ``name``
+    (``session_name``: only the caller's own), found among the sessions of this service's
+    own database user and ended on the server (``pg_terminate_backend`` needs no
+    privilege over one's own sessions)."""
     query = (
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
         "WHERE application_name = $1 AND usename = session_user AND pid <> pg_backend_pid()"
     )
     async with raw_connection(db) as conn:
-        return bool(await conn.fetchval(query, APPLICATION_NAME + hold_id))
+        return bool(await conn.fetchval(query, name))
 
 
 async def split(
     conn: asyncpg.Connection, dataset: Dataset, selection: Selection, parts: int
 ) -> list[tuple[tuple[str, ...] | None, tuple[str, ...] | None, int]]:
     """The selection's key ranges, (after, until, estimated rows) each, in key order: at
-    most ``parts``, fewer when the selection has fewer distinct first-key values."""
+    most ``parts``, fewer when the selection has fewer distinct first-key values. A 400
+    when a row of it has a NULL in its key (a key the catalog says may be NULL, as a
+    view's): such a row would be in no range."""
+    if any(dataset.by_name[k].nullable for k in dataset.key):
+        query = sql.null_keys(dataset, selection)
+        if await conn.fetchval(query.sql, *query.args):
+            raise BadRequest(
+                f"dataset {dataset.name!r}: a row of this selection has a NULL in its key "
+                f"({', '.join(dataset.key)}), so it would be in no part; filter it out "
+                f"({dataset.key[0]}__isnull=false) or export it in one stream",
+                field="parts",
+            )
     uppers: list[tuple[str, ...]] = []
     if parts > 1 and dataset.kind == "table":
         query = sql.histogram_quantiles(dataset, parts)
@@ -229,7 +316,7 @@ async def split(
             query = sql.keys_at(dataset, selection, positions)
             rows = await conn.fetch(query.sql, *query.args)
             uppers = [tuple(r[: len(dataset.key)]) for r in rows]
-    uppers = list(dict.fromkeys(uppers))  # distinct, in key order
+    uppers = list(dict.fromkeys(uppers))  # distinct (each found in key order)
     ranges = []
     bounds: list[tuple[str, ...] | None] = [None, *uppers, None]
     for after, until in itertools.pairwise(bounds):

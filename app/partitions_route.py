@@ -10,23 +10,36 @@ held.
 from __future__ import annotations
 
 import datetime
+import time
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
-from app import access, links, partitions
+from app import access, formats, links, partitions
+from app.datasets import Dataset
 from app.deps import CurrentUser, ExportSources, LinkKey, ReadDb
 from app.errors import BadRequest, NotFound, ServiceUnavailable, UnprocessableContent
 from app.limits import MAX_PARTS
 from app.links_route import origin
-from app.routes import selection_of
+from app.routes import check_format, selection_of
 
 router = APIRouter()
 
 #: The route's own parameter, not the export's.
 PARTS = "parts"
+
+
+def _refuse_unsplittable(dataset: Dataset) -> None:
+    """A dataset splits by its key (a key that may be NULL is checked on the rows, in the
+    snapshot: ``partitions.split``)."""
+    if not dataset.key:
+        raise BadRequest(
+            f"dataset {dataset.name!r} has no key, so it has no ranges to split into "
+            "(declare 'key')",
+            field=PARTS,
+        )
 
 
 class PartLink(BaseModel):
@@ -53,11 +66,12 @@ class Partitions(BaseModel):
     status_code=201,
     summary="One export in key ranges of one snapshot, each a link any instance serves",
     responses={
-        400: {"description": "The dataset has no key to split by"},
+        400: {"description": "The dataset has no key to split by, or a row's key is NULL"},
         401: {"description": "Missing, invalid or expired token"},
         403: {"description": "The caller may not read that dataset"},
         404: {"description": "No such dataset"},
         422: {"description": "A bad parameter (the export's own, or parts, after, limit)"},
+        429: {"description": "The caller holds MAX_PARTITION_HOLDS_PER_SUBJECT already"},
         503: {"description": "Signed links are off, or too many partitioned exports held"},
     },
 )
@@ -74,50 +88,57 @@ async def create_partitions(
 ) -> Response:
     if key is None:
         raise ServiceUnavailable("partitions are signed links, which are off: set LINK_SECRET")
-    where = origin(request, sources.settings)
+    settings = sources.settings
+    where = origin(request, settings)
     dataset = await sources.catalog.get(sources.db, name)
     access.check_may_read(dataset, user)
-    if not dataset.key:
-        raise BadRequest(
-            f"dataset {name!r} has no key, so it has no ranges to split into (declare 'key')",
-            field=PARTS,
-        )
-    selection, _ = selection_of(request, dataset, user, sources.settings, {}, ignored=(PARTS,))
+    _refuse_unsplittable(dataset)
+    selection, requested = selection_of(request, dataset, user, settings, {}, ignored=(PARTS,))
     for given, parameter in ((selection.after, "after"), (selection.limit, "limit")):
         if given is not None:
             raise UnprocessableContent(
-                f"{parameter}: a partitioned export reads the whole selection "
-                f"(each part resumes with {parameter}= on its own)",
+                f"{parameter}: a partitioned export reads the whole selection (a part "
+                "resumes with after= appended to its link)",
                 field=parameter,
             )
-    identity = access.db_identity(sources.settings, user)
-    hold = await sources.holds.open(sources.db, sources.settings, user.subject, identity)
+    if requested.format is not None:
+        check_format(requested.format, formats.streamed())
+    identity = access.db_identity(settings, user)
+    # The parts' links and the hold end together: at PARTITION_HOLD_SECONDS, and never
+    # after LINK_MAX_TTL_SECONDS or the caller's token.
+    expires_at = time.time() + min(settings.partition_hold_seconds, settings.link_max_ttl_seconds)
+    token_expiry: Any = user.claims.get("exp")
+    if isinstance(token_expiry, int | float):
+        expires_at = min(expires_at, float(token_expiry))
+    hold_id = partitions.new_id()
+    session = partitions.session_name(hold_id, key, user.subject)
+    seconds = max(expires_at - time.time(), 1.0)
+    hold = await sources.holds.open(sources.db, settings, user.subject, identity, seconds, session)
     try:
         ranges = await partitions.split(hold.conn, dataset, selection, parts)
+        hold.parts = len(ranges)
+        path = f"/datasets/{name}/stream"
+        query = urlencode(
+            [(k, v) for k, v in links.without_link_parameters(request.url.query) if k != PARTS]
+        )
+        listed = []
+        for index, (after, until, estimate) in enumerate(ranges):
+            part = partitions.Part(
+                hold.id, index, hold.snapshot, hold.server, hold.digest, after, until
+            )
+            signed = links.sign(key, path, query, user, int(expires_at), part=part.encode())
+            listed.append(
+                PartLink(
+                    url=f"{where}{quote(path)}?{signed}",
+                    after=list(after) if after else None,
+                    until=list(until) if until else None,
+                    estimated_rows=estimate,
+                )
+            )
     except BaseException:
         await sources.holds.release(hold.id)
         raise
-    hold.parts = len(ranges)
-    expires_at = int(hold.expires_at)
-    token_expiry: Any = user.claims.get("exp")
-    if isinstance(token_expiry, int | float):
-        expires_at = min(expires_at, int(token_expiry))  # never outlives the signer's token
-    path = f"/datasets/{name}/stream"
-    query = urlencode(
-        [(k, v) for k, v in links.without_link_parameters(request.url.query) if k != PARTS]
-    )
-    listed = []
-    for index, (after, until, estimate) in enumerate(ranges):
-        part = partitions.Part(hold.id, index, hold.snapshot, hold.server, after, until)
-        signed = links.sign(key, path, query, user, expires_at, part=part.encode())
-        listed.append(
-            PartLink(
-                url=f"{where}{quote(path)}?{signed}",
-                after=list(after) if after else None,
-                until=list(until) if until else None,
-                estimated_rows=estimate,
-            )
-        )
+    expires_at = int(expires_at)
     when = datetime.datetime.fromtimestamp(expires_at, datetime.UTC)
     body = Partitions(
         partition=hold.id,
@@ -144,15 +165,23 @@ async def create_partitions(
     },
 )
 async def release_partitions(
-    request: Request, partition: str, user: CurrentUser, sources: ExportSources, db: ReadDb
+    request: Request,
+    partition: str,
+    user: CurrentUser,
+    key: LinkKey,
+    sources: ExportSources,
+    db: ReadDb,
 ) -> Response:
     holds = sources.holds
     hold = holds.get(partition)
     if hold is not None:
         # another caller's is as if it did not exist
         released = hold.subject == user.subject and await holds.release(partition)
-    else:  # held by another instance, perhaps: the id is known only to its creator
-        released = len(partition) <= 32 and await partitions.release_elsewhere(db, partition)
+    elif key is None or len(partition) > 32:
+        released = False
+    else:  # held by another instance, perhaps: its session is named for its creator
+        name = partitions.session_name(partition, key, user.subject)
+        released = await partitions.release_elsewhere(db, name)
     if not released:
         raise NotFound(f"no partitioned export {partition[:40]!r} is held")
     return Response(status_code=204)

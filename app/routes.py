@@ -89,17 +89,22 @@ async def list_datasets(
     return {"datasets": listing}
 
 
+def check_format(requested: str, supported: tuple[str, ...]) -> None:
+    """A 422 unless ``format=requested`` names one of ``supported``."""
+    media = formats.ALIASES.get(requested.lower(), requested.lower())
+    if media not in supported:
+        raise errors.UnprocessableContent(
+            f"format: {requested[:40]!r} is not served here; use one of: "
+            f"{', '.join(negotiation.names(supported))}",
+            field="format",
+        )
+
+
 def _format(
     requested: str | None, accept: str | None, supported: tuple[str, ...]
 ) -> formats.Format:
     if requested is not None:
-        media = formats.ALIASES.get(requested.lower(), requested.lower())
-        if media not in supported:
-            raise errors.UnprocessableContent(
-                f"format: {requested[:40]!r} is not served here; use one of: "
-                f"{', '.join(negotiation.names(supported))}",
-                field="format",
-            )
+        check_format(requested, supported)
     return formats.FORMATS[negotiation.negotiate(accept, requested, supported)]
 
 

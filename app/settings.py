@@ -186,12 +186,13 @@ class Settings(BaseSettings):
     #: the measured rate. The stream ends as a visible failure: resume with ``after=``.
     stream_max_seconds: float = Field(default=1800.0, gt=0)
     #: Seconds the instance that planned a partitioned export (``POST
-    #: /datasets/{name}/partitions``) holds its snapshot open for the parts at most; it lets
-    #: go sooner once every part has been read through it or the export is released. Like
-    #: a stream's, an open snapshot keeps VACUUM from removing rows deleted since it began,
-    #: so the default is ``STREAM_MAX_SECONDS``'s: K parts take about 1/K of one stream's
-    #: time, so a partitioned export holds back VACUUM no longer than one stream may.
-    partition_hold_seconds: float = Field(default=1800.0, gt=0)
+    #: /datasets/{name}/partitions``) holds its snapshot open for the parts at most (and
+    #: never longer than their links live: ``LINK_MAX_TTL_SECONDS``, the caller's token);
+    #: it lets go sooner once every part has been read through it or the export is
+    #: released. Like a stream's, an open snapshot keeps VACUUM from removing rows deleted
+    #: since it began: 15 minutes is half of ``STREAM_MAX_SECONDS``, and K parts take
+    #: about 1/K of one stream's time.
+    partition_hold_seconds: float = Field(default=900.0, gt=0, le=86_400)
     #: A client slower than this (bytes per second, over ``STREAM_MIN_RATE_WINDOW_SECONDS``
     #: during which it, not the database, held the export back) is cut off the same way.
     #: 256 KiB/s is a 2 Mbit/s link; 0 turns the check off.

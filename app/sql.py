@@ -285,11 +285,22 @@ def histogram_quantiles(dataset: Dataset, parts: int) -> Query:
         "JOIN pg_namespace n ON n.nspname = s.schemaname "
         "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.tablename "
         f"WHERE c.oid = {literal(dataset.source)}::regclass AND s.attname = $1 "
-        "AND s.histogram_bounds IS NOT NULL) "
+        # a table with children has two rows: the one of the whole tree is what it reads
+        "AND s.histogram_bounds IS NOT NULL ORDER BY s.inherited DESC LIMIT 1) "
         "SELECT b[1 + (array_length(b, 1) - 1) * i / $2]::text FROM h, "
         "generate_series(1, $2 - 1) AS i ORDER BY i"
     )
     return Query(sql, (first.name, parts))
+
+
+def null_keys(dataset: Dataset, selection: Selection) -> Query:
+    """Whether a row of the selection has a NULL in its key (it would be in no range)."""
+    binder = _Binder(selection.params)
+    where = _where(dataset, selection, binder)
+    null = " OR ".join(f"_t.{ident(k)} IS NULL" for k in dataset.key)
+    where = f"{where} AND ({null})" if where else f" WHERE ({null})"
+    sql = f"SELECT EXISTS (SELECT 1 FROM {dataset.source} AS _t{where})"
+    return Query(sql, tuple(binder.args))
 
 
 def last_key_below(dataset: Dataset, selection: Selection, value: str) -> Query:

@@ -65,14 +65,21 @@ class Imported:
 
     snapshot: str
     server: str
+    #: ``SERVER_AND_SNAPSHOT``'s digest of the snapshot when it was exported.
+    digest: str
 
 
 #: Which database server a connection reached: its database and the moment its postmaster
 #: started (a primary and its replicas, or a restarted server, differ).
-SERVER_TAG = (
-    "SELECT left(md5(current_database() || ' ' || "
+_SERVER = (
+    "left(md5(current_database() || ' ' || "
     "extract(epoch FROM pg_postmaster_start_time())::text), 16)"
 )
+SERVER_TAG = f"SELECT {_SERVER}"
+#: The server's tag and a digest of the transaction's snapshot (its xmin, xmax and running
+#: transactions): an imported snapshot is the exported one only if the digests agree
+#: (snapshot names are numbered per server and may repeat after a crash restart).
+SERVER_AND_SNAPSHOT = f"SELECT {_SERVER}, left(md5(pg_current_snapshot()::text), 16)"
 
 #: Bound, not spliced: ``set_config('role', …, true)`` is ``SET LOCAL ROLE`` (PostgREST's).
 SET_IDENTITY = "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)"
@@ -151,9 +158,15 @@ async def _import(conn: asyncpg.Connection, tx: Any, imported: Imported) -> None
             "outlived PARTITION_HOLD_SECONDS, or its instance stopped): ask for the "
             f"partitions again ({describe(exc)})"
         ) from None
+    server, digest = await conn.fetchrow(SERVER_AND_SNAPSHOT)
     try:
-        _refuse_other_server(await conn.fetchval(SERVER_TAG), imported)
-    except ServiceUnavailable:
+        _refuse_other_server(server, imported)
+        if digest != imported.digest:
+            raise Gone(
+                "this part's snapshot is no longer held (another snapshot has its name now): "
+                "ask for the partitions again"
+            )
+    except (ServiceUnavailable, Gone):
         await _end(tx)
         raise
 

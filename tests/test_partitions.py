@@ -34,6 +34,11 @@ FROM generate_series(1, {ROWS}) AS i;
 CREATE TABLE pairs (day date, n integer, PRIMARY KEY (day, n));
 INSERT INTO pairs SELECT DATE '2024-01-01' + (i % 50), i FROM generate_series(1, 3000) AS i;
 CREATE VIEW ledger_view AS SELECT id, amount FROM ledger;
+CREATE VIEW holes AS SELECT NULLIF(id % 1000, 0) AS id FROM ledger WHERE id <= 3000;
+CREATE TABLE tree (id integer PRIMARY KEY, v text);
+CREATE TABLE tree_child () INHERITS (tree);
+INSERT INTO tree SELECT i, 'parent' FROM generate_series(1, 6000) AS i;
+INSERT INTO tree_child SELECT i, 'child' FROM generate_series(6001, 9000) AS i;
 ANALYZE;
 """
 DATASETS = """
@@ -44,6 +49,11 @@ table = "pairs"
 [datasets.ledger_view]
 table = "ledger_view"
 key = ["id"]
+[datasets.holes]
+table = "holes"
+key = ["id"]
+[datasets.tree]
+table = "tree"
 [datasets.unkeyed]
 query = "SELECT v FROM generate_series(1, 10) AS v"
 """
@@ -215,11 +225,11 @@ def test_every_format_is_an_ordinary_export_of_its_part(instances: list[Server],
     assert ids == list(range(101, ROWS + 1))
 
 
-@pytest.mark.parametrize("name", ["pairs", "ledger_view"])
+@pytest.mark.parametrize("name", ["pairs", "ledger_view", "tree"])
 def test_a_composite_key_and_a_view_split_too(instances: list[Server], name: str) -> None:
     a, _ = instances
     parts = plan(a, name, "parts=4").json()["parts"]
-    assert len(parts) == 4
+    assert len(parts) == 4  # a table with children: one histogram, of the whole tree
     keys = [tuple(r.values())[:2] for p in parts for r in rows_of(p["url"])]
     stream = f"{a.base_url}/datasets/{name}/stream"
     whole = [tuple(r.values())[:2] for r in rows_of(stream, **a.headers())]
@@ -279,6 +289,8 @@ def test_another_callers_release_is_404_and_changes_nothing(instances: list[Serv
         ("ledger", "parts=2&after=[5]", 422, "after"),
         ("ledger", "parts=2&nope=1", 422, "nope"),
         ("unkeyed", "parts=2", 400, "no key"),
+        ("holes", "parts=2", 400, "NULL in its key"),
+        ("ledger", "parts=2&format=xml", 422, "format"),
         ("missing", "parts=2", 404, "missing"),
     ],
 )
@@ -395,3 +407,83 @@ def test_parts_cut_off_resume_in_their_snapshot_and_a_hold_expires(
         assert run(holds(ledger_url, planned["partition"])) == 0
         expired = httpx.get(planned["parts"][0]["url"])
         assert expired.status_code == 401 and "expired" in expired.text
+
+
+def test_a_view_whose_key_may_be_null_splits_once_its_nulls_are_filtered(
+    instances: list[Server],
+) -> None:
+    a, _ = instances
+    parts = plan(a, "holes", "parts=3&id__isnull=false").json()["parts"]
+    ids = [r["id"] for p in parts for r in rows_of(p["url"])]
+    assert ids == sorted(i % 1000 for i in range(1, 3001) if i % 1000)
+
+
+def test_only_a_part_resumes_an_ordinary_signed_link_is_not_widened(
+    instances: list[Server],
+) -> None:
+    a, _ = instances
+    made = httpx.post(
+        f"{a.base_url}/links", json={"url": "/datasets/ledger.ndjson?limit=5"}, headers=a.headers()
+    )
+    url = made.json()["url"]
+    assert len(rows_of(url)) == 5
+    widened = httpx.get(f"{url}&after=[5]")
+    assert widened.status_code == 401 and "only a part" in widened.text
+
+
+def test_a_release_through_another_instance_by_another_caller_changes_nothing(
+    instances: list[Server],
+) -> None:
+    a, b = instances
+    planned = plan(a, "ledger", "parts=2").json()
+    for server in (a, b):
+        other = httpx.delete(
+            f"{server.base_url}{planned['release']}", headers=server.headers("mallory")
+        )
+        assert other.status_code == 404
+    assert httpx.get(planned["parts"][1]["url"]).status_code == 200
+    assert httpx.delete(f"{b.base_url}{planned['release']}", headers=b.headers()).status_code == 204
+
+
+def test_one_caller_holds_a_bounded_number_of_partitioned_exports(
+    instances: list[Server],
+) -> None:
+    a, _ = instances
+    greedy = a.headers("greedy")
+    url = f"{a.base_url}/datasets/ledger/partitions?parts=1"
+    held = [httpx.post(url, headers=greedy) for _ in range(4)]
+    assert [r.status_code for r in held] == [201] * 4
+    refused = httpx.post(url, headers=greedy)
+    assert refused.status_code == 429 and refused.headers["retry-after"]
+    assert httpx.post(url, headers=a.headers("modest")).status_code == 201
+    for r in held:
+        assert httpx.delete(f"{a.base_url}{r.json()['release']}", headers=greedy).status_code == 204
+
+
+def test_an_imported_snapshot_must_be_the_exported_one(ledger_url: str) -> None:
+    """The digest signed into a part is checked after the import: a snapshot of the same
+    name that is another moment (names repeat after a crash restart) is a 410."""
+    from app import database, transaction
+    from app.errors import Gone
+    from app.settings import Settings
+
+    async def check() -> None:
+        holder = await asyncpg.connect(ledger_url)
+        db = database.create(Settings(), ledger_url)
+        await db.connect()
+        try:
+            await holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            name = await holder.fetchval("SELECT pg_export_snapshot()")
+            server, digest = await holder.fetchrow(transaction.SERVER_AND_SNAPSHOT)
+            right = transaction.Imported(name, server, digest)
+            async with transaction.snapshot(db, imported=right) as conn:
+                assert await conn.fetchval("SELECT count(*) FROM ledger") == ROWS
+            with pytest.raises(Gone):
+                wrong = transaction.Imported(name, server, "0" * 16)
+                async with transaction.snapshot(db, imported=wrong):
+                    pass
+        finally:
+            await holder.close()
+            await db.disconnect()
+
+    run(check())

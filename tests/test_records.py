@@ -35,3 +35,11 @@ def test_last_records_read_in_blocks_equal_those_of_the_whole() -> None:
         for size in range(1, len(data) + 1):
             blocks = [data[i : i + size] for i in range(0, len(data), size)]
             assert records.last_records_in(blocks, csv=csv) == whole, (csv, size)
+
+
+def test_the_first_csv_record_ends_at_a_newline_outside_quotes() -> None:
+    from rowstream.records import first_record_end
+
+    header = b'id,"the\nname","say ""hi"""\n'
+    assert first_record_end(header + b"1,a,b\n") == len(header)
+    assert first_record_end(b'id,"open\n') == -1

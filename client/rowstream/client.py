@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -38,6 +39,9 @@ from rowstream.media import ARROW, NDJSON
 
 if TYPE_CHECKING:
     from rowstream.download import Download, Progress
+
+#: Seconds ``POST …/partitions`` may take (a view's ranges are found in a pass over it).
+PLAN_SECONDS = 600.0
 
 
 class Client:
@@ -111,9 +115,8 @@ class Client:
         """Every row of ``name`` as ``pyarrow.RecordBatch``es, resumed the same way.
 
         ``parallel=K``: the export in K parts of one snapshot (``partitions``), fetched at
-        once over K connections, each resumed on its own, and given in key order: the
-        first part's batches as they come, the others' once the parts before them are
-        given (held in memory until then)."""
+        once over K connections, each resumed on its own, held in memory, and given in key
+        order once every part has arrived (a failed part stops the others)."""
         import pyarrow as pa
 
         def batches(response: httpx.Response) -> Iterator[Any]:
@@ -147,7 +150,10 @@ class Client:
         """``POST /datasets/{name}/partitions``: ``name``'s selection split into at most
         ``parts`` key ranges of one snapshot, each a signed link (``parts[i]["url"]``)."""
         query = {"parts": str(parts), **{k: _param(v) for k, v in params.items()}}
-        response = self.http.post(f"{self.url}/datasets/{name}/partitions", params=query)
+        # a view's or saved query's ranges take one pass over its keys: give it time
+        response = self.http.post(
+            f"{self.url}/datasets/{name}/partitions", params=query, timeout=PLAN_SECONDS
+        )
         raise_for_problem(response)
         planned: dict[str, Any] = response.json()
         return planned
@@ -167,20 +173,30 @@ class Client:
         last_key: Callable[[Any, list[str]], list[Any]],
         count: Callable[[Any], int],
     ) -> Iterator[Any]:
-        from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
         self.key(name)  # known before the threads ask for it
         planned = self.partitions(name, parallel, **params)
         urls = [part["url"] for part in planned["parts"]]
+        stop = threading.Event()
 
         def part(url: str) -> list[Any]:
-            return list(self._export(name, {}, media, items, last_key, count, url=url))
+            got = []
+            for item in self._export(name, {}, media, items, last_key, count, url=url):
+                if stop.is_set():
+                    break  # another part failed, or the caller stopped
+                got.append(item)
+            return got
 
+        pool = ThreadPoolExecutor(max_workers=len(urls))
         try:
-            with ThreadPoolExecutor(max_workers=len(urls)) as pool:
-                for done in [pool.submit(part, url) for url in urls]:
-                    yield from done.result()
+            futures = [pool.submit(part, url) for url in urls]
+            wait(futures, return_when=FIRST_EXCEPTION)
+            for done in futures:
+                yield from done.result()
         finally:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
             self.release(planned)
 
     def download(
@@ -207,6 +223,11 @@ class Client:
         from rowstream import download
 
         if parallel > 1:
+            if resume:
+                raise ClientError(
+                    "resume continues one stream's file; a parallel download resumes each "
+                    "part while it runs (its snapshot ends with it)"
+                )
             return download.write_parallel(
                 self,
                 name,

@@ -16,8 +16,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import tempfile
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -26,7 +30,7 @@ import httpx
 
 from rowstream.errors import RETRYABLE, ClientError, IncompleteExport, cannot_connect
 from rowstream.media import ARROW, CSV, JSON, NDJSON, PARQUET, TEXT
-from rowstream.records import csv_records, last_records_in
+from rowstream.records import csv_records, first_record_end, last_records_in
 
 if TYPE_CHECKING:  # the client calls this module; it is only named here
     from rowstream.client import Client
@@ -191,21 +195,23 @@ def write_parallel(
     progress: Progress | None,
 ) -> Download:
     """``Client.download(parallel=K)``: the parts of one snapshot (``Client.partitions``),
-    each downloaded to a file of its own beside ``path`` at once (and resumed on its own,
-    as ``write`` resumes), then joined in key order, the CSV header kept once. The parts'
-    files are removed; a failure leaves ``path`` untouched."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    each downloaded at once to a file of its own beside ``path`` (and resumed on its own,
+    as ``write`` resumes), then joined in key order, the CSV header kept once, into
+    ``path`` in one step (``os.replace``). A failed part stops the others; the parts'
+    files are removed; a failure leaves ``path`` as it was."""
     if media not in RESUMABLE:
         raise ClientError("a parallel download writes NDJSON or CSV (their parts join exactly)")
     planned = client.partitions(name, parallel, **params)
     urls = [part["url"] for part in planned["parts"]]
-    files = [path.with_name(f"{path.name}.part{i}") for i in range(len(urls))]
+    stop = threading.Event()
     done = [0] * len(urls)
     expected: list[int | None] = [None] * len(urls)
+    files: list[Path] = []
 
     def report(index: int) -> Progress:
         def seen(rows: int, total: int | None) -> None:
+            if stop.is_set():
+                raise ClientError("stopped: another part failed")
             done[index], expected[index] = rows, total
             if progress is not None:
                 known = None if None in expected else sum(t or 0 for t in expected)
@@ -214,32 +220,55 @@ def write_parallel(
         return seen
 
     def part(index: int) -> Download:
+        route, file = urls[index], files[index]
         return write(
             client,
             name,
-            files[index],
+            file,
             media=media,
-            route=urls[index],
+            route=route,
             params={},
             resume=False,
             progress=report(index),
         )
 
     try:
+        for _ in urls:
+            handle, scratch = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            os.close(handle)
+            files.append(Path(scratch))
         with ThreadPoolExecutor(max_workers=len(urls)) as pool:
-            results = [f.result() for f in [pool.submit(part, i) for i in range(len(urls))]]
-        with path.open("wb") as out:
-            for index, file in enumerate(files):
+            futures = [pool.submit(part, i) for i in range(len(urls))]
+            try:
+                wait(futures, return_when=FIRST_EXCEPTION)
+                results = [f.result() for f in futures]
+            finally:
+                stop.set()
+        joined = files[0]
+        with joined.open("ab") as out:
+            header = _header(joined) if media == CSV else b""
+            for file in files[1:]:
                 with file.open("rb") as f:
-                    if media == CSV and index > 0:
-                        f.readline()  # the header, written once
+                    if header and f.read(len(header)) != header:
+                        raise ClientError("the parts' CSV headers differ")
                     while block := f.read(BLOCK_BYTES):
                         out.write(block)
+        os.replace(joined, path)
     finally:
         client.release(planned)
         for file in files:
             file.unlink(missing_ok=True)
     return Download(rows=sum(r.rows or 0 for r in results), bytes=path.stat().st_size)
+
+
+def _header(path: Path) -> bytes:
+    """The CSV file's header record, as bytes (its names may hold quoted newlines)."""
+    with path.open("rb") as f:
+        head = f.read(BLOCK_BYTES)
+    end = first_record_end(head)
+    if end < 0:
+        raise ClientError("a part's CSV header is not complete")
+    return head[:end]
 
 
 @dataclass

@@ -53,3 +53,16 @@ def last_records_in(blocks: Iterable[bytes], csv: bool) -> tuple[int, int, int]:
             if i < len(segments) - 1:
                 in_quotes = not in_quotes
     return (ends[0], ends[1], count) if count else (0, 0, 0)
+
+
+def first_record_end(data: bytes) -> int:
+    """Where the first CSV record of ``data`` ends (after its newline; a newline inside a
+    quoted field does not end it), or -1 when it does not end in ``data``."""
+    in_quotes, position = False, 0
+    segments = data.split(b'"')
+    for i, segment in enumerate(segments):
+        if not in_quotes and (newline := segment.find(b"\n")) >= 0:
+            return position + newline + 1
+        position += len(segment) + 1
+        in_quotes = not in_quotes if i < len(segments) - 1 else in_quotes
+    return -1
