@@ -77,6 +77,11 @@ MAX_PARTS = 64
 #: Most partitioned exports one instance holds open at once (each holds a connection and a
 #: snapshot).
 MAX_PARTITION_HOLDS = 16
+#: Rows of a table sampled (its pages, ``TABLESAMPLE SYSTEM``) to find the parts' bounds,
+#: and the fewest of them in the selection per part for the sample to be used (else the
+#: bounds are found exactly, by a count and a pass over the selection's keys).
+SAMPLE_ROWS = 30_000
+MIN_SAMPLE_PER_PART = 50
 #: Most of them one caller (subject) holds on one instance.
 MAX_PARTITION_HOLDS_PER_SUBJECT = 4
 

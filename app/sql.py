@@ -273,24 +273,19 @@ def _key_texts(dataset: Dataset) -> str:
     return ", ".join(f"_t.{ident(k)}::text" for k in dataset.key)
 
 
-def histogram_quantiles(dataset: Dataset, parts: int) -> Query:
-    """The first key column's values that split a table into ``parts`` of about equal
-    rows, read from the planner's histogram (``pg_stats``, ``ANALYZE``'s sample); no row
-    when the table has none (never analysed, hidden from the caller by row security, or
-    a column of so few values that its statistics are a list of them, not a histogram)."""
-    first = dataset.by_name[dataset.key[0]]
+def sampled_keys(dataset: Dataset, selection: Selection, percent: float) -> Query:
+    """The keys (as text), in key order, of the selection's rows on a random ``percent``
+    of the table's pages (``TABLESAMPLE SYSTEM``): read in the export's snapshot, so each
+    is the key of a real row of it."""
+    binder = _Binder(selection.params)
+    where = _where(dataset, selection, binder)
+    sample = binder.bind(str(percent), "real")
+    keys = ", ".join(f"_t.{ident(k)}" for k in dataset.key)
     sql = (
-        "WITH h AS (SELECT s.histogram_bounds::text::"
-        f"{first.type.sql}[] AS b FROM pg_stats s "
-        "JOIN pg_namespace n ON n.nspname = s.schemaname "
-        "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.tablename "
-        f"WHERE c.oid = {literal(dataset.source)}::regclass AND s.attname = $1 "
-        # a table with children has two rows: the one of the whole tree is what it reads
-        "AND s.histogram_bounds IS NOT NULL ORDER BY s.inherited DESC LIMIT 1) "
-        "SELECT b[1 + (array_length(b, 1) - 1) * i / $2]::text FROM h, "
-        "generate_series(1, $2 - 1) AS i ORDER BY i"
+        f"SELECT {_key_texts(dataset)} FROM {dataset.source} AS _t "
+        f"TABLESAMPLE SYSTEM ({sample}){where} ORDER BY {keys}"
     )
-    return Query(sql, (first.name, parts))
+    return Query(sql, tuple(binder.args))
 
 
 def null_keys(dataset: Dataset, selection: Selection) -> Query:
@@ -303,23 +298,10 @@ def null_keys(dataset: Dataset, selection: Selection) -> Query:
     return Query(sql, tuple(binder.args))
 
 
-def last_key_below(dataset: Dataset, selection: Selection, value: str) -> Query:
-    """The key (as text) of the selection's last row whose first key column is below
-    ``value``: a part's inclusive upper bound, a real row's key (an index scan backwards)."""
-    binder = _Binder(selection.params)
-    where = _where(dataset, selection, binder)
-    first = dataset.by_name[dataset.key[0]]
-    below = f"_t.{ident(first.name)} < {binder.bind(value, first.type.sql)}"
-    where = f"{where} AND {below}" if where else f" WHERE {below}"
-    order = ", ".join(f"_t.{ident(k)} DESC" for k in dataset.key)
-    sql = f"SELECT {_key_texts(dataset)} FROM {dataset.source} AS _t{where} ORDER BY {order}"
-    return Query(f"{sql} LIMIT 1", tuple(binder.args))
-
-
 def keys_at(dataset: Dataset, selection: Selection, positions: list[int]) -> Query:
     """The keys (as text) of the selection's rows at ``positions`` (1-based) in key order:
-    one ordered pass over the selection's keys, for a source without statistics (a view, a
-    saved query)."""
+    one ordered pass over the selection's keys, for a source that cannot be sampled (a
+    view, a saved query) or a sample too small to split."""
     binder = _Binder(selection.params)
     where = _where(dataset, selection, binder)
     keys = ", ".join(f"_t.{ident(k)}" for k in dataset.key)

@@ -172,6 +172,18 @@ def test_parts_cover_the_selection_once_in_key_order(instances: list[Server]) ->
     assert abs(sum(p["estimated_rows"] for p in parts) - ROWS) < ROWS * 0.1
 
 
+def test_a_filtered_selection_splits_into_parts_of_about_equal_rows(
+    instances: list[Server],
+) -> None:
+    """The bounds come from the selection's rows (a sample of them, through its filter),
+    not from the whole table's: a filter keeping a fifth of it still splits evenly."""
+    a, _ = instances
+    parts = plan(a, "ledger", "parts=4&id__lte=4000").json()["parts"]
+    sizes = [len(rows_of(p["url"])) for p in parts]
+    assert sum(sizes) == 4000 and max(sizes) - min(sizes) <= 4, sizes
+    assert all(abs(p["estimated_rows"] - 1000) < 300 for p in parts)
+
+
 def test_parts_read_one_snapshot_while_a_writer_moves_amounts(
     instances: list[Server], ledger_url: str
 ) -> None:
