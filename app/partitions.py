@@ -5,11 +5,7 @@ instance reaching the same database server serves.
 connection of its own whose read-only REPEATABLE READ transaction exports its snapshot
 (``pg_export_snapshot()``) and then stays open, idle, because an exported snapshot can be
 imported only while the transaction that exported it lives. Inside that snapshot, as the
-caller, the selection is split (``split``) into key ranges of about equal rows: at the
-quantiles of a sample of a table's pages (``TABLESAMPLE SYSTEM``, about ``SAMPLE_ROWS``
-rows), else at exact positions found by a count and one ordered pass over the keys (a
-view, a saved query, a filter that keeps too little of the sample). Every bound is the
-key of a real row of the snapshot. Never ``OFFSET``.
+caller, the selection is split into key ranges of about equal rows (``ranges.py``).
 
 Each part is a signed link (``links.py``) to the dataset's stream route carrying
 ``rs_part``: the snapshot, the server's tag and the key range. The instance serving it
@@ -30,7 +26,6 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import itertools
 import json
 import logging
 import secrets
@@ -43,19 +38,15 @@ import anyio
 import asyncpg
 import databases
 
-from app import cursor, sql, transaction
+from app import transaction
 from app.database import UNREACHABLE, describe, raw_connection
-from app.datasets import Dataset
-from app.errors import BadRequest, ServiceUnavailable, TooManyRequests
+from app.errors import ServiceUnavailable, TooManyRequests
 from app.limits import (
     CLEANUP_SECONDS,
     MAX_PARTITION_HOLDS,
     MAX_PARTITION_HOLDS_PER_SUBJECT,
-    MIN_SAMPLE_PER_PART,
-    SAMPLE_ROWS,
 )
 from app.settings import Settings
-from app.sql import Selection
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +62,7 @@ class Part:
     index: int
     snapshot: str
     server: str
-    #: ``SNAPSHOT_DIGEST`` of the exported snapshot: what an import must find.
+    #: The digest of the exported snapshot (``transaction.SERVER_AND_SNAPSHOT``).
     digest: str
     #: The key the part starts after (exclusive) and the key it ends at (inclusive), as
     #: text; None: the selection's first or last row.
@@ -286,61 +277,3 @@ async def release_elsewhere(db: databases.Database, name: str) -> bool:
     )
     async with raw_connection(db) as conn:
         return bool(await conn.fetchval(query, name))
-
-
-async def split(
-    conn: asyncpg.Connection, dataset: Dataset, selection: Selection, parts: int
-) -> list[tuple[tuple[str, ...] | None, tuple[str, ...] | None, int]]:
-    """The selection's key ranges, (after, until, estimated rows) each, in key order: at
-    most ``parts``, fewer when the selection has fewer rows (or, a view's, fewer distinct
-    keys). A table's bounds are keys of a sample of its pages (``TABLESAMPLE``), read in
-    the snapshot and through the caller's filters and row security; else the keys at
-    exact positions, found by a count and one ordered pass. A 400
-    when a row of it has a NULL in its key (a key the catalog says may be NULL, as a
-    view's): such a row would be in no range."""
-    if any(dataset.by_name[k].nullable for k in dataset.key):
-        query = sql.null_keys(dataset, selection)
-        if await conn.fetchval(query.sql, *query.args):
-            raise BadRequest(
-                f"dataset {dataset.name!r}: a row of this selection has a NULL in its key "
-                f"({', '.join(dataset.key)}), so it would be in no part; filter it out "
-                f"({dataset.key[0]}__isnull=false) or export it in one stream",
-                field="parts",
-            )
-    uppers: list[tuple[str, ...]] = []
-    counts: list[int] | None = None
-    if parts > 1 and dataset.kind == "table":
-        table = await cursor.estimated_count(conn, sql.Query(f"SELECT 1 FROM {dataset.source}"))
-        percent = min(100.0, max(SAMPLE_ROWS * 100.0 / max(table, 1), 0.001))
-        query = sql.sampled_keys(dataset, selection, percent)
-        sample = [tuple(r) for r in await conn.fetch(query.sql, *query.args)]
-        if len(sample) >= MIN_SAMPLE_PER_PART * parts:
-            cuts = [len(sample) * i // parts for i in range(1, parts)]
-            uppers = list(dict.fromkeys(sample[c - 1] for c in cuts))
-            counts = _between(cuts, len(sample))
-    if parts > 1 and counts is None:
-        # Not a table, or a sample too small to split this selection (a filter keeps a
-        # sliver of a large table): exact positions, counted, then one ordered pass.
-        total = await cursor.exact_count(conn, sql.count(dataset, selection))
-        positions = sorted({total * i // parts for i in range(1, parts)} - {0})
-        if positions:
-            query = sql.keys_at(dataset, selection, positions)
-            rows = await conn.fetch(query.sql, *query.args)
-            uppers = list(dict.fromkeys(tuple(r[: len(dataset.key)]) for r in rows))
-        counts = _between(positions, total)
-    estimate = await cursor.estimated_count(conn, sql.as_columns(dataset, selection))
-    # each range's share of the rows, as the sample (or the count) saw them
-    pieces = len(uppers) + 1
-    shares = counts if counts and len(counts) == pieces else [1] * pieces
-    ranges = []
-    bounds: list[tuple[str, ...] | None] = [None, *uppers, None]
-    for (after, until), share in zip(itertools.pairwise(bounds), shares, strict=False):
-        ranges.append((after, until, round(estimate * share / max(sum(shares), 1))))
-    return ranges
-
-
-def _between(cuts: list[int], total: int) -> list[int]:
-    """The sizes of the pieces ``cuts`` (positions in ``total``) make, empty ones left out
-    as their duplicate bounds are."""
-    edges = [0, *cuts, total]
-    return [b - a for a, b in itertools.pairwise(edges) if b > a]

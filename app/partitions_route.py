@@ -23,6 +23,7 @@ from app.deps import CurrentUser, ExportSources, LinkKey, ReadDb
 from app.errors import BadRequest, NotFound, ServiceUnavailable, UnprocessableContent
 from app.limits import MAX_PARTS
 from app.links_route import origin
+from app.ranges import split
 from app.routes import check_format, selection_of
 
 router = APIRouter()
@@ -115,7 +116,7 @@ async def create_partitions(
     seconds = max(expires_at - time.time(), 1.0)
     hold = await sources.holds.open(sources.db, settings, user.subject, identity, seconds, session)
     try:
-        ranges = await partitions.split(hold.conn, dataset, selection, parts)
+        ranges = await split(hold.conn, dataset, selection, parts)
         hold.parts = len(ranges)
         path = f"/datasets/{name}/stream"
         query = urlencode(

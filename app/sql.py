@@ -273,6 +273,45 @@ def _key_texts(dataset: Dataset) -> str:
     return ", ".join(f"_t.{ident(k)}::text" for k in dataset.key)
 
 
+def histogram_within(dataset: Dataset, selection: Selection) -> Query:
+    """The planner's histogram bounds of the table's first key column (``pg_stats``, from
+    ``ANALYZE``'s sample: equal numbers of the table's rows between neighbours) that lie
+    inside the selection's range of that column (its min and max, read through the key's
+    index), in order; no row when the table has none (never analysed, hidden by row
+    security, or a column of so few values that its statistics list them instead)."""
+    binder = _Binder(selection.params)
+    where = _where(dataset, selection, binder)
+    first = dataset.by_name[dataset.key[0]]
+    column = binder.bind(first.name)
+    k = f"_t.{ident(first.name)}"
+    sql = (
+        f"WITH h AS (SELECT s.histogram_bounds::text::{first.type.sql}[] AS b FROM pg_stats s "
+        "JOIN pg_namespace n ON n.nspname = s.schemaname "
+        "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.tablename "
+        f"WHERE c.oid = {literal(dataset.source)}::regclass AND s.attname = {column} "
+        # a table with children has two rows: the one of the whole tree is what it reads
+        "AND s.histogram_bounds IS NOT NULL ORDER BY s.inherited DESC LIMIT 1), "
+        f"r AS (SELECT min({k}) AS lo, max({k}) AS hi FROM {dataset.source} AS _t{where}) "
+        # ordered by the typed value: a bare v in ORDER BY would be the text output column
+        "SELECT u.v::text AS bound FROM h, r, unnest(h.b) AS u(v) "
+        "WHERE u.v > r.lo AND u.v <= r.hi ORDER BY u.v"
+    )
+    return Query(sql, tuple(binder.args))
+
+
+def last_key_below(dataset: Dataset, selection: Selection, value: str) -> Query:
+    """The key (as text) of the selection's last row whose first key column is below
+    ``value``: a part's inclusive upper bound, a real row's key (an index scan backwards)."""
+    binder = _Binder(selection.params)
+    where = _where(dataset, selection, binder)
+    first = dataset.by_name[dataset.key[0]]
+    below = f"_t.{ident(first.name)} < {binder.bind(value, first.type.sql)}"
+    where = f"{where} AND {below}" if where else f" WHERE {below}"
+    order = ", ".join(f"_t.{ident(k)} DESC" for k in dataset.key)
+    sql = f"SELECT {_key_texts(dataset)} FROM {dataset.source} AS _t{where} ORDER BY {order}"
+    return Query(f"{sql} LIMIT 1", tuple(binder.args))
+
+
 def sampled_keys(dataset: Dataset, selection: Selection, percent: float) -> Query:
     """The keys (as text), in key order, of the selection's rows on a random ``percent``
     of the table's pages (``TABLESAMPLE SYSTEM``): read in the export's snapshot, so each

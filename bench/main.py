@@ -439,7 +439,9 @@ def add_parser(sub: Any) -> None:
         "--instances",
         type=int,
         default=1,
-        help="with --concurrent: also spread the streams over this many servers",
+        help="with --concurrent: also spread the streams over this many servers; with "
+        "--parallel: spread the parts over this many servers (each part's link sent to the "
+        "next in turn)",
     )
     b.add_argument(
         "--pooled-url",

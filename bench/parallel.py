@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -52,7 +53,7 @@ def _rows(path: Path, fmt: str) -> int:
 
 
 def _measure(
-    base: str,
+    bases: list[str],
     token: str,
     name: str,
     rows: int,
@@ -62,7 +63,10 @@ def _measure(
     probe: bench.ServerProbe,
 ) -> dict[str, Any]:
     """One export of ``name``'s first ``rows`` ids as ``fmt`` in ``parts`` parts (1: the
-    ordinary stream). A filter, not ``limit=``: a partitioned export reads a selection whole."""
+    ordinary stream), planned on the first of ``bases`` and its parts spread over them in
+    turn (a load balancer's work). A filter, not ``limit=``: a partitioned export reads a
+    selection whole."""
+    base = bases[0]
     extra: dict[str, float | None] = {}
     outputs = [
         "/dev/null" if sink == "null" else str(SCRATCH / f"rowstream-par-{os.getpid()}-{i}")
@@ -194,12 +198,17 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
         for number in range(args.rounds + 1):
             measured: dict[str, dict[str, Any]] = {}
             env = {"DATASETS_FILE": str(files)}
-            with dataset_path.fresh_server(url, secret, None, **env) as (base, pid):
-                probe = bench.ServerProbe(pid)
+            with contextlib.ExitStack() as servers:
+                started = [
+                    servers.enter_context(dataset_path.fresh_server(url, secret, None, **env))
+                    for _ in range(args.instances)
+                ]
+                bases = [base for base, _ in started]
+                probe = bench.ServerProbe(started[0][1])
                 for fmt in formats:
                     for parts in parts_list:
                         sample = _measure(
-                            base, token, name, rows, fmt, parts, args.parallel_sink, probe
+                            bases, token, name, rows, fmt, parts, args.parallel_sink, probe
                         )
                         if sample["rows"] is not None and sample["rows"] != rows:
                             raise RuntimeError(f"{fmt} x{parts}: {sample['rows']} rows of {rows}")
@@ -215,7 +224,9 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
             report["cut-off"] = _cutoff(url, secret, files, name, args.parallel_cutoff, rows)
             print(json.dumps(report["cut-off"]), flush=True)
     report.update(summarise(rounds, formats, parts_list))
-    report.update(rows=rows, dataset=name, rounds=len(rounds), machine=machine())
+    report.update(
+        rows=rows, dataset=name, rounds=len(rounds), instances=args.instances, machine=machine()
+    )
     report["command"] = " ".join(["rowstream", *sys.argv[1:]])
     report["raw"] = rounds
     (out / "parallel.json").write_text(json.dumps(report, indent=1))
