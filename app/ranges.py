@@ -13,6 +13,7 @@ pass over the keys.
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import asyncpg
 
@@ -20,7 +21,7 @@ from app import cursor, sql
 from app.datasets import Dataset
 from app.errors import BadRequest
 from app.limits import MIN_SAMPLE_PER_PART, SAMPLE_ROWS
-from app.sql import Selection
+from app.sql import Condition, Selection
 
 #: A part's key range and estimated rows: (after, until, rows), the bounds as text.
 Range = tuple[tuple[str, ...] | None, tuple[str, ...] | None, int]
@@ -79,17 +80,34 @@ async def _from_histogram(
 ) -> tuple[list[tuple[str, ...]], list[float] | None]:
     """Bounds at the planner's histogram of the first key column, inside the selection's
     range of it: the pieces between neighbouring bounds hold equal shares of the table's
-    rows (the two at the ends, partial, are taken as half), and the selection's rows are
-    taken to be spread like the table's (the planner's own assumption). A few
-    milliseconds: one statistics row, two index probes, one probe per bound. None when
-    the histogram has fewer than two pieces a part inside the range."""
+    rows (the two at the ends, partial, as full as the planner estimates), and the
+    selection's rows are taken to be spread like the table's (the planner's own
+    assumption). A few milliseconds: one statistics row, two index probes, three plans,
+    one probe a bound. None when fewer than two pieces a part lie inside the range."""
     query = sql.histogram_within(dataset, selection)
     inside = [r[0] for r in await conn.fetch(query.sql, *query.args)]
     if len(inside) + 1 < 2 * parts:
         return [], None
-    weights = [0.5, *([1.0] * (len(inside) - 1)), 0.5]
+    # The pieces at the ends are partial: the planner says how full (it interpolates
+    # inside a histogram bucket), against a whole piece.
+    first = dataset.key[0]
+
+    async def estimate(*conditions: Condition) -> float:
+        within = replace(selection, conditions=(*selection.conditions, *conditions))
+        return float(await cursor.estimated_count(conn, sql.as_columns(dataset, within)))
+
+    unit = await estimate(Condition(first, "gte", inside[0]), Condition(first, "lt", inside[1]))
+    head = await estimate(Condition(first, "lt", inside[0]))
+    tail = await estimate(Condition(first, "gte", inside[-1]))
+    weights = [head / max(unit, 1.0), *([1.0] * (len(inside) - 1)), tail / max(unit, 1.0)]
     total = sum(weights)
-    chosen = sorted({min(max(round(i * total / parts), 1), len(inside)) for i in range(1, parts)})
+    cumulative = list(itertools.accumulate(weights))  # rows below inside[j] at cumulative[j]
+    chosen = sorted(
+        {
+            1 + min(range(len(inside)), key=lambda j: abs(cumulative[j] - i * total / parts))
+            for i in range(1, parts)
+        }
+    )
     uppers: list[tuple[str, ...]] = []
     cuts = []
     for j in chosen:  # rows below inside[j - 1] go to the parts before it

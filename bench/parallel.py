@@ -1,10 +1,11 @@
 """``rowstream bench --parallel``: one export as 1, 2 and 4 parts of one snapshot
 (``POST /datasets/{name}/partitions``), each format, against one stream, in the same rounds.
 
-Each round starts a fresh server. For K parts the clock runs from the ``POST`` (the plan:
-the snapshot held and the ranges found) until the last of K curl processes has read its
-part; one stream is the ordinary route read by one curl. curl is the client (a Python
-client on two shared cores would measure its own CPU). Bodies go to ``/dev/shm`` and are
+Each round starts a fresh server (``--instances N``: N of them, the parts sent to each in
+turn). For K parts the clock runs from the ``POST`` (the plan: the snapshot held and the
+ranges found) until the last of K curl processes has read its part; one stream is the
+ordinary route read by one curl. curl is the client throughout, the ``POST`` included (a
+Python client on two shared cores would measure its own CPU). Bodies go to ``/dev/shm`` and are
 counted afterwards, off the clock; with ``--parallel-sink null`` (tables larger than
 memory) they go to ``/dev/null`` and only their bytes are recorded. ``--parallel-cutoff S``
 adds the check a cut-off needs: ``rowstream fetch --parallel 4`` of a server whose
@@ -24,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -80,14 +82,20 @@ def _measure(
             commands = [_curl(url, outputs[0], token)]
             planned = None
         else:
-            response = httpx.post(
-                f"{base}/datasets/{name}/partitions",
-                params={"parts": parts, "format": fmt, "id__lte": rows},
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=600,
+            query = urlencode({"parts": parts, "format": fmt, "id__lte": rows})
+            planning = subprocess.run(
+                [
+                    *("curl", "-sS", "--fail-with-body", "-X", "POST"),
+                    *("-H", f"Authorization: Bearer {token}"),
+                    f"{base}/datasets/{name}/partitions?{query}",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
             )
-            response.raise_for_status()
-            planned = response.json()
+            if planning.returncode:
+                raise RuntimeError(f"partitions: {planning.stdout or planning.stderr}")
+            planned = json.loads(planning.stdout)
             plan_s = time.perf_counter() - started
             commands = [
                 _curl(p["url"], out, None) for p, out in zip(planned["parts"], outputs, strict=True)
