@@ -143,7 +143,6 @@ class Holds:
         db: databases.Database,
         settings: Settings,
         subject: str,
-        identity: transaction.DbIdentity | None,
         seconds: float,
         name: str,
     ) -> Hold:
@@ -155,7 +154,7 @@ class Holds:
             conn = await self._connect(db, settings)
             hold_id = name.removeprefix(APPLICATION_NAME).partition(".")[0]
             try:
-                snapshot, server, digest = await _export_snapshot(conn, seconds, name, identity)
+                snapshot, server, digest = await _export_snapshot(conn, seconds, name)
             except BaseException:
                 conn.terminate()
                 raise
@@ -233,25 +232,23 @@ class Holds:
 
 
 async def _export_snapshot(
-    conn: asyncpg.Connection,
-    seconds: float,
-    name: str,
-    identity: transaction.DbIdentity | None,
+    conn: asyncpg.Connection, seconds: float, name: str
 ) -> tuple[str, str, str]:
-    """Begin the hold's transaction and export its snapshot: (its name, the server's
-    tag, its digest)."""
+    """Begin the hold's transaction and export its snapshot, named ``name``: (the
+    snapshot's name, the server's tag, its digest). Two round trips: nothing else runs
+    here (the ranges are found on a pooled connection that imports the snapshot)."""
     await conn.execute(
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
         f"{transaction.TRANSACTION_SETTINGS}; "
         # the server's own end of the hold, should this process not end it
         f"SET LOCAL idle_in_transaction_session_timeout = {int(seconds * 1000) + 1000}"
     )
-    await conn.fetchrow("SELECT set_config('application_name', $1, true)", name)
-    if identity is not None:
-        await conn.fetchrow(transaction.SET_IDENTITY, identity.role, identity.claims_json)
-    snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
-    server, digest = await conn.fetchrow(transaction.SERVER_AND_SNAPSHOT)
-    return snapshot, server, digest
+    row = await conn.fetchrow(
+        "SELECT set_config('application_name', $1, true), pg_export_snapshot(), "
+        + transaction.SERVER_AND_SNAPSHOT.removeprefix("SELECT "),
+        name,
+    )
+    return row[1], row[2], row[3]
 
 
 def session_name(hold_id: str, key: bytes, subject: str) -> str:

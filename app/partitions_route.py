@@ -17,7 +17,7 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
-from app import access, formats, links, partitions
+from app import access, formats, links, partitions, transaction
 from app.datasets import Dataset
 from app.deps import CurrentUser, ExportSources, LinkKey, ReadDb
 from app.errors import BadRequest, NotFound, ServiceUnavailable, UnprocessableContent
@@ -114,9 +114,13 @@ async def create_partitions(
     hold_id = partitions.new_id()
     session = partitions.session_name(hold_id, key, user.subject)
     seconds = max(expires_at - time.time(), 1.0)
-    hold = await sources.holds.open(sources.db, settings, user.subject, identity, seconds, session)
+    hold = await sources.holds.open(sources.db, settings, user.subject, seconds, session)
     try:
-        ranges = await split(hold.conn, dataset, selection, parts)
+        # found on a pooled connection, warm (its caches know the table: the hold's own
+        # connection is new), in a transaction that takes the held snapshot as a part does
+        imported = transaction.Imported(hold.snapshot, hold.server, hold.digest)
+        async with transaction.snapshot(sources.db, identity=identity, imported=imported) as conn:
+            ranges = await split(conn, dataset, selection, parts)
         hold.parts = len(ranges)
         path = f"/datasets/{name}/stream"
         query = urlencode(

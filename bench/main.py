@@ -535,7 +535,8 @@ def add_parser(sub: Any) -> None:
         "--rendering",
         action="store_true",
         help="with --datasets: also NDJSON and CSV rendered by PostgreSQL "
-        "(TEXT_RENDERING=database), in the same rounds",
+        "(TEXT_RENDERING=database), in the same rounds; with --parallel: the servers "
+        "run TEXT_RENDERING=database",
     )
     b.add_argument(
         "--first-bytes",

@@ -206,6 +206,8 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
         for number in range(args.rounds + 1):
             measured: dict[str, dict[str, Any]] = {}
             env = {"DATASETS_FILE": str(files)}
+            if args.rendering:  # PostgreSQL renders NDJSON and CSV, one core per backend
+                env["TEXT_RENDERING"] = "database"
             with contextlib.ExitStack() as servers:
                 started = [
                     servers.enter_context(dataset_path.fresh_server(url, secret, None, **env))
@@ -232,9 +234,8 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
             report["cut-off"] = _cutoff(url, secret, files, name, args.parallel_cutoff, rows)
             print(json.dumps(report["cut-off"]), flush=True)
     report.update(summarise(rounds, formats, parts_list))
-    report.update(
-        rows=rows, dataset=name, rounds=len(rounds), instances=args.instances, machine=machine()
-    )
+    report.update(rows=rows, dataset=name, rounds=len(rounds), instances=args.instances)
+    report.update(text_rendering="database" if args.rendering else "server", machine=machine())
     report["command"] = " ".join(["rowstream", *sys.argv[1:]])
     report["raw"] = rounds
     (out / "parallel.json").write_text(json.dumps(report, indent=1))
