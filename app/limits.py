@@ -82,6 +82,9 @@ MAX_PARTITION_HOLDS = 16
 #: bounds are found exactly, by a count and a pass over the selection's keys).
 SAMPLE_ROWS = 30_000
 MIN_SAMPLE_PER_PART = 50
+#: Seconds a hold lasts after its last part was read through its instance: the end of a
+#: body may still be on its way, and a client that loses it resumes in this snapshot.
+PART_READ_GRACE_SECONDS = 5.0
 #: Most of them one caller (subject) holds on one instance.
 MAX_PARTITION_HOLDS_PER_SUBJECT = 4
 

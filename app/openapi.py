@@ -9,6 +9,7 @@ of every format built from the column types, and real problem examples.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -216,6 +217,21 @@ def _after_schema(dataset: Dataset) -> dict[str, Any]:
     return {"type": "string", "pattern": "^\\[" + separator.join(items) + "\\]$"}
 
 
+#: Operations on any dataset by name (not one of a dataset's own routes).
+BY_NAME = ("/datasets/{name}/partitions",)
+
+
+def _name_the_datasets(document: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """The ``name`` of each ``BY_NAME`` operation is one of ``names``: a schema-valid name is
+    a dataset the caller may read."""
+    for path in BY_NAME:
+        for operation in document.get("paths", {}).get(path, {}).values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("name") == "name" and parameter.get("in") == "path":
+                    parameter["schema"] = {"type": "string", "enum": names}
+    return document
+
+
 def install(
     app: FastAPI, datasets: Callable[[], dict[str, Dataset]], roles: dict[str, tuple[str, ...]]
 ) -> None:
@@ -249,6 +265,7 @@ def install(
                     *parameters(dataset, media, marker["aliases"]),
                 ]
                 operation["responses"] = responses(dataset, media)
+        _name_the_datasets(document, sorted(loaded))
         if loaded:
             app.openapi_schema = document  # complete: keep it
         return document
@@ -266,6 +283,8 @@ def install(
                 p: item for p, item in document["paths"].items() if owners.get(p) not in hidden
             }
             document = {**document, "paths": paths}
+            shown = [n for n in datasets() if n not in hidden]
+            document = _name_the_datasets(copy.deepcopy(document), sorted(shown))
         return JSONResponse(document)
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -45,6 +45,7 @@ from app.limits import (
     CLEANUP_SECONDS,
     MAX_PARTITION_HOLDS,
     MAX_PARTITION_HOLDS_PER_SUBJECT,
+    PART_READ_GRACE_SECONDS,
 )
 from app.settings import Settings
 
@@ -103,6 +104,8 @@ class Hold:
     expires_at: float
     parts: int = 0
     read: set[int] = field(default_factory=set)
+    #: Every part has been read: it ends after ``PART_READ_GRACE_SECONDS``.
+    ending: bool = False
     expiry: asyncio.Task[None] | None = None
 
 
@@ -115,11 +118,14 @@ class Holds:
         #: Holds being opened, by subject (counted against the limits before any await).
         self._opening: dict[str, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
 
     def __len__(self) -> int:
         return len(self._holds)
 
     def _reserve(self, subject: str) -> None:
+        if self._closing:
+            raise ServiceUnavailable("this instance is shutting down", retry_after=1)
         opening = sum(self._opening.values())
         mine = self._opening.get(subject, 0) + sum(
             h.subject == subject for h in self._holds.values()
@@ -194,6 +200,10 @@ class Holds:
         if hold is not None and hold.expiry is not None:
             hold.expiry.cancel()
 
+    async def _release_after(self, hold_id: str, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        await self.release(hold_id)
+
     async def _expire(self, hold_id: str, seconds: float) -> None:
         await asyncio.sleep(seconds)
         await self.release(hold_id)
@@ -207,8 +217,11 @@ class Holds:
         if hold is None:
             return
         hold.read.add(part.index)
-        if len(hold.read) >= hold.parts:
-            self._spawn(self.release(part.partition))
+        if len(hold.read) >= hold.parts and not hold.ending:
+            # not at once: the last bytes may still be on their way, and a client that
+            # loses them resumes its part in this snapshot
+            hold.ending = True
+            self._spawn(self._release_after(part.partition, PART_READ_GRACE_SECONDS))
 
     async def release(self, hold_id: str) -> bool:
         """End a hold of this instance; False if it has none of that id."""
@@ -225,8 +238,9 @@ class Holds:
         return True
 
     async def close(self) -> None:
-        for hold_id in list(self._holds):
-            await self.release(hold_id)
+        """End every hold at once (shutdown); none is opened after this."""
+        self._closing = True
+        await asyncio.gather(*(self.release(h) for h in list(self._holds)))
         for task in list(self._tasks):
             task.cancel()
 
@@ -269,7 +283,7 @@ async def release_elsewhere(db: databases.Database, name: str) -> bool:
     own database user and ended on the server (``pg_terminate_backend`` needs no
     privilege over one's own sessions)."""
     query = (
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
         "WHERE application_name = $1 AND usename = session_user AND pid <> pg_backend_pid()"
     )
     async with raw_connection(db) as conn:

@@ -104,6 +104,14 @@ async def create_partitions(
             )
     if requested.format is not None:
         check_format(requested.format, formats.streamed())
+    if parts > settings.stream_per_subject:
+        # the parts are read at once, and each is a stream of the caller's
+        raise UnprocessableContent(
+            f"parts: at most {settings.stream_per_subject}, the streams one caller may "
+            "read at once (STREAM_PER_SUBJECT)",
+            field=PARTS,
+        )
+    await sources.lag.admit(settings.read_max_lag_seconds)  # parts would be refused
     identity = access.db_identity(settings, user)
     # The parts' links and the hold end together: at PARTITION_HOLD_SECONDS, and never
     # after LINK_MAX_TTL_SECONDS or the caller's token.
@@ -121,6 +129,8 @@ async def create_partitions(
         imported = transaction.Imported(hold.snapshot, hold.server, hold.digest)
         async with transaction.snapshot(sources.db, identity=identity, imported=imported) as conn:
             ranges = await split(conn, dataset, selection, parts)
+        if sources.holds.get(hold.id) is not hold:  # ended meanwhile (its token, the server)
+            raise ServiceUnavailable("the snapshot was let go while its parts were planned")
         hold.parts = len(ranges)
         path = f"/datasets/{name}/stream"
         query = urlencode(

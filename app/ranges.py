@@ -51,7 +51,8 @@ async def split(
     uppers: list[tuple[str, ...]] = []
     counts: list[float] | None = None
     if parts > 1 and dataset.kind == "table":
-        uppers, counts = await _from_histogram(conn, dataset, selection, parts)
+        if _spread_like_the_table(dataset, selection):
+            uppers, counts = await _from_histogram(conn, dataset, selection, parts)
         if counts is None:
             uppers, counts = await _from_sample(conn, dataset, selection, parts)
     if parts > 1 and counts is None:
@@ -73,6 +74,14 @@ async def split(
     for (after, until), share in zip(itertools.pairwise(bounds), shares, strict=False):
         ranges.append((after, until, round(estimate * share / max(sum(shares), 1))))
     return ranges
+
+
+def _spread_like_the_table(dataset: Dataset, selection: Selection) -> bool:
+    """Whether the selection's rows lie along the first key column as the table's do: it
+    is cut only on that column (a filter on another, ``channel=sms``, may keep rows at
+    its two ends only, which the histogram cannot see; a sample can)."""
+    first = dataset.key[0]
+    return not selection.row_filter and all(c.column == first for c in selection.conditions)
 
 
 async def _from_histogram(

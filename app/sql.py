@@ -292,9 +292,10 @@ def histogram_within(dataset: Dataset, selection: Selection) -> Query:
         # a table with children has two rows: the one of the whole tree is what it reads
         "AND s.histogram_bounds IS NOT NULL ORDER BY s.inherited DESC LIMIT 1), "
         f"r AS (SELECT min({k}) AS lo, max({k}) AS hi FROM {dataset.source} AS _t{where}) "
-        # ordered by the typed value: a bare v in ORDER BY would be the text output column
-        "SELECT u.v::text AS bound FROM h, r, unnest(h.b) AS u(v) "
-        "WHERE u.v > r.lo AND u.v <= r.hi ORDER BY u.v"
+        # in the histogram's own order, which is the column's (its collation's): sorting
+        # the array's elements would use the default collation
+        "SELECT u.v::text AS bound FROM h, r, unnest(h.b) WITH ORDINALITY AS u(v, n) "
+        "WHERE u.v > r.lo AND u.v <= r.hi ORDER BY u.n"
     )
     return Query(sql, tuple(binder.args))
 

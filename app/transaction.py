@@ -150,6 +150,7 @@ async def _import(conn: asyncpg.Connection, tx: Any, imported: Imported) -> None
         asyncpg.exceptions.UndefinedObjectError,  # "snapshot … does not exist"
         asyncpg.exceptions.InvalidParameterValueError,  # "invalid snapshot identifier"
         asyncpg.exceptions.ObjectNotInPrerequisiteStateError,  # its source has ended
+        asyncpg.exceptions.FeatureNotSupportedError,  # exported in another database
     ) as exc:
         await _end(tx)
         _refuse_other_server(await conn.fetchval(SERVER_TAG), imported)

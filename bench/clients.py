@@ -79,6 +79,14 @@ def _rowstream(tool: str, fmt: str, base: str, token: str, rows: int) -> Callabl
     return lambda: readers[fmt](io.BytesIO(body()))
 
 
+def connectorx_url(url: str) -> str:
+    """ConnectorX's URL parser wants a host even when ``host=`` names a Unix socket."""
+    parts = urlsplit(url)
+    if parts.hostname:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[0] + "@localhost"))
+
+
 def _direct(tool: str, how: str, db_url: str, rows: int) -> Callable[[], Any]:
     query = _sql(rows)
     if how == "ADBC":
@@ -97,12 +105,8 @@ def _direct(tool: str, how: str, db_url: str, rows: int) -> Callable[[], Any]:
     if how == "ConnectorX":
         import connectorx as cx
 
-        # Its URL parser wants a host even when ``host=`` in the query names a Unix socket.
-        parts = urlsplit(db_url)
-        if not parts.hostname:
-            netloc = parts.netloc.rsplit("@", 1)[0] + "@localhost"
-            db_url = urlunsplit(parts._replace(netloc=netloc))
-        return lambda: cx.read_sql(db_url, query, return_type=tool)
+        cx_url = connectorx_url(db_url)
+        return lambda: cx.read_sql(cx_url, query, return_type=tool)
     import sqlalchemy
 
     engine = sqlalchemy.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))

@@ -23,14 +23,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from app import auth, database
+from app import auth, database, quoting
 from app.settings import Settings
 from bench import dataset_path
 from bench import measure as bench
+from bench.clients import connectorx_url
 from bench.report import machine
 from rowstream.client import Client
 
@@ -54,19 +54,20 @@ async def _ledger(url: str, rows: int) -> None:
 
 
 @contextmanager
-def _writer(url: str, rows: int) -> Iterator[list[int]]:
-    """Moves 1 from row 1 to row ``rows`` in a loop for the block; yields [moves made]."""
+def moving(url: str, table: str, last: int) -> Iterator[list[int]]:
+    """A writer moving 1 from row 1 of ``table`` (``id``, ``amount``) to row ``last``, one
+    transaction a move, for the block (begun when the block starts: one move made);
+    yields [moves made]. The total never changes: a read of one moment sees it."""
     stop, moves = threading.Event(), [0]
+    name = quoting.ident(table)
 
     async def write() -> None:
         conn = await asyncpg.connect(url)
         try:
             while not stop.is_set():
                 async with conn.transaction():
-                    await conn.execute("UPDATE bench_ledger SET amount = amount - 1 WHERE id = 1")
-                    await conn.execute(
-                        "UPDATE bench_ledger SET amount = amount + 1 WHERE id = $1", rows
-                    )
+                    await conn.execute(f"UPDATE {name} SET amount = amount - 1 WHERE id = 1")
+                    await conn.execute(f"UPDATE {name} SET amount = amount + 1 WHERE id = $1", last)
                 moves[0] += 1
         finally:
             await conn.close()
@@ -74,6 +75,8 @@ def _writer(url: str, rows: int) -> Iterator[list[int]]:
     thread = threading.Thread(target=lambda: asyncio.run(write()))
     thread.start()
     try:
+        while not moves[0] and thread.is_alive():
+            time.sleep(0.01)
         yield moves
     finally:
         stop.set()
@@ -91,14 +94,6 @@ def _check(table: Any, rows: int) -> dict[str, Any]:
     }
 
 
-def _connectorx_url(url: str) -> str:
-    """ConnectorX's URL parser wants a host even when ``host=`` names a Unix socket."""
-    parts = urlsplit(url)
-    if parts.hostname:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[0] + "@localhost"))
-
-
 def run(args: argparse.Namespace, settings: Settings) -> None:
     import connectorx as cx
 
@@ -114,7 +109,7 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
     with database.database_url(settings) as admin:
         url = asyncio.run(bench.database_beside(admin, "rowstream_ledger"))
         asyncio.run(_ledger(url, rows))
-        cx_url = _connectorx_url(url)
+        cx_url = connectorx_url(url)
         with dataset_path.fresh_server(url, secret, None, DATASETS_FILE=str(files)) as (base, _):
             client = Client(base, auth.issue(secret, "bench", 3600))
             ways: dict[str, Callable[[], Any]] = {
@@ -127,7 +122,7 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
                 ),
                 "rowstream": lambda: client.to_arrow("ledger", parallel=4),
             }
-            with client, _writer(url, rows) as moves:
+            with client, moving(url, "bench_ledger", rows) as moves:
                 for _ in range(reads):
                     for way, read in ways.items():
                         started = time.perf_counter()

@@ -97,9 +97,13 @@ def _measure(
                 raise RuntimeError(f"partitions: {planning.stdout or planning.stderr}")
             planned = json.loads(planning.stdout)
             plan_s = time.perf_counter() - started
-            commands = [
-                _curl(p["url"], out, None) for p, out in zip(planned["parts"], outputs, strict=True)
+            links = [  # each part to the next instance in turn, as a load balancer would
+                p["url"].replace(base, bases[i % len(bases)], 1)
+                for i, p in enumerate(planned["parts"])
             ]
+            if len(bases) > 1 and not all(u.startswith(base) for u in links[:1]):
+                raise RuntimeError(f"a part's link is not on {base}: {links[0][:60]}")
+            commands = [_curl(u, out, None) for u, out in zip(links, outputs, strict=True)]
         running = [subprocess.Popen(c, stdout=subprocess.PIPE, text=True) for c in commands]
         sizes = [int(p.communicate()[0] or 0) for p in running]
         total_s = time.perf_counter() - started

@@ -135,6 +135,7 @@ def test_parts_of_one_snapshot_through_pgbouncer_on_two_instances(
         headers=one.headers(),
         timeout=30,
     ).json()
+    assert len(planned["parts"]) == 4
     ids: list[int] = []
     for i, part in enumerate(planned["parts"]):
         url = part["url"].replace(one.base_url, (one, two)[i % 2].base_url)

@@ -257,6 +257,7 @@ def test_parts_are_planned_and_read_on_the_standby_and_pinned_to_it(pair: Pair) 
             headers=on_standby.headers(),
             timeout=30,
         ).json()
+        assert len(planned["parts"]) == 3
         ids = []
         for part in planned["parts"]:
             body = httpx.get(part["url"], timeout=30)

@@ -191,9 +191,13 @@ class Client:
         pool = ThreadPoolExecutor(max_workers=len(urls))
         try:
             futures = [pool.submit(part, url) for url in urls]
-            wait(futures, return_when=FIRST_EXCEPTION)
-            for done in futures:
-                yield from done.result()
+            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            for failed in finished:
+                if (error := failed.exception()) is not None:
+                    stop.set()  # the others stop at their next batch
+                    raise error
+            for each in futures:
+                yield from each.result()
         finally:
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)

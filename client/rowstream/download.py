@@ -201,6 +201,7 @@ def write_parallel(
     files are removed; a failure leaves ``path`` as it was."""
     if media not in RESUMABLE:
         raise ClientError("a parallel download writes NDJSON or CSV (their parts join exactly)")
+    client.resume_key(name)  # known before the parts' threads may need it
     planned = client.partitions(name, parallel, **params)
     urls = [part["url"] for part in planned["parts"]]
     stop = threading.Event()
@@ -233,17 +234,23 @@ def write_parallel(
         )
 
     try:
+        umask = os.umask(0)
+        os.umask(umask)
         for _ in urls:
             handle, scratch = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
             os.close(handle)
+            os.chmod(scratch, 0o666 & ~umask)  # as a file opened for writing would be
             files.append(Path(scratch))
         with ThreadPoolExecutor(max_workers=len(urls)) as pool:
             futures = [pool.submit(part, i) for i in range(len(urls))]
             try:
-                wait(futures, return_when=FIRST_EXCEPTION)
+                finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                for failed in finished:
+                    if (error := failed.exception()) is not None:
+                        raise error
                 results = [f.result() for f in futures]
             finally:
-                stop.set()
+                stop.set()  # on a failure, the others stop at their next chunk
         joined = files[0]
         with joined.open("ab") as out:
             header = _header(joined) if media == CSV else b""
@@ -253,6 +260,7 @@ def write_parallel(
                         raise ClientError("the parts' CSV headers differ")
                     while block := f.read(BLOCK_BYTES):
                         out.write(block)
+                file.unlink()  # at most one part's bytes twice on disk
         os.replace(joined, path)
     finally:
         client.release(planned)
