@@ -34,6 +34,7 @@ from app.catalog import Catalog
 from app.deps import State
 from app.docs_headers import DocsHeaders
 from app.jwks import Verifier
+from app.limits import MAX_PARTS
 from app.observability import Metrics, RequestLog
 from app.partitions import Holds
 from app.replica import LagMonitor
@@ -144,7 +145,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     not_found.install(app.router)  # where no route answers under /datasets/ …
     redirects.install(app.router)  # … unless its trailing-slash twin does
     roles = {name: tuple(d.roles or ()) for name, d in catalog.config.datasets.items()}
-    openapi.install(app, lambda: catalog.loaded, roles)
+    # the partitions route's parts are read at once: at most STREAM_PER_SUBJECT of them
+    max_parts = min(MAX_PARTS, settings.stream_per_subject)
+    openapi.install(app, lambda: catalog.loaded, roles, max_parts)
     _prepare_routes(app)
     return app
 

@@ -221,19 +221,26 @@ def _after_schema(dataset: Dataset) -> dict[str, Any]:
 BY_NAME = ("/datasets/{name}/partitions",)
 
 
-def _name_the_datasets(document: dict[str, Any], names: list[str]) -> dict[str, Any]:
+def _name_the_datasets(
+    document: dict[str, Any], names: list[str], max_parts: int | None = None
+) -> dict[str, Any]:
     """The ``name`` of each ``BY_NAME`` operation is one of ``names``: a schema-valid name is
-    a dataset the caller may read."""
+    a dataset the caller may read; ``max_parts``: the most ``parts`` it takes, as set."""
     for path in BY_NAME:
         for operation in document.get("paths", {}).get(path, {}).values():
             for parameter in operation.get("parameters", []):
                 if parameter.get("name") == "name" and parameter.get("in") == "path":
                     parameter["schema"] = {"type": "string", "enum": names}
+                if parameter.get("name") == "parts" and max_parts is not None:
+                    parameter["schema"]["maximum"] = max_parts
     return document
 
 
 def install(
-    app: FastAPI, datasets: Callable[[], dict[str, Dataset]], roles: dict[str, tuple[str, ...]]
+    app: FastAPI,
+    datasets: Callable[[], dict[str, Dataset]],
+    roles: dict[str, tuple[str, ...]],
+    max_parts: int | None = None,
 ) -> None:
     """Complete the dataset operations of ``app``'s document from ``datasets()``, and serve
     it at ``/openapi.json`` with only the datasets the caller may read (no token, or an
@@ -265,7 +272,7 @@ def install(
                     *parameters(dataset, media, marker["aliases"]),
                 ]
                 operation["responses"] = responses(dataset, media)
-        _name_the_datasets(document, sorted(loaded))
+        _name_the_datasets(document, sorted(loaded), max_parts)
         if loaded:
             app.openapi_schema = document  # complete: keep it
         return document
