@@ -67,21 +67,25 @@ class Database(databases.Database):
         self.is_connected = True
 
 
-def create(settings: Settings, url: str) -> Database:
-    """A ``Database`` (not yet connected) with the pool settings applied."""
-    options: dict[str, Any] = {}
+def connection_options(settings: Settings) -> dict[str, Any]:
+    """asyncpg's options for every connection of ours, pooled or not."""
+    options: dict[str, Any] = {"command_timeout": settings.command_timeout_seconds}
     if settings.database_pooler == "transaction":
         # PgBouncer in transaction mode hands each transaction a different server
         # connection: named prepared statements would collide (asyncpg#945). With the
         # cache off, asyncpg prepares unnamed statements.
         options["statement_cache_size"] = 0
+    return options
+
+
+def create(settings: Settings, url: str) -> Database:
+    """A ``Database`` (not yet connected) with the pool settings applied."""
     return Database(
         url,
         acquire_timeout=settings.pool_acquire_timeout_seconds,
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
-        command_timeout=settings.command_timeout_seconds,
-        **options,
+        **connection_options(settings),
     )
 
 

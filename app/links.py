@@ -20,6 +20,7 @@ put in a URL: the claims are signed, not secret, and stop working when the link 
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import hmac
 import json
@@ -75,6 +76,22 @@ def sign(
     signed_query = f"{query}&{extra}" if query else extra
     signature = _mac(key, path, signed_query)
     return f"{signed_query}&{SIGNATURE}={signature}"
+
+
+def expiry(seconds: float, principal: Principal) -> int:
+    """The Unix time a link made now for ``seconds`` expires: never after the signer's
+    token (its ``exp``)."""
+    expires_at = int(time.time() + seconds)
+    token_expiry: Any = principal.claims.get("exp")
+    if isinstance(token_expiry, int | float):
+        expires_at = min(expires_at, int(token_expiry))
+    return expires_at
+
+
+def expiry_text(expires_at: int) -> str:
+    """``expires_at`` as an RFC 3339 UTC time (``…Z``)."""
+    when = datetime.datetime.fromtimestamp(expires_at, datetime.UTC)
+    return when.isoformat().replace("+00:00", "Z")
 
 
 def is_signed(query: str) -> bool:

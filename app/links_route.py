@@ -10,9 +10,6 @@ caller writes.
 
 from __future__ import annotations
 
-import datetime
-import time
-from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from fastapi import APIRouter, Request
@@ -98,18 +95,12 @@ async def create_link(
     access.check_may_read(loaded[name], user)
     access.db_identity(settings, user)  # a link its caller could not use is not signed
     ttl_seconds = min(body.ttl_seconds, settings.link_max_ttl_seconds)
-    expires_at = int(time.time() + ttl_seconds)
-    token_expiry: Any = user.claims.get("exp")
-    if isinstance(token_expiry, int | float):
-        expires_at = min(expires_at, int(token_expiry))  # never outlives the signer's token
+    expires_at = links.expiry(ttl_seconds, user)
     try:
         query = links.sign(key, path, parts.query, user, expires_at)
     except ValueError as exc:
         raise UnprocessableContent(f"url: {exc}", field="url") from None
-    when = datetime.datetime.fromtimestamp(expires_at, datetime.UTC)
-    return Link(
-        url=f"{at}{quote(path)}?{query}", expires_at=when.isoformat().replace("+00:00", "Z")
-    )
+    return Link(url=f"{at}{quote(path)}?{query}", expires_at=links.expiry_text(expires_at))
 
 
 async def _link_request(request: Request) -> LinkRequest:

@@ -39,7 +39,7 @@ import asyncpg
 import databases
 
 from app import transaction
-from app.database import UNREACHABLE, describe, raw_connection
+from app.database import UNREACHABLE, connection_options, describe, raw_connection
 from app.errors import ServiceUnavailable, TooManyRequests
 from app.limits import (
     CLEANUP_SECONDS,
@@ -97,9 +97,8 @@ class Hold:
     id: str
     subject: str
     conn: asyncpg.Connection
-    snapshot: str
-    server: str
-    digest: str
+    #: Its exported snapshot, as a part imports it.
+    snapshot: transaction.Imported
     #: Unix time at which it ends at the latest.
     expires_at: float
     parts: int = 0
@@ -160,7 +159,7 @@ class Holds:
             conn = await self._connect(db, settings)
             hold_id = name.removeprefix(APPLICATION_NAME).partition(".")[0]
             try:
-                snapshot, server, digest = await _export_snapshot(conn, seconds, name)
+                snapshot = await _export_snapshot(conn, seconds, name)
             except BaseException:
                 conn.terminate()
                 raise
@@ -168,7 +167,7 @@ class Holds:
             self._opening[subject] -= 1
             if not self._opening[subject]:
                 del self._opening[subject]
-        hold = Hold(hold_id, subject, conn, snapshot, server, digest, time.time() + seconds)
+        hold = Hold(hold_id, subject, conn, snapshot, time.time() + seconds)
         hold.expiry = self._spawn(self._expire(hold_id, seconds))
         conn.add_termination_listener(lambda _: self._forget(hold_id))
         self._holds[hold_id] = hold
@@ -176,9 +175,7 @@ class Holds:
 
     @staticmethod
     async def _connect(db: databases.Database, settings: Settings) -> asyncpg.Connection:
-        options: dict[str, Any] = {"command_timeout": settings.command_timeout_seconds}
-        if settings.database_pooler == "transaction":
-            options["statement_cache_size"] = 0
+        options = connection_options(settings)
         try:
             async with asyncio.timeout(settings.pool_acquire_timeout_seconds):
                 conn: asyncpg.Connection = await asyncpg.connect(
@@ -247,10 +244,10 @@ class Holds:
 
 async def _export_snapshot(
     conn: asyncpg.Connection, seconds: float, name: str
-) -> tuple[str, str, str]:
-    """Begin the hold's transaction and export its snapshot, named ``name``: (the
-    snapshot's name, the server's tag, its digest). Two round trips: nothing else runs
-    here (the ranges are found on a pooled connection that imports the snapshot)."""
+) -> transaction.Imported:
+    """Begin the hold's transaction, its session named ``name``, and export its snapshot
+    (with the server's tag and its digest). Two round trips: nothing else runs here (the
+    ranges are found on a pooled connection that imports the snapshot)."""
     await conn.execute(
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
         f"{transaction.TRANSACTION_SETTINGS}; "
@@ -259,10 +256,10 @@ async def _export_snapshot(
     )
     row = await conn.fetchrow(
         "SELECT set_config('application_name', $1, true), pg_export_snapshot(), "
-        + transaction.SERVER_AND_SNAPSHOT.removeprefix("SELECT "),
+        f"{transaction.SERVER_AND_SNAPSHOT_COLUMNS}",
         name,
     )
-    return row[1], row[2], row[3]
+    return transaction.Imported(row[1], row[2], row[3])
 
 
 def session_name(hold_id: str, key: bytes, subject: str) -> str:

@@ -9,9 +9,8 @@ held.
 
 from __future__ import annotations
 
-import datetime
 import time
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Query, Request, Response
@@ -115,10 +114,9 @@ async def create_partitions(
     identity = access.db_identity(settings, user)
     # The parts' links and the hold end together: at PARTITION_HOLD_SECONDS, and never
     # after LINK_MAX_TTL_SECONDS or the caller's token.
-    expires_at = time.time() + min(settings.partition_hold_seconds, settings.link_max_ttl_seconds)
-    token_expiry: Any = user.claims.get("exp")
-    if isinstance(token_expiry, int | float):
-        expires_at = min(expires_at, float(token_expiry))
+    expires_at = links.expiry(
+        min(settings.partition_hold_seconds, settings.link_max_ttl_seconds), user
+    )
     hold_id = partitions.new_id()
     session = partitions.session_name(hold_id, key, user.subject)
     seconds = max(expires_at - time.time(), 1.0)
@@ -126,8 +124,8 @@ async def create_partitions(
     try:
         # found on a pooled connection, warm (its caches know the table: the hold's own
         # connection is new), in a transaction that takes the held snapshot as a part does
-        imported = transaction.Imported(hold.snapshot, hold.server, hold.digest)
-        async with transaction.snapshot(sources.db, identity=identity, imported=imported) as conn:
+        taken = hold.snapshot
+        async with transaction.snapshot(sources.db, identity=identity, imported=taken) as conn:
             ranges = await split(conn, dataset, selection, parts)
         if sources.holds.get(hold.id) is not hold:  # ended meanwhile (its token, the server)
             raise ServiceUnavailable("the snapshot was let go while its parts were planned")
@@ -139,9 +137,9 @@ async def create_partitions(
         listed = []
         for index, (after, until, estimate) in enumerate(ranges):
             part = partitions.Part(
-                hold.id, index, hold.snapshot, hold.server, hold.digest, after, until
+                hold.id, index, taken.snapshot, taken.server, taken.digest, after, until
             )
-            signed = links.sign(key, path, query, user, int(expires_at), part=part.encode())
+            signed = links.sign(key, path, query, user, expires_at, part=part.encode())
             listed.append(
                 PartLink(
                     url=f"{where}{quote(path)}?{signed}",
@@ -153,11 +151,9 @@ async def create_partitions(
     except BaseException:
         await sources.holds.release(hold.id)
         raise
-    expires_at = int(expires_at)
-    when = datetime.datetime.fromtimestamp(expires_at, datetime.UTC)
     body = Partitions(
         partition=hold.id,
-        expires_at=when.isoformat().replace("+00:00", "Z"),
+        expires_at=links.expiry_text(expires_at),
         release=f"/partitions/{hold.id}",
         parts=listed,
     )

@@ -134,6 +134,11 @@ def _key_compared(
     return f"({left}) {comparison} ({right})" if len(key) > 1 else f"{left} {comparison} {right}"
 
 
+def _and(where: str, condition: str) -> str:
+    """``where`` (``_where``'s, maybe empty) with ``condition`` added."""
+    return f"{where} AND {condition}" if where else f" WHERE {condition}"
+
+
 def _like_prefix(text: str) -> str:
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return escaped + "%"
@@ -307,7 +312,7 @@ def last_key_below(dataset: Dataset, selection: Selection, value: str) -> Query:
     where = _where(dataset, selection, binder)
     first = dataset.by_name[dataset.key[0]]
     below = f"_t.{ident(first.name)} < {binder.bind(value, first.type.sql)}"
-    where = f"{where} AND {below}" if where else f" WHERE {below}"
+    where = _and(where, below)
     order = ", ".join(f"_t.{ident(k)} DESC" for k in dataset.key)
     sql = f"SELECT {_key_texts(dataset)} FROM {dataset.source} AS _t{where} ORDER BY {order}"
     return Query(f"{sql} LIMIT 1", tuple(binder.args))
@@ -333,7 +338,7 @@ def null_keys(dataset: Dataset, selection: Selection) -> Query:
     binder = _Binder(selection.params)
     where = _where(dataset, selection, binder)
     null = " OR ".join(f"_t.{ident(k)} IS NULL" for k in dataset.key)
-    where = f"{where} AND ({null})" if where else f" WHERE ({null})"
+    where = _and(where, f"({null})")
     sql = f"SELECT EXISTS (SELECT 1 FROM {dataset.source} AS _t{where})"
     return Query(sql, tuple(binder.args))
 

@@ -79,7 +79,8 @@ SERVER_TAG = f"SELECT {_SERVER}"
 #: The server's tag and a digest of the transaction's snapshot (its xmin, xmax and running
 #: transactions): an imported snapshot is the exported one only if the digests agree
 #: (snapshot names are numbered per server and may repeat after a crash restart).
-SERVER_AND_SNAPSHOT = f"SELECT {_SERVER}, left(md5(pg_current_snapshot()::text), 16)"
+SERVER_AND_SNAPSHOT_COLUMNS = f"{_SERVER}, left(md5(pg_current_snapshot()::text), 16)"
+SERVER_AND_SNAPSHOT = f"SELECT {SERVER_AND_SNAPSHOT_COLUMNS}"
 
 #: Bound, not spliced: ``set_config('role', …, true)`` is ``SET LOCAL ROLE`` (PostgREST's).
 SET_IDENTITY = "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)"
